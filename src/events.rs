@@ -1,0 +1,173 @@
+//! Events that flow one way, from the Rust core to JavaScript.
+//!
+//! Producers (state machine, metrics watcher, transport) push onto one unbounded channel and
+//! never wait; a single pump drains it in batches and hands each batch to JavaScript as one JSON
+//! array, so a busy node crosses into the JS thread once per batch, not once per event.
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    CommandApplied {
+        index: u64,
+        term: u64,
+        /// JSON text exactly as the application submitted it.
+        command: String,
+        op_id: Option<String>,
+    },
+    SnapshotInstalled {
+        index: u64,
+        term: u64,
+    },
+    LeaderElected {
+        leader_id: String,
+        term: u64,
+    },
+    LeaderLost {
+        previous_leader_id: String,
+        term: u64,
+    },
+    TermUpdated {
+        term: u64,
+    },
+    BecameFollower {
+        term: u64,
+        leader_id: Option<String>,
+    },
+    PeerConnected {
+        node_id: String,
+    },
+    PeerDisconnected {
+        node_id: String,
+    },
+    PeerAdded {
+        node_id: String,
+        host: String,
+        port: u16,
+        voter: bool,
+    },
+    PeerRemoved {
+        node_id: String,
+    },
+    LogPurged {
+        up_to_index: u64,
+    },
+    /// Something the operator should know that is not tied to a call (a refused handshake, a
+    /// storage failure); `code` is one of the stable error codes.
+    Warning {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl Event {
+    /// Appends this event as one JSON object to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        let value = match self {
+            Event::CommandApplied {
+                index,
+                term,
+                command,
+                op_id,
+            } => {
+                // The command is already JSON; embed it as is instead of parsing and re-encoding.
+                let op = match op_id {
+                    Some(id) => serde_json::Value::String(id.clone()).to_string(),
+                    None => "null".to_string(),
+                };
+                out.push_str(&format!(
+                    r#"{{"type":"command_applied","index":{index},"term":{term},"opId":{op},"command":{command}}}"#
+                ));
+                return;
+            }
+            Event::SnapshotInstalled { index, term } => {
+                json!({"type": "snapshot_installed", "lastIncludedIndex": index, "term": term})
+            }
+            Event::LeaderElected { leader_id, term } => {
+                json!({"type": "leader_elected", "leaderId": leader_id, "term": term})
+            }
+            Event::LeaderLost {
+                previous_leader_id,
+                term,
+            } => json!({"type": "leader_lost", "previousLeaderId": previous_leader_id, "term": term}),
+            Event::TermUpdated { term } => json!({"type": "term_updated", "term": term}),
+            Event::BecameFollower { term, leader_id } => {
+                json!({"type": "became_follower", "term": term, "leaderId": leader_id})
+            }
+            Event::PeerConnected { node_id } => json!({"type": "peer_connected", "nodeId": node_id}),
+            Event::PeerDisconnected { node_id } => {
+                json!({"type": "peer_disconnected", "nodeId": node_id})
+            }
+            Event::PeerAdded {
+                node_id,
+                host,
+                port,
+                voter,
+            } => json!({"type": "peer_added", "nodeId": node_id, "host": host, "port": port, "voter": voter}),
+            Event::PeerRemoved { node_id } => json!({"type": "peer_removed", "nodeId": node_id}),
+            Event::LogPurged { up_to_index } => json!({"type": "log_purged", "upToIndex": up_to_index}),
+            Event::Warning { code, message } => {
+                json!({"type": "warning", "code": code, "message": message})
+            }
+        };
+        out.push_str(&value.to_string());
+    }
+}
+
+/// Cheap, cloneable handle for pushing events; sending never blocks and never fails loudly
+/// (after `stop()` nobody listens, and that is fine).
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl EventSink {
+    pub fn new() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EventSink { tx }, rx)
+    }
+
+    pub fn emit(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
+}
+
+/// Encodes a batch as a JSON array.
+pub fn batch_to_json(batch: &[Event]) -> String {
+    let mut out = String::with_capacity(64 * batch.len() + 2);
+    out.push('[');
+    for (i, e) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        e.write_json(&mut out);
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_is_valid_json_with_raw_command() {
+        let batch = vec![
+            Event::CommandApplied {
+                index: 3,
+                term: 1,
+                command: r#"{"type":"x","n":[1,2]}"#.into(),
+                op_id: Some("a\"b".into()),
+            },
+            Event::LeaderElected {
+                leader_id: "node-1".into(),
+                term: 1,
+            },
+        ];
+        let v: serde_json::Value = serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
+        assert_eq!(v[0]["command"]["n"][1], 2);
+        assert_eq!(v[0]["opId"], "a\"b");
+        assert_eq!(v[1]["leaderId"], "node-1");
+    }
+}

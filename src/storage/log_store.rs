@@ -1,0 +1,128 @@
+//! The Raft log, vote and purge marker in LMDB.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+
+use super::{decode, encode, storage_err, Store, KEY_PURGED, KEY_VOTE};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+#[derive(Clone)]
+pub struct LogStore {
+    store: Arc<Store>,
+}
+
+impl LogStore {
+    pub fn new(store: Arc<Store>) -> Self {
+        LogStore { store }
+    }
+
+    fn get_raft_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+        let s = &self.store;
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        match s.raft.get(&rtxn, key).map_err(storage_err)? {
+            Some(bytes) => Ok(Some(decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_raft_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
+        let s = &self.store;
+        let bytes = encode(value)?;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        s.raft.put(&mut wtxn, key, &bytes).map_err(storage_err)?;
+        wtxn.commit().map_err(storage_err)
+    }
+}
+
+fn index_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let s = &self.store;
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        let bounds = index_bounds(&range);
+        let mut entries = Vec::new();
+        for item in s.log.range(&rtxn, &bounds).map_err(storage_err)? {
+            let (_, bytes) = item.map_err(storage_err)?;
+            entries.push(decode::<Entry>(bytes)?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_raft_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_raft_meta(KEY_PURGED)?;
+        let last = {
+            let s = &self.store;
+            let rtxn = s.env.read_txn().map_err(storage_err)?;
+            match s.log.last(&rtxn).map_err(storage_err)? {
+                Some((_, bytes)) => Some(decode::<Entry>(bytes)?.log_id),
+                None => None,
+            }
+        };
+        Ok(LogState {
+            last_log_id: last.or_else(|| last_purged_log_id.clone()),
+            last_purged_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_raft_meta(KEY_VOTE, vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let s = &self.store;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        for entry in entries {
+            let bytes = encode(&entry)?;
+            s.log.put(&mut wtxn, &entry.log_id.index(), &bytes).map_err(storage_err)?;
+        }
+        // The commit fsyncs: the entries are durable before openraft is told they are.
+        wtxn.commit().map_err(storage_err)?;
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        let s = &self.store;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        s.log.delete_range(&mut wtxn, &(from..)).map_err(storage_err)?;
+        wtxn.commit().map_err(storage_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let s = &self.store;
+        let bytes = encode(&log_id)?;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        // Marker and deletion in one transaction: a crash leaves either both or neither.
+        s.raft.put(&mut wtxn, KEY_PURGED, &bytes).map_err(storage_err)?;
+        s.log.delete_range(&mut wtxn, &(..=log_id.index())).map_err(storage_err)?;
+        wtxn.commit().map_err(storage_err)
+    }
+}

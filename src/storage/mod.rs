@@ -1,0 +1,171 @@
+//! Every durable byte of a node lives in one LMDB environment in its data directory.
+//!
+//! Databases:
+//! - `log`: Raft log entries, keyed by index (big-endian, so LMDB's order is log order).
+//! - `raft`: vote and purge marker.
+//! - `applied`: the state machine's last-applied log id and membership.
+//! - `ops`: operation id -> where it took effect (idempotence registry).
+//! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
+//! - `snapshot`: the current snapshot's meta and data.
+//!
+//! Every write transaction commits with LMDB's default fsync, so a write is durable when the call
+//! that made it returns.
+
+mod log_store;
+mod state_machine;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, U64};
+use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use log_store::LogStore;
+pub use state_machine::{OpRecord, StateMachine};
+
+/// Open LMDB environment and its databases; shared by the log store and the state machine.
+pub struct Store {
+    env: Env<WithoutTls>,
+    log: Database<'static, U64<BigEndian>, Bytes>,
+    raft: Database<'static, Str, Bytes>,
+    applied: Database<'static, Str, Bytes>,
+    ops: Database<'static, Str, Bytes>,
+    ops_by_age: Database<'static, Bytes, Bytes>,
+    snapshot: Database<'static, Str, Bytes>,
+    /// Held for the lifetime of the store: an advisory lock that keeps a second node (in this or
+    /// another process) from opening the same data directory.
+    _dir_lock: File,
+    path: PathBuf,
+}
+
+pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("storage: {e}"))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Why a data directory could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another node holds the directory's lock.
+    Locked(PathBuf),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Locked(p) => write!(
+                f,
+                "data directory {} is in use by another node; give each node its own dataDir",
+                p.display()
+            ),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the LMDB environment under `dir`.
+    pub fn open(dir: &Path, map_size_bytes: usize) -> Result<Arc<Store>, OpenError> {
+        std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
+        let lock_path = dir.join("node.lock");
+        let dir_lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(OpenError::Io)?;
+        match dir_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
+        }
+
+        let page = 4096usize;
+        let map_size = map_size_bytes.div_ceil(page) * page;
+        // SAFETY: heed requires that an environment is not opened twice in one process and that
+        // its files are not changed behind LMDB's back. The exclusive `node.lock` taken above
+        // (an OS file lock, held until this `Store` is dropped) guarantees no other `Store` in
+        // any process has this directory open, and nothing else writes to it.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size)
+                .max_dbs(8)
+                .open(dir)
+        }
+        .map_err(|e| OpenError::Io(storage_err(e)))?;
+
+        let io = |e: heed::Error| OpenError::Io(storage_err(e));
+        let wtxn = env.write_txn().map_err(io)?;
+        let (log, raft, applied, ops, ops_by_age, snapshot) = env
+            .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit((
+                    dbs.create_database(wtxn, Some("log"))?,
+                    dbs.create_database(wtxn, Some("raft"))?,
+                    dbs.create_database(wtxn, Some("applied"))?,
+                    dbs.create_database(wtxn, Some("ops"))?,
+                    dbs.create_database(wtxn, Some("ops_by_age"))?,
+                    dbs.create_database(wtxn, Some("snapshot"))?,
+                )))
+            })
+            .map_err(io)?
+            .unwrap_commit();
+
+        Ok(Arc::new(Store {
+            env,
+            log,
+            raft,
+            applied,
+            ops,
+            ops_by_age,
+            snapshot,
+            _dir_lock: dir_lock,
+            path: dir.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when this directory holds Raft state (a vote or a log): such a node never founds a
+    /// cluster again, it rejoins the one it belonged to.
+    pub fn has_raft_state(&self) -> io::Result<bool> {
+        let rtxn = self.env.read_txn().map_err(storage_err)?;
+        let has_vote = self.raft.get(&rtxn, KEY_VOTE).map_err(storage_err)?.is_some();
+        let has_log = self.log.first(&rtxn).map_err(storage_err)?.is_some();
+        let has_snapshot = self.snapshot.get(&rtxn, KEY_SNAPSHOT_META).map_err(storage_err)?.is_some();
+        Ok(has_vote || has_log || has_snapshot)
+    }
+
+    /// Number of entries currently in the log (after purges).
+    pub fn log_len(&self) -> io::Result<u64> {
+        let rtxn = self.env.read_txn().map_err(storage_err)?;
+        self.log.len(&rtxn).map_err(storage_err)
+    }
+}
+
+const KEY_VOTE: &str = "vote";
+const KEY_PURGED: &str = "purged";
+const KEY_LAST_APPLIED: &str = "last_applied";
+const KEY_MEMBERSHIP: &str = "membership";
+const KEY_SNAPSHOT_META: &str = "meta";
+const KEY_SNAPSHOT_DATA: &str = "data";
+
+#[cfg(test)]
+mod tests;

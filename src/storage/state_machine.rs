@@ -1,0 +1,344 @@
+//! The replicated state machine: what has been applied, the membership, and the operation-id
+//! registry that makes retries idempotent. Persistent: each applied batch commits (fsync) before
+//! its responses go out, so a restarted node resumes after its last applied entry.
+
+use std::io;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    decode, encode, storage_err, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA,
+    KEY_SNAPSHOT_META,
+};
+use crate::events::{Event, EventSink};
+use crate::types::{
+    Applied, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
+
+/// Where an operation id took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpRecord {
+    pub index: u64,
+    pub term: u64,
+    pub proposed_at_ms: u64,
+}
+
+/// The state machine's whole state as carried by a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotPayload {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    ops: Vec<(String, OpRecord)>,
+}
+
+/// Snapshot meta as stored: our own struct so the on-disk form does not depend on openraft's
+/// wire compatibility rules.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshotMeta {
+    last_log_id: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+pub struct StateMachine {
+    store: Arc<Store>,
+    events: EventSink,
+    /// Registry entries older than this (by proposal time, relative to the newest applied
+    /// proposal) are forgotten; a retry after that is treated as a new operation.
+    op_ttl_ms: u64,
+}
+
+fn age_key(proposed_at_ms: u64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + id.len());
+    key.extend_from_slice(&proposed_at_ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<Store>, events: EventSink, op_ttl_ms: u64) -> Self {
+        StateMachine {
+            store,
+            events,
+            op_ttl_ms,
+        }
+    }
+
+    /// Looks an operation id up in the applied registry.
+    pub fn find_op(store: &Store, op_id: &str) -> io::Result<Option<OpRecord>> {
+        let rtxn = store.env.read_txn().map_err(storage_err)?;
+        match store.ops.get(&rtxn, op_id).map_err(storage_err)? {
+            Some(bytes) => Ok(Some(decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let s = &self.store;
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        let last_applied = match s.applied.get(&rtxn, KEY_LAST_APPLIED).map_err(storage_err)? {
+            Some(b) => decode(b)?,
+            None => None,
+        };
+        let membership = match s.applied.get(&rtxn, KEY_MEMBERSHIP).map_err(storage_err)? {
+            Some(b) => decode(b)?,
+            None => StoredMembership::default(),
+        };
+        Ok((last_applied, membership))
+    }
+
+    fn build_payload(&self) -> io::Result<SnapshotPayload> {
+        let (last_applied, membership) = self.read_applied()?;
+        let s = &self.store;
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        let mut ops = Vec::new();
+        for item in s.ops.iter(&rtxn).map_err(storage_err)? {
+            let (id, bytes) = item.map_err(storage_err)?;
+            ops.push((id.to_string(), decode::<OpRecord>(bytes)?));
+        }
+        Ok(SnapshotPayload {
+            last_applied,
+            membership,
+            ops,
+        })
+    }
+
+    fn save_snapshot(
+        &self,
+        wtxn: &mut heed::RwTxn,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let s = &self.store;
+        let stored = StoredSnapshotMeta {
+            last_log_id: meta.last_log_id.clone(),
+            last_membership: meta.last_membership.clone(),
+        };
+        s.snapshot
+            .put(wtxn, KEY_SNAPSHOT_META, &encode(&stored)?)
+            .map_err(storage_err)?;
+        s.snapshot.put(wtxn, KEY_SNAPSHOT_DATA, data).map_err(storage_err)
+    }
+}
+
+/// Builds snapshots from a consistent read of the state machine.
+pub struct SnapshotBuilder {
+    sm: StateMachine,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let payload = self.sm.build_payload()?;
+        let data = encode(&payload)?;
+        let meta = SnapshotMeta {
+            last_log_id: payload.last_applied.clone(),
+            last_membership: payload.membership.clone(),
+        };
+        let s = &self.sm.store;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
+        wtxn.commit().map_err(storage_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.read_applied()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        // Gather the batch first: an LMDB write transaction must not be held across an await.
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+
+        let s = &self.store;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut applied_events = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        let mut newest_proposal = 0u64;
+
+        for (entry, responder) in batch {
+            let log_id = entry.log_id.clone();
+            let index = log_id.index();
+            let term = log_id.committed_leader_id().term;
+            let mut reply = Applied {
+                index,
+                term,
+                duplicate: false,
+            };
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(cmd) => {
+                    newest_proposal = newest_proposal.max(cmd.proposed_at_ms);
+                    let earlier = match &cmd.op_id {
+                        Some(id) => match s.ops.get(&wtxn, id).map_err(storage_err)? {
+                            Some(bytes) => Some(decode::<OpRecord>(bytes)?),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    match earlier {
+                        Some(first) => {
+                            reply = Applied {
+                                index: first.index,
+                                term: first.term,
+                                duplicate: true,
+                            };
+                        }
+                        None => {
+                            if let Some(id) = &cmd.op_id {
+                                let record = OpRecord {
+                                    index,
+                                    term,
+                                    proposed_at_ms: cmd.proposed_at_ms,
+                                };
+                                s.ops.put(&mut wtxn, id, &encode(&record)?).map_err(storage_err)?;
+                                s.ops_by_age
+                                    .put(&mut wtxn, &age_key(cmd.proposed_at_ms, id), &[])
+                                    .map_err(storage_err)?;
+                            }
+                            applied_events.push(Event::CommandApplied {
+                                index,
+                                term,
+                                command: cmd.json,
+                                op_id: cmd.op_id,
+                            });
+                        }
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(log_id.clone()), m));
+                }
+            }
+            last_applied = Some(log_id);
+            replies.push((responder, reply));
+        }
+
+        if newest_proposal > self.op_ttl_ms {
+            expire_ops(s, &mut wtxn, newest_proposal - self.op_ttl_ms)?;
+        }
+        s.applied
+            .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&last_applied)?)
+            .map_err(storage_err)?;
+        if let Some(m) = &membership {
+            s.applied.put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?).map_err(storage_err)?;
+        }
+        wtxn.commit().map_err(storage_err)?;
+
+        for event in applied_events {
+            self.events.emit(event);
+        }
+        for (responder, reply) in replies {
+            if let Some(r) = responder {
+                r.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            sm: StateMachine {
+                store: self.store.clone(),
+                events: self.events.clone(),
+                op_ttl_ms: self.op_ttl_ms,
+            },
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = decode(&data)?;
+        let s = &self.store;
+        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        s.ops.clear(&mut wtxn).map_err(storage_err)?;
+        s.ops_by_age.clear(&mut wtxn).map_err(storage_err)?;
+        for (id, record) in &payload.ops {
+            s.ops.put(&mut wtxn, id, &encode(record)?).map_err(storage_err)?;
+            s.ops_by_age
+                .put(&mut wtxn, &age_key(record.proposed_at_ms, id), &[])
+                .map_err(storage_err)?;
+        }
+        s.applied
+            .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&meta.last_log_id)?)
+            .map_err(storage_err)?;
+        s.applied
+            .put(&mut wtxn, KEY_MEMBERSHIP, &encode(&meta.last_membership)?)
+            .map_err(storage_err)?;
+        self.save_snapshot(&mut wtxn, meta, &data)?;
+        wtxn.commit().map_err(storage_err)?;
+
+        if let Some(last) = &meta.last_log_id {
+            self.events.emit(Event::SnapshotInstalled {
+                index: last.index(),
+                term: last.committed_leader_id().term,
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let s = &self.store;
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        let Some(meta_bytes) = s.snapshot.get(&rtxn, KEY_SNAPSHOT_META).map_err(storage_err)? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshotMeta = decode(meta_bytes)?;
+        let data = s
+            .snapshot
+            .get(&rtxn, KEY_SNAPSHOT_DATA)
+            .map_err(storage_err)?
+            .ok_or_else(|| storage_err("snapshot meta present but data missing"))?
+            .to_vec();
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: stored.last_log_id,
+                last_membership: stored.last_membership,
+            },
+            snapshot: std::io::Cursor::new(data),
+        }))
+    }
+}
+
+/// Forgets registry entries proposed before `cutoff_ms`, oldest first.
+fn expire_ops(s: &Store, wtxn: &mut heed::RwTxn, cutoff_ms: u64) -> io::Result<()> {
+    let cutoff = cutoff_ms.to_be_bytes();
+    let mut expired = Vec::new();
+    for item in s.ops_by_age.range(wtxn, &(std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&cutoff[..]))).map_err(storage_err)? {
+        let (key, _) = item.map_err(storage_err)?;
+        expired.push(key.to_vec());
+    }
+    for key in expired {
+        s.ops_by_age.delete(wtxn, &key).map_err(storage_err)?;
+        if let Ok(id) = std::str::from_utf8(&key[8..]) {
+            s.ops.delete(wtxn, id).map_err(storage_err)?;
+        }
+    }
+    Ok(())
+}
