@@ -90,12 +90,16 @@ impl Event {
             Event::LeaderLost {
                 previous_leader_id,
                 term,
-            } => json!({"type": "leader_lost", "previousLeaderId": previous_leader_id, "term": term}),
+            } => {
+                json!({"type": "leader_lost", "previousLeaderId": previous_leader_id, "term": term})
+            }
             Event::TermUpdated { term } => json!({"type": "term_updated", "term": term}),
             Event::BecameFollower { term, leader_id } => {
                 json!({"type": "became_follower", "term": term, "leaderId": leader_id})
             }
-            Event::PeerConnected { node_id } => json!({"type": "peer_connected", "nodeId": node_id}),
+            Event::PeerConnected { node_id } => {
+                json!({"type": "peer_connected", "nodeId": node_id})
+            }
             Event::PeerDisconnected { node_id } => {
                 json!({"type": "peer_disconnected", "nodeId": node_id})
             }
@@ -104,9 +108,13 @@ impl Event {
                 host,
                 port,
                 voter,
-            } => json!({"type": "peer_added", "nodeId": node_id, "host": host, "port": port, "voter": voter}),
+            } => {
+                json!({"type": "peer_added", "nodeId": node_id, "host": host, "port": port, "voter": voter})
+            }
             Event::PeerRemoved { node_id } => json!({"type": "peer_removed", "nodeId": node_id}),
-            Event::LogPurged { up_to_index } => json!({"type": "log_purged", "upToIndex": up_to_index}),
+            Event::LogPurged { up_to_index } => {
+                json!({"type": "log_purged", "upToIndex": up_to_index})
+            }
             Event::Warning { code, message } => {
                 json!({"type": "warning", "code": code, "message": message})
             }
@@ -165,7 +173,8 @@ mod tests {
                 term: 1,
             },
         ];
-        let v: serde_json::Value = serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
+        let v: serde_json::Value =
+            serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
         assert_eq!(v[0]["command"]["n"][1], 2);
         assert_eq!(v[0]["opId"], "a\"b");
         assert_eq!(v[1]["leaderId"], "node-1");

@@ -78,7 +78,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         };
         Ok(LogState {
-            last_log_id: last.or_else(|| last_purged_log_id.clone()),
+            last_log_id: last.or(last_purged_log_id),
             last_purged_log_id,
         })
     }
@@ -91,7 +91,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_raft_meta(KEY_VOTE, vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -100,7 +104,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         for entry in entries {
             let bytes = encode(&entry)?;
-            s.log.put(&mut wtxn, &entry.log_id.index(), &bytes).map_err(storage_err)?;
+            s.log
+                .put(&mut wtxn, &entry.log_id.index(), &bytes)
+                .map_err(storage_err)?;
         }
         // The commit fsyncs: the entries are durable before openraft is told they are.
         wtxn.commit().map_err(storage_err)?;
@@ -112,7 +118,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        s.log.delete_range(&mut wtxn, &(from..)).map_err(storage_err)?;
+        s.log
+            .delete_range(&mut wtxn, &(from..))
+            .map_err(storage_err)?;
         wtxn.commit().map_err(storage_err)
     }
 
@@ -121,8 +129,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = encode(&log_id)?;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         // Marker and deletion in one transaction: a crash leaves either both or neither.
-        s.raft.put(&mut wtxn, KEY_PURGED, &bytes).map_err(storage_err)?;
-        s.log.delete_range(&mut wtxn, &(..=log_id.index())).map_err(storage_err)?;
+        s.raft
+            .put(&mut wtxn, KEY_PURGED, &bytes)
+            .map_err(storage_err)?;
+        s.log
+            .delete_range(&mut wtxn, &(..=log_id.index()))
+            .map_err(storage_err)?;
         wtxn.commit().map_err(storage_err)
     }
 }

@@ -147,9 +147,17 @@ impl Store {
     /// cluster again, it rejoins the one it belonged to.
     pub fn has_raft_state(&self) -> io::Result<bool> {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
-        let has_vote = self.raft.get(&rtxn, KEY_VOTE).map_err(storage_err)?.is_some();
+        let has_vote = self
+            .raft
+            .get(&rtxn, KEY_VOTE)
+            .map_err(storage_err)?
+            .is_some();
         let has_log = self.log.first(&rtxn).map_err(storage_err)?.is_some();
-        let has_snapshot = self.snapshot.get(&rtxn, KEY_SNAPSHOT_META).map_err(storage_err)?.is_some();
+        let has_snapshot = self
+            .snapshot
+            .get(&rtxn, KEY_SNAPSHOT_META)
+            .map_err(storage_err)?
+            .is_some();
         Ok(has_vote || has_log || has_snapshot)
     }
 

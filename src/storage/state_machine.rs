@@ -79,7 +79,11 @@ impl StateMachine {
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let last_applied = match s.applied.get(&rtxn, KEY_LAST_APPLIED).map_err(storage_err)? {
+        let last_applied = match s
+            .applied
+            .get(&rtxn, KEY_LAST_APPLIED)
+            .map_err(storage_err)?
+        {
             Some(b) => decode(b)?,
             None => None,
         };
@@ -114,13 +118,15 @@ impl StateMachine {
     ) -> io::Result<()> {
         let s = &self.store;
         let stored = StoredSnapshotMeta {
-            last_log_id: meta.last_log_id.clone(),
+            last_log_id: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
         };
         s.snapshot
             .put(wtxn, KEY_SNAPSHOT_META, &encode(&stored)?)
             .map_err(storage_err)?;
-        s.snapshot.put(wtxn, KEY_SNAPSHOT_DATA, data).map_err(storage_err)
+        s.snapshot
+            .put(wtxn, KEY_SNAPSHOT_DATA, data)
+            .map_err(storage_err)
     }
 }
 
@@ -136,7 +142,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let payload = self.sm.build_payload()?;
         let data = encode(&payload)?;
         let meta = SnapshotMeta {
-            last_log_id: payload.last_applied.clone(),
+            last_log_id: payload.last_applied,
             last_membership: payload.membership.clone(),
         };
         let s = &self.sm.store;
@@ -180,7 +186,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut newest_proposal = 0u64;
 
         for (entry, responder) in batch {
-            let log_id = entry.log_id.clone();
+            let log_id = entry.log_id;
             let index = log_id.index();
             let term = log_id.committed_leader_id().term;
             let mut reply = Applied {
@@ -214,7 +220,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     term,
                                     proposed_at_ms: cmd.proposed_at_ms,
                                 };
-                                s.ops.put(&mut wtxn, id, &encode(&record)?).map_err(storage_err)?;
+                                s.ops
+                                    .put(&mut wtxn, id, &encode(&record)?)
+                                    .map_err(storage_err)?;
                                 s.ops_by_age
                                     .put(&mut wtxn, &age_key(cmd.proposed_at_ms, id), &[])
                                     .map_err(storage_err)?;
@@ -229,7 +237,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(log_id.clone()), m));
+                    membership = Some(StoredMembership::new(Some(log_id), m));
                 }
             }
             last_applied = Some(log_id);
@@ -243,7 +251,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&last_applied)?)
             .map_err(storage_err)?;
         if let Some(m) = &membership {
-            s.applied.put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?).map_err(storage_err)?;
+            s.applied
+                .put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?)
+                .map_err(storage_err)?;
         }
         wtxn.commit().map_err(storage_err)?;
 
@@ -280,7 +290,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         s.ops.clear(&mut wtxn).map_err(storage_err)?;
         s.ops_by_age.clear(&mut wtxn).map_err(storage_err)?;
         for (id, record) in &payload.ops {
-            s.ops.put(&mut wtxn, id, &encode(record)?).map_err(storage_err)?;
+            s.ops
+                .put(&mut wtxn, id, &encode(record)?)
+                .map_err(storage_err)?;
             s.ops_by_age
                 .put(&mut wtxn, &age_key(record.proposed_at_ms, id), &[])
                 .map_err(storage_err)?;
@@ -306,7 +318,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let Some(meta_bytes) = s.snapshot.get(&rtxn, KEY_SNAPSHOT_META).map_err(storage_err)? else {
+        let Some(meta_bytes) = s
+            .snapshot
+            .get(&rtxn, KEY_SNAPSHOT_META)
+            .map_err(storage_err)?
+        else {
             return Ok(None);
         };
         let stored: StoredSnapshotMeta = decode(meta_bytes)?;
@@ -330,7 +346,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 fn expire_ops(s: &Store, wtxn: &mut heed::RwTxn, cutoff_ms: u64) -> io::Result<()> {
     let cutoff = cutoff_ms.to_be_bytes();
     let mut expired = Vec::new();
-    for item in s.ops_by_age.range(wtxn, &(std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&cutoff[..]))).map_err(storage_err)? {
+    for item in s
+        .ops_by_age
+        .range(
+            wtxn,
+            &(
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Excluded(&cutoff[..]),
+            ),
+        )
+        .map_err(storage_err)?
+    {
         let (key, _) = item.map_err(storage_err)?;
         expired.push(key.to_vec());
     }

@@ -1,0 +1,54 @@
+'use strict';
+
+/** Stable error codes; `error.code` is always one of these. */
+const ErrorCode = Object.freeze({
+  INVALID_CONFIG: 'ERR_INVALID_CONFIG',
+  INVALID_OPERATION: 'ERR_INVALID_OPERATION',
+  NOT_LEADER: 'ERR_NOT_LEADER',
+  NO_QUORUM: 'ERR_NO_QUORUM',
+  TIMEOUT: 'ERR_TIMEOUT',
+  NODE_NOT_FOUND: 'ERR_NODE_NOT_FOUND',
+  ADDRESS_IN_USE: 'ERR_ADDRESS_IN_USE',
+  STORAGE: 'ERR_STORAGE',
+  SHUTDOWN: 'ERR_SHUTDOWN',
+  AUTH: 'ERR_AUTH',
+});
+
+class ConsensusError extends Error {
+  /**
+   * @param {string} code one of ErrorCode
+   * @param {string} message what happened and what to do
+   * @param {{leaderId?: string|null, field?: string}} [details]
+   */
+  constructor(code, message, details = {}) {
+    super(message);
+    this.name = 'ConsensusError';
+    this.code = code;
+    if (details.leaderId !== undefined) this.leaderId = details.leaderId;
+    if (details.field !== undefined) this.field = details.field;
+  }
+}
+
+/** Turns an error thrown by the native layer (message = JSON {code, message, leaderId}). */
+function fromNative(err) {
+  if (err instanceof ConsensusError) return err;
+  try {
+    const parsed = JSON.parse(err && err.message);
+    if (parsed && typeof parsed.code === 'string') {
+      return new ConsensusError(parsed.code, parsed.message, { leaderId: parsed.leaderId ?? undefined });
+    }
+  } catch {
+    // not one of ours: fall through
+  }
+  return new ConsensusError(ErrorCode.STORAGE, `native error: ${err && err.message}`);
+}
+
+function invalidConfig(field, message) {
+  return new ConsensusError(ErrorCode.INVALID_CONFIG, `${field}: ${message}`, { field });
+}
+
+function invalidOperation(field, message) {
+  return new ConsensusError(ErrorCode.INVALID_OPERATION, `${field}: ${message}`, { field });
+}
+
+module.exports = { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation };

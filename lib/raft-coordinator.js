@@ -1,0 +1,445 @@
+'use strict';
+const { EventEmitter } = require('node:events');
+const path = require('node:path');
+const native = require('./native');
+const { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation } = require('./errors');
+const v = require('./validate');
+
+const DEFAULTS = Object.freeze({
+  host: '127.0.0.1',
+  clusterId: 'default',
+  electionTimeoutMin: 150,
+  electionTimeoutMax: 300,
+  heartbeatInterval: 50,
+  snapshotThreshold: 1000,
+  bootstrap: 'auto',
+  commandTimeoutMs: 5000,
+  addPeerTimeoutMs: 30000,
+  operationTtlMs: 24 * 3600 * 1000,
+  maxCommandBytes: 1024 * 1024,
+  mapSizeMb: 1024,
+  maxFrameBytes: 64 * 1024 * 1024,
+  maxConnections: 256,
+});
+
+const KNOWN_KEYS = [
+  'nodeId',
+  'host',
+  'port',
+  'dataDir',
+  'clusterId',
+  'secret',
+  'electionTimeoutMin',
+  'electionTimeoutMax',
+  'heartbeatInterval',
+  'snapshotThreshold',
+  'logsKeptAfterSnapshot',
+  'bootstrap',
+  'commandTimeoutMs',
+  'addPeerTimeoutMs',
+  'operationTtlMs',
+  'maxCommandBytes',
+  'mapSizeMb',
+  'maxFrameBytes',
+  'maxConnections',
+];
+
+/** Validates a RaftCoordinator config and fills in defaults. Throws ERR_INVALID_CONFIG. */
+function normalizeConfig(config) {
+  v.checkObject(config, 'config');
+  v.checkKnownKeys(config, KNOWN_KEYS, 'RaftCoordinator');
+  const nodeId = v.nodeId(config.nodeId);
+  const host = v.string(config.host, 'host', { fallback: DEFAULTS.host, maxLength: 253 });
+  if (config.port === undefined) throw invalidConfig('port', 'required (use 0 to pick a free port)');
+  const port = v.integer(config.port, 'port', { min: 0, max: 65535 });
+  const dataDir = path.resolve(
+    v.string(config.dataDir, 'dataDir', { fallback: path.join('.consensus', nodeId), maxLength: 4096 }),
+  );
+  const clusterId = v.string(config.clusterId, 'clusterId', { fallback: DEFAULTS.clusterId, maxLength: 128 });
+  if (config.secret !== undefined) {
+    throw invalidConfig(
+      'secret',
+      'peer authentication with a shared secret is not available in this version; ' +
+        'isolate the Raft ports on a private network and leave secret unset',
+    );
+  }
+  const heartbeatInterval = v.integer(config.heartbeatInterval, 'heartbeatInterval', {
+    min: 1,
+    max: 60000,
+    fallback: DEFAULTS.heartbeatInterval,
+  });
+  const electionTimeoutMin = v.integer(config.electionTimeoutMin, 'electionTimeoutMin', {
+    min: 2,
+    max: 600000,
+    fallback: DEFAULTS.electionTimeoutMin,
+  });
+  const electionTimeoutMax = v.integer(config.electionTimeoutMax, 'electionTimeoutMax', {
+    min: 3,
+    max: 600000,
+    fallback: Math.max(DEFAULTS.electionTimeoutMax, electionTimeoutMin + 1),
+  });
+  if (electionTimeoutMax <= electionTimeoutMin) {
+    throw invalidConfig('electionTimeoutMax', `must be greater than electionTimeoutMin (${electionTimeoutMin})`);
+  }
+  if (heartbeatInterval >= electionTimeoutMin) {
+    throw invalidConfig('heartbeatInterval', `must be less than electionTimeoutMin (${electionTimeoutMin})`);
+  }
+  const snapshotThreshold = v.integer(config.snapshotThreshold, 'snapshotThreshold', {
+    min: 1,
+    max: 2 ** 31 - 1,
+    fallback: DEFAULTS.snapshotThreshold,
+  });
+  const logsKeptAfterSnapshot = v.integer(config.logsKeptAfterSnapshot, 'logsKeptAfterSnapshot', {
+    min: 0,
+    max: 2 ** 31 - 1,
+    fallback: Math.floor(snapshotThreshold / 4),
+  });
+  let bootstrap = DEFAULTS.bootstrap;
+  if (config.bootstrap !== undefined) {
+    if (config.bootstrap === true) bootstrap = 'always';
+    else if (config.bootstrap === false) bootstrap = 'never';
+    else if (config.bootstrap === 'auto') bootstrap = 'auto';
+    else throw invalidConfig('bootstrap', `expected 'auto', true or false, got ${JSON.stringify(config.bootstrap)}`);
+  }
+  const int = (key, min, max) => v.integer(config[key], key, { min, max, fallback: DEFAULTS[key] });
+  return {
+    nodeId,
+    host,
+    port,
+    dataDir,
+    clusterId,
+    electionTimeoutMin,
+    electionTimeoutMax,
+    heartbeatInterval,
+    snapshotThreshold,
+    logsKeptAfterSnapshot,
+    bootstrap,
+    commandTimeoutMs: int('commandTimeoutMs', 1, 2 ** 31 - 1),
+    addPeerTimeoutMs: int('addPeerTimeoutMs', 1, 2 ** 31 - 1),
+    operationTtlMs: int('operationTtlMs', 0, Number.MAX_SAFE_INTEGER),
+    maxCommandBytes: int('maxCommandBytes', 1, 64 * 1024 * 1024),
+    mapSizeMb: int('mapSizeMb', 1, 1024 * 1024),
+    maxFrameBytes: int('maxFrameBytes', 64 * 1024, 2 ** 31 - 1),
+    maxConnections: int('maxConnections', 1, 65535),
+  };
+}
+
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Rethrows a listener's exception outside the event pump, as Node does for socket listeners. */
+function rethrowLater(err) {
+  process.nextTick(() => {
+    throw err;
+  });
+}
+
+/**
+ * A Raft node: leader election, a replicated durable log (LMDB) and membership, talking to its
+ * peers over WebSocket. Events: initialized, leader_elected, leader_lost, term_updated,
+ * became_follower, command_applied, snapshot_installed, peer_connected, peer_disconnected,
+ * peer_added, peer_removed, log_compacted, warning, shutdown.
+ */
+class RaftCoordinator extends EventEmitter {
+  constructor(config) {
+    super();
+    this.config = normalizeConfig(config);
+    this._native = null;
+    this._starting = null;
+    this._stopped = false;
+    this._stopping = null;
+  }
+
+  get nodeId() {
+    return this.config.nodeId;
+  }
+
+  get isLeader() {
+    return this._native !== null && !this._stopped && this._native.state().role === 'leader';
+  }
+
+  get leaderId() {
+    if (this._native === null || this._stopped) return null;
+    return this._native.state().leaderId ?? null;
+  }
+
+  get currentTerm() {
+    if (this._native === null || this._stopped) return 0;
+    return this._native.state().term;
+  }
+
+  /** Opens storage, binds the port and starts Raft. Safe to call twice. */
+  async initialize() {
+    if (this._stopped) throw this._shutdownError();
+    if (this._native) return;
+    if (!this._starting) {
+      const c = this.config;
+      this._starting = native
+        .startNode(
+          {
+            nodeId: c.nodeId,
+            host: c.host,
+            port: c.port,
+            dataDir: c.dataDir,
+            clusterId: c.clusterId,
+            electionTimeoutMin: c.electionTimeoutMin,
+            electionTimeoutMax: c.electionTimeoutMax,
+            heartbeatInterval: c.heartbeatInterval,
+            snapshotThreshold: c.snapshotThreshold,
+            logsKeptAfterSnapshot: c.logsKeptAfterSnapshot,
+            bootstrap: c.bootstrap,
+            operationTtlMs: c.operationTtlMs,
+            commandTimeoutMs: c.commandTimeoutMs,
+            addPeerTimeoutMs: c.addPeerTimeoutMs,
+            mapSizeMb: c.mapSizeMb,
+            maxFrameBytes: c.maxFrameBytes,
+            maxConnections: c.maxConnections,
+          },
+          (batch) => this._dispatch(batch),
+        )
+        .then(
+          (node) => {
+            this._native = node;
+            this.emit('initialized', { nodeId: c.nodeId, port: node.state().port });
+          },
+          (err) => {
+            this._starting = null;
+            throw fromNative(err);
+          },
+        );
+    }
+    return this._starting;
+  }
+
+  /**
+   * Adds a member: as a learner, then as a voter once it holds the log. On a fresh node that
+   * belongs to no cluster (bootstrap 'auto'), the first addPeer founds the cluster. Safe to call
+   * without await: a failure is reported as a `peer_add_failed` event, never as an unhandled
+   * rejection.
+   */
+  addPeer(nodeId, host, port) {
+    const promise = this._run(() => {
+      v.nodeId(nodeId, 'nodeId');
+      v.string(host, 'host', { maxLength: 253 });
+      v.integer(port, 'port', { min: 1, max: 65535 });
+      return this._native.addPeer(nodeId, host, port);
+    });
+    promise.catch((error) => this._emitSafely('peer_add_failed', { nodeId, error }));
+    return promise;
+  }
+
+  /** Removes a member (leader only). */
+  removePeer(nodeId) {
+    const promise = this._run(() => {
+      v.nodeId(nodeId, 'nodeId');
+      return this._native.removePeer(nodeId);
+    });
+    promise.catch(() => {});
+    return promise;
+  }
+
+  /** Hands leadership to another voter and resolves once it leads (leader only). */
+  transferLeadership(nodeId, timeoutMs = 5000) {
+    return this._run(() => {
+      v.nodeId(nodeId, 'nodeId');
+      v.integer(timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+      return this._native.transferLeadership(nodeId, timeoutMs);
+    });
+  }
+
+  /**
+   * Replicates a command: a plain, JSON-serializable object with a string `type`. Resolves
+   * `{committed, logIndex, term}` once a majority stored it durably and it was applied here.
+   * `options.operationId` makes retries idempotent: the same id resolves to the first result
+   * with `duplicate: true` and takes effect once.
+   */
+  async replicateCommand(command, options = {}) {
+    if (!isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
+    if (typeof command.type !== 'string' || command.type.length === 0) {
+      throw invalidOperation('command.type', 'expected a non-empty string');
+    }
+    const operationId = options.operationId;
+    if (operationId !== undefined && (typeof operationId !== 'string' || operationId.length === 0)) {
+      throw invalidOperation('operationId', 'expected a non-empty string');
+    }
+    let json;
+    try {
+      json = JSON.stringify(command);
+    } catch (err) {
+      throw invalidOperation('command', `not JSON-serializable: ${err.message}`);
+    }
+    const bytes = Buffer.byteLength(json);
+    if (bytes > this.config.maxCommandBytes) {
+      throw invalidOperation(
+        'command',
+        `${bytes} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
+      );
+    }
+    const applied = await this._run(() => this._native.replicate(json, operationId));
+    const result = { committed: true, logIndex: applied.index, term: applied.term };
+    if (applied.duplicate) result.duplicate = true;
+    return result;
+  }
+
+  getState() {
+    const c = this.config;
+    if (this._native === null || this._stopped) {
+      return {
+        nodeId: c.nodeId,
+        role: this._stopped ? 'shutdown' : 'follower',
+        isLeader: false,
+        leaderId: null,
+        term: 0,
+        port: c.port,
+        lastLogIndex: 0,
+        commitIndex: 0,
+        lastApplied: 0,
+        logLength: 0,
+        snapshotIndex: null,
+        peers: [],
+        connectedPeers: [],
+        membership: { voters: [], learners: [], nodes: {} },
+        replication: {},
+      };
+    }
+    const s = this._native.state();
+    const nodes = {};
+    const voters = [];
+    const learners = [];
+    for (const m of s.members) {
+      nodes[m.nodeId] = { host: m.host, port: m.port, voter: m.voter };
+      (m.voter ? voters : learners).push(m.nodeId);
+    }
+    const replication = {};
+    for (const r of s.replication) replication[r.nodeId] = r.matchedIndex ?? null;
+    return {
+      nodeId: s.nodeId,
+      role: s.role,
+      isLeader: s.role === 'leader',
+      leaderId: s.leaderId ?? null,
+      term: s.term,
+      port: s.port,
+      lastLogIndex: s.lastLogIndex ?? 0,
+      commitIndex: s.commitIndex ?? 0,
+      lastApplied: s.lastApplied ?? 0,
+      logLength: s.logLength,
+      snapshotIndex: s.snapshotIndex ?? null,
+      peers: Object.keys(nodes).filter((id) => id !== s.nodeId),
+      connectedPeers: s.connectedPeers,
+      membership: { voters, learners, nodes },
+      replication,
+    };
+  }
+
+  /** Stops Raft and the transport; data stays on disk. Idempotent. */
+  stop() {
+    if (!this._stopping) {
+      this._stopped = true;
+      this._stopping = (async () => {
+        if (this._starting) {
+          try {
+            await this._starting;
+          } catch {
+            // never started: nothing to stop
+          }
+        }
+        if (this._native) await this._native.stop();
+        this._emitSafely('shutdown', { nodeId: this.config.nodeId });
+      })();
+    }
+    return this._stopping;
+  }
+
+  shutdown() {
+    return this.stop();
+  }
+
+  _shutdownError() {
+    return new ConsensusError(ErrorCode.SHUTDOWN, `node ${this.config.nodeId} is stopped; create a new coordinator`);
+  }
+
+  /** Runs a native call: checks the lifecycle, validates synchronously, maps native errors. */
+  _run(call) {
+    try {
+      if (this._stopped) throw this._shutdownError();
+      if (this._native === null) {
+        throw new ConsensusError(ErrorCode.SHUTDOWN, `node ${this.config.nodeId} is not initialized; await initialize() first`);
+      }
+      return Promise.resolve(call()).catch((err) => {
+        throw fromNative(err);
+      });
+    } catch (err) {
+      return Promise.reject(err instanceof ConsensusError ? err : fromNative(err));
+    }
+  }
+
+  _emitSafely(name, payload) {
+    try {
+      this.emit(name, payload);
+    } catch (err) {
+      rethrowLater(err);
+    }
+  }
+
+  /** Receives a batch of native events (a JSON array) and emits each. */
+  _dispatch(batch) {
+    let events;
+    try {
+      events = JSON.parse(batch);
+    } catch (err) {
+      rethrowLater(new Error(`@unrdf/consensus: malformed event batch: ${err.message}`));
+      return;
+    }
+    for (const e of events) {
+      switch (e.type) {
+        case 'command_applied':
+          this._emitSafely('command_applied', {
+            command: e.command,
+            entry: { index: e.index, term: e.term },
+            operationId: e.opId ?? undefined,
+          });
+          break;
+        case 'snapshot_installed':
+          this._emitSafely('snapshot_installed', { lastIncludedIndex: e.lastIncludedIndex, term: e.term });
+          break;
+        case 'leader_elected':
+          this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });
+          break;
+        case 'leader_lost':
+          this._emitSafely('leader_lost', { previousLeaderId: e.previousLeaderId, term: e.term });
+          break;
+        case 'term_updated':
+          this._emitSafely('term_updated', { term: e.term });
+          break;
+        case 'became_follower':
+          this._emitSafely('became_follower', { term: e.term, leaderId: e.leaderId ?? null });
+          break;
+        case 'peer_connected':
+        case 'peer_disconnected':
+        case 'peer_removed':
+          this._emitSafely(e.type, { nodeId: e.nodeId });
+          break;
+        case 'peer_added':
+          this._emitSafely('peer_added', { nodeId: e.nodeId, host: e.host, port: e.port, voter: e.voter });
+          break;
+        case 'log_purged':
+          this._emitSafely('log_compacted', { upToIndex: e.upToIndex });
+          break;
+        case 'warning':
+          this._emitSafely('warning', new ConsensusError(e.code, e.message));
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+function createRaftCoordinator(config) {
+  return new RaftCoordinator(config);
+}
+
+module.exports = { RaftCoordinator, createRaftCoordinator, normalizeConfig, DEFAULTS };

@@ -1,0 +1,286 @@
+//! The napi surface: thin conversions between JavaScript values and the engine. `index.js` wraps
+//! it in the public `RaftCoordinator` class; nothing here is meant to be called directly.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
+use crate::events::{batch_to_json, Event, EventSink};
+use crate::types::PeerAddr;
+
+/// Receives each batch of events as a JSON array. Strong: while a node runs, its event callback
+/// keeps the process alive; `stop()` releases it.
+type EventCallback = ThreadsafeFunction<String, (), String, Status, false>;
+
+fn js_error(e: NodeError) -> Error {
+    Error::new(Status::GenericFailure, e.to_json())
+}
+
+/// Configuration as `index.js` passes it: already validated, defaults filled in.
+#[napi(object)]
+pub struct NativeConfig {
+    pub node_id: String,
+    pub host: String,
+    pub port: u32,
+    pub data_dir: String,
+    pub cluster_id: String,
+    pub election_timeout_min: u32,
+    pub election_timeout_max: u32,
+    pub heartbeat_interval: u32,
+    pub snapshot_threshold: u32,
+    pub logs_kept_after_snapshot: u32,
+    /// "auto", "always" or "never".
+    pub bootstrap: String,
+    pub operation_ttl_ms: f64,
+    pub command_timeout_ms: u32,
+    pub add_peer_timeout_ms: u32,
+    pub map_size_mb: u32,
+    pub max_frame_bytes: u32,
+    pub max_connections: u32,
+}
+
+#[napi(object)]
+pub struct NativeApplied {
+    pub index: f64,
+    pub term: f64,
+    pub duplicate: bool,
+}
+
+#[napi(object)]
+pub struct NativeMember {
+    pub node_id: String,
+    pub host: String,
+    pub port: u32,
+    pub voter: bool,
+}
+
+#[napi(object)]
+pub struct NativeReplication {
+    pub node_id: String,
+    pub matched_index: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeState {
+    pub node_id: String,
+    pub role: String,
+    pub leader_id: Option<String>,
+    pub term: f64,
+    pub port: u32,
+    pub last_log_index: Option<f64>,
+    pub commit_index: Option<f64>,
+    pub last_applied: Option<f64>,
+    pub snapshot_index: Option<f64>,
+    pub purged_index: Option<f64>,
+    pub log_length: f64,
+    pub members: Vec<NativeMember>,
+    pub connected_peers: Vec<String>,
+    pub replication: Vec<NativeReplication>,
+}
+
+#[napi]
+pub struct NativeNode {
+    node: Arc<Node>,
+    stop_pump: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
+    let bootstrap = match c.bootstrap.as_str() {
+        "auto" => Bootstrap::Auto,
+        "always" => Bootstrap::Always,
+        "never" => Bootstrap::Never,
+        other => {
+            return Err(NodeError::new(
+                ERR::INVALID_CONFIG,
+                format!("bootstrap: expected 'auto', true or false, got {other}"),
+            ))
+        }
+    };
+    let port = u16::try_from(c.port).map_err(|_| {
+        NodeError::new(
+            ERR::INVALID_CONFIG,
+            format!("port: {} is not a valid port", c.port),
+        )
+    })?;
+    Ok(NodeConfig {
+        node_id: c.node_id,
+        host: c.host,
+        port,
+        data_dir: PathBuf::from(c.data_dir),
+        cluster_id: c.cluster_id,
+        election_timeout_min_ms: c.election_timeout_min.into(),
+        election_timeout_max_ms: c.election_timeout_max.into(),
+        heartbeat_interval_ms: c.heartbeat_interval.into(),
+        snapshot_threshold: c.snapshot_threshold.into(),
+        logs_kept_after_snapshot: c.logs_kept_after_snapshot.into(),
+        bootstrap,
+        op_ttl_ms: c.operation_ttl_ms.max(0.0) as u64,
+        command_timeout: Duration::from_millis(c.command_timeout_ms.into()),
+        add_peer_timeout: Duration::from_millis(c.add_peer_timeout_ms.into()),
+        map_size_bytes: (c.map_size_mb as usize) << 20,
+        max_frame_bytes: c.max_frame_bytes as usize,
+        max_connections: c.max_connections as usize,
+    })
+}
+
+/// Delivers events to JavaScript in batches until told to stop; then flushes what is left and
+/// drops the callback, which lets the process exit.
+async fn pump_events(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    callback: EventCallback,
+    mut stop: oneshot::Receiver<()>,
+) {
+    const MAX_BATCH: usize = 4096;
+    let deliver = |batch: &[Event]| {
+        if !batch.is_empty() {
+            callback.call(
+                batch_to_json(batch),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }
+    };
+    loop {
+        tokio::select! {
+            first = rx.recv() => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                deliver(&batch);
+            }
+            _ = &mut stop => {
+                let mut rest = Vec::new();
+                while let Ok(e) = rx.try_recv() {
+                    rest.push(e);
+                }
+                deliver(&rest);
+                break;
+            }
+        }
+    }
+}
+
+/// Starts a node. Resolves once storage is open, the port is bound and Raft runs.
+#[napi]
+pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Result<NativeNode> {
+    let config = node_config(config).map_err(js_error)?;
+    let (events, rx) = EventSink::new();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(pump_events(rx, on_events, stop_rx));
+    match Node::start(config, events).await {
+        Ok(node) => Ok(NativeNode {
+            node,
+            stop_pump: Mutex::new(Some(stop_tx)),
+        }),
+        Err(e) => {
+            let _ = stop_tx.send(());
+            Err(js_error(e))
+        }
+    }
+}
+
+fn index(i: Option<u64>) -> Option<f64> {
+    i.map(|v| v as f64)
+}
+
+#[napi]
+impl NativeNode {
+    #[napi]
+    pub async fn add_peer(&self, node_id: String, host: String, port: u32) -> Result<()> {
+        let port = u16::try_from(port).map_err(|_| {
+            js_error(NodeError::new(
+                ERR::INVALID_CONFIG,
+                format!("port: {port} is not a valid port"),
+            ))
+        })?;
+        self.node
+            .add_peer(node_id, PeerAddr { host, port })
+            .await
+            .map_err(js_error)
+    }
+
+    #[napi]
+    pub async fn remove_peer(&self, node_id: String) -> Result<()> {
+        self.node.remove_peer(node_id).await.map_err(js_error)
+    }
+
+    #[napi]
+    pub async fn transfer_leadership(&self, to: String, timeout_ms: u32) -> Result<()> {
+        self.node
+            .transfer_leadership(to, Duration::from_millis(timeout_ms.into()))
+            .await
+            .map_err(js_error)
+    }
+
+    #[napi]
+    pub async fn replicate(&self, json: String, op_id: Option<String>) -> Result<NativeApplied> {
+        let applied = self.node.replicate(json, op_id).await.map_err(js_error)?;
+        Ok(NativeApplied {
+            index: applied.index as f64,
+            term: applied.term as f64,
+            duplicate: applied.duplicate,
+        })
+    }
+
+    #[napi]
+    pub fn state(&self) -> NativeState {
+        let s = self.node.state();
+        let members = s
+            .nodes
+            .into_iter()
+            .map(|(id, addr)| NativeMember {
+                voter: s.voters.contains(&id),
+                node_id: id,
+                host: addr.host,
+                port: addr.port.into(),
+            })
+            .collect();
+        NativeState {
+            node_id: s.node_id,
+            role: s.role.to_string(),
+            leader_id: s.leader_id,
+            term: s.term as f64,
+            port: s.port.into(),
+            last_log_index: index(s.last_log_index),
+            commit_index: index(s.commit_index),
+            last_applied: index(s.last_applied),
+            snapshot_index: index(s.snapshot_index),
+            purged_index: index(s.purged_index),
+            log_length: s.log_length as f64,
+            members,
+            connected_peers: s.connected_peers,
+            replication: s
+                .replication
+                .into_iter()
+                .map(|(node_id, m)| NativeReplication {
+                    node_id,
+                    matched_index: index(m),
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops the node and releases the event callback. Idempotent.
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        self.node.stop().await;
+        let stop = match self.stop_pump.lock() {
+            Ok(mut s) => s.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(tx) = stop {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,632 @@
+//! A Raft node's lifecycle: storage, transport and openraft wired together, membership changes
+//! with the bootstrap rules, command replication, and metrics turned into events.
+
+mod error;
+mod watcher;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex};
+
+pub use error::{NodeError, ERR};
+
+use crate::events::EventSink;
+use crate::storage::{LogStore, OpenError, StateMachine, Store};
+use crate::transport::client::PeerPool;
+use crate::transport::codec::{Reply, Rpc};
+use crate::transport::server::Server;
+use crate::transport::{Network, TransportConfig};
+use crate::types::{Applied, Command, NodeName, PeerAddr, Raft, TypeConfig};
+
+/// When a fresh node may found a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The first `addPeer` on a node with an empty data directory founds the cluster.
+    Auto,
+    /// Found the cluster at start when the data directory is empty.
+    Always,
+    /// Only ever join a cluster that contacts this node.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub cluster_id: String,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub snapshot_threshold: u64,
+    /// Log entries kept after a snapshot, so slightly lagging followers catch up from the log.
+    pub logs_kept_after_snapshot: u64,
+    pub bootstrap: Bootstrap,
+    pub op_ttl_ms: u64,
+    pub command_timeout: Duration,
+    pub add_peer_timeout: Duration,
+    pub map_size_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// A snapshot of what a node knows, for `getState()`.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub node_id: String,
+    pub role: &'static str,
+    pub leader_id: Option<String>,
+    pub term: u64,
+    pub port: u16,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub log_length: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub nodes: Vec<(String, PeerAddr)>,
+    pub connected_peers: Vec<String>,
+    /// Leader only: per follower, the highest index known to be replicated there.
+    pub replication: Vec<(String, Option<u64>)>,
+}
+
+pub struct Node {
+    id: NodeName,
+    addr: PeerAddr,
+    config: NodeConfig,
+    raft: Raft,
+    store: Arc<Store>,
+    pool: Arc<PeerPool>,
+    stop_tx: watch::Sender<bool>,
+    /// Serializes membership changes started on this node (openraft allows one at a time).
+    membership_lock: Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Opens storage, binds the Raft port, and starts openraft. Fails fast with
+    /// `ERR_ADDRESS_IN_USE` or `ERR_STORAGE` before anything runs.
+    pub async fn start(config: NodeConfig, events: EventSink) -> Result<Arc<Node>, NodeError> {
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    NodeError::new(
+                        ERR::ADDRESS_IN_USE,
+                        format!(
+                            "port {} on {} is already in use; pick another port or 0 for a free one",
+                            config.port, config.host
+                        ),
+                    )
+                } else {
+                    NodeError::new(
+                        ERR::INVALID_CONFIG,
+                        format!("cannot listen on {}:{}: {e}", config.host, config.port),
+                    )
+                }
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?
+            .port();
+
+        let store = Store::open(&config.data_dir, config.map_size_bytes).map_err(|e| match e {
+            OpenError::Locked(_) => NodeError::new(ERR::STORAGE, e.to_string()),
+            OpenError::Io(io) => NodeError::new(
+                ERR::STORAGE,
+                format!(
+                    "cannot open data directory {}: {io}",
+                    config.data_dir.display()
+                ),
+            ),
+        })?;
+
+        let raft_config = Config {
+            cluster_name: config.cluster_id.clone(),
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            heartbeat_interval: config.heartbeat_interval_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            purge_batch_size: 256,
+            install_snapshot_timeout: 10_000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::new(ERR::INVALID_CONFIG, e.to_string()))?;
+
+        let transport = Arc::new(TransportConfig {
+            node_id: config.node_id.clone(),
+            cluster_id: config.cluster_id.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_connections,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(20),
+            reconnect_max: Duration::from_millis(1000),
+        });
+        let id = NodeName(config.node_id.clone());
+        let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());
+        let network = Network { pool: pool.clone() };
+        let log_store = LogStore::new(store.clone());
+        let state_machine = StateMachine::new(store.clone(), events.clone(), config.op_ttl_ms);
+        let raft = Raft::new(
+            id.clone(),
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::new(ERR::STORAGE, format!("raft failed to start: {e}")))?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = Arc::new(Server {
+            raft: raft.clone(),
+            config: transport,
+            events: events.clone(),
+        });
+        tokio::spawn(server.run(listener, stop_rx.clone()));
+        tokio::spawn(watcher::watch_metrics(
+            raft.clone(),
+            id.clone(),
+            pool.clone(),
+            events,
+            stop_rx,
+        ));
+
+        let addr = PeerAddr {
+            host: config.host.clone(),
+            port,
+        };
+        let node = Arc::new(Node {
+            id,
+            addr,
+            config,
+            raft,
+            store,
+            pool,
+            stop_tx,
+            membership_lock: Mutex::new(()),
+        });
+
+        if node.config.bootstrap == Bootstrap::Always && !node.has_state()? {
+            node.found().await?;
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id.0
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port
+    }
+
+    fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    fn has_state(&self) -> Result<bool, NodeError> {
+        self.store
+            .has_raft_state()
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// Waits until `done` holds for the metrics, or the deadline passes.
+    async fn wait_for(
+        &self,
+        deadline: Instant,
+        mut done: impl FnMut(&RaftMetrics<TypeConfig>) -> bool,
+    ) -> bool {
+        let mut rx = self.raft.metrics();
+        loop {
+            if done(&rx.borrow_watched()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return done(&rx.borrow_watched()),
+            }
+        }
+    }
+
+    /// Founds a one-node cluster with this node as its only voter and waits until it leads.
+    async fn found(&self) -> Result<(), NodeError> {
+        let members = BTreeMap::from([(self.id.clone(), self.addr.clone())]);
+        if let Err(e) = self.raft.initialize(members).await {
+            // Already initialized is fine: someone (or a restart) got here first.
+            if !matches!(e, RaftError::APIError(_)) {
+                return Err(NodeError::new(ERR::STORAGE, e.to_string()));
+            }
+        }
+        let me = self.id.clone();
+        let deadline = Instant::now() + self.config.add_peer_timeout;
+        if !self
+            .wait_for(deadline, |m| m.current_leader.as_ref() == Some(&me))
+            .await
+        {
+            return Err(NodeError::new(
+                ERR::TIMEOUT,
+                "the new cluster did not elect this node in time",
+            ));
+        }
+        Ok(())
+    }
+
+    fn not_leader(&self, m: &RaftMetrics<TypeConfig>) -> NodeError {
+        let leader = m.current_leader.as_ref().map(|l| l.0.clone());
+        let hint = match &leader {
+            Some(l) => format!("this node ({}) is not the leader; send it to {l}", self.id),
+            None => format!(
+                "this node ({}) is not the leader and no leader is known yet; retry shortly",
+                self.id
+            ),
+        };
+        NodeError::new(ERR::NOT_LEADER, hint).with_leader(leader)
+    }
+
+    /// Asks a peer whether it already belongs to a cluster. `None` when it cannot be reached.
+    async fn probe(
+        &self,
+        id: &NodeName,
+        addr: &PeerAddr,
+    ) -> Option<crate::transport::codec::ProbeReply> {
+        let conn = self.pool.get(id, addr);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while !conn.is_connected() && Instant::now() < deadline {
+            // The connection task dials right away; give it a moment before deciding.
+            let _ = conn.call(Rpc::Probe, Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match conn.call(Rpc::Probe, Duration::from_millis(1000)).await {
+            Ok(Reply::Probe(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Adds a member: as a learner first, then, once it holds the log, as a voter.
+    pub async fn add_peer(&self, id: String, addr: PeerAddr) -> Result<(), NodeError> {
+        if id == self.id.0 {
+            return Err(NodeError::new(
+                ERR::INVALID_CONFIG,
+                format!("addPeer: '{id}' is this node itself"),
+            ));
+        }
+        let peer = NodeName(id.clone());
+        let _guard = self.membership_lock.lock().await;
+
+        let m = self.metrics();
+        let is_member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        if !is_member && !self.has_state()? {
+            if self.config.bootstrap == Bootstrap::Never {
+                return Err(NodeError::new(
+                    ERR::INVALID_CONFIG,
+                    "this node has bootstrap: false and belongs to no cluster yet; call addPeer on the cluster's leader",
+                ));
+            }
+            // Founding here is only safe if the peer is not already in a cluster: otherwise we
+            // would create a second cluster beside the one it belongs to.
+            if let Some(probe) = self.probe(&peer, &addr).await {
+                if probe.initialized {
+                    let leader = probe.leader_id.clone();
+                    return Err(NodeError::new(
+                        ERR::NOT_LEADER,
+                        format!(
+                            "{id} already belongs to a cluster (leader: {}); call addPeer for {} on that cluster's leader instead of founding a new one",
+                            leader.as_deref().unwrap_or("unknown"),
+                            self.id
+                        ),
+                    )
+                    .with_leader(leader));
+                }
+            }
+            self.found().await?;
+        }
+
+        let m = self.metrics();
+        if m.current_leader.as_ref() != Some(&self.id) {
+            return Err(self.not_leader(&m));
+        }
+        let membership = m.membership_config.membership();
+        let existing = membership.get_node(&peer).cloned();
+        let is_voter = membership.voter_ids().any(|v| v == peer);
+        if is_voter && existing.as_ref() == Some(&addr) {
+            return Ok(());
+        }
+        if existing.is_some() && existing.as_ref() != Some(&addr) {
+            return Err(NodeError::new(
+                ERR::INVALID_CONFIG,
+                format!(
+                    "{id} is already a member at {}; remove it before adding it at {addr}",
+                    existing.map(|a| a.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+
+        let deadline = Instant::now() + self.config.add_peer_timeout;
+        if existing.is_none() {
+            self.raft
+                .add_learner(peer.clone(), addr.clone(), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        let target = self.metrics().last_log_index;
+        let caught_up = self
+            .wait_for(deadline, |m| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&peer).cloned().flatten())
+                    .map(|l| l.index());
+                matched.is_some() && matched >= target
+            })
+            .await;
+        if !caught_up {
+            return Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!(
+                    "{id} at {addr} did not catch up within {} ms and stays a learner; check that it runs and is reachable, then call addPeer again",
+                    self.config.add_peer_timeout.as_millis()
+                ),
+            ));
+        }
+        if !is_voter {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([peer])), true)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a member (voter or learner) from the cluster.
+    pub async fn remove_peer(&self, id: String) -> Result<(), NodeError> {
+        let peer = NodeName(id.clone());
+        let _guard = self.membership_lock.lock().await;
+        let m = self.metrics();
+        if m.current_leader.as_ref() != Some(&self.id) {
+            return Err(self.not_leader(&m));
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_node(&peer).is_none() {
+            return Err(NodeError::new(
+                ERR::NODE_NOT_FOUND,
+                format!("{id} is not a member of this cluster"),
+            ));
+        }
+        if membership.voter_ids().any(|v| v == peer) {
+            self.raft
+                .change_membership(
+                    ChangeMembers::RemoveVoters(BTreeSet::from([peer.clone()])),
+                    false,
+                )
+                .await
+                .map_err(|e| self.write_error(e))?;
+        } else {
+            self.raft
+                .change_membership(
+                    ChangeMembers::RemoveNodes(BTreeSet::from([peer.clone()])),
+                    false,
+                )
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        if peer != self.id {
+            self.pool.forget(&peer);
+        }
+        Ok(())
+    }
+
+    /// Hands leadership to `to` and waits until it leads.
+    pub async fn transfer_leadership(
+        &self,
+        to: String,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let target = NodeName(to.clone());
+        let m = self.metrics();
+        if m.current_leader.as_ref() != Some(&self.id) {
+            return Err(self.not_leader(&m));
+        }
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == target)
+        {
+            return Err(NodeError::new(
+                ERR::NODE_NOT_FOUND,
+                format!("{to} is not a voter of this cluster"),
+            ));
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(target.clone())
+            .await
+            .map_err(|e| NodeError::new(ERR::SHUTDOWN, e.to_string()))?;
+        let deadline = Instant::now() + timeout;
+        if self
+            .wait_for(deadline, |m| m.current_leader.as_ref() == Some(&target))
+            .await
+        {
+            Ok(())
+        } else {
+            Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!("{to} did not take over leadership in time"),
+            ))
+        }
+    }
+
+    /// Replicates a command; resolves once a majority holds it durably and it is applied here.
+    pub async fn replicate(
+        &self,
+        json: String,
+        op_id: Option<String>,
+    ) -> Result<Applied, NodeError> {
+        let m = self.metrics();
+        if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
+            return Err(self.not_leader(&m));
+        }
+        if let Some(id) = &op_id {
+            if let Some(first) = StateMachine::find_op(&self.store, id)
+                .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?
+            {
+                return Ok(Applied {
+                    index: first.index,
+                    term: first.term,
+                    duplicate: true,
+                });
+            }
+        }
+        let command = Command {
+            json,
+            op_id,
+            proposed_at_ms: now_ms(),
+        };
+        match tokio::time::timeout(self.config.command_timeout, self.raft.client_write(command))
+            .await
+        {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(self.write_error(e)),
+            Err(_) => Err(self.no_progress_error()),
+        }
+    }
+
+    fn no_progress_error(&self) -> NodeError {
+        let m = self.metrics();
+        let voters: Vec<NodeName> = m.membership_config.membership().voter_ids().collect();
+        let connected = self.pool.connected_peers();
+        let reachable = voters
+            .iter()
+            .filter(|v| **v == self.id || connected.contains(&v.0))
+            .count();
+        let ms = self.config.command_timeout.as_millis();
+        if reachable * 2 <= voters.len() {
+            NodeError::new(
+                ERR::NO_QUORUM,
+                format!(
+                    "no majority reachable: {reachable} of {} voters; the command was not committed within {ms} ms and may still commit if the cluster heals",
+                    voters.len()
+                ),
+            )
+        } else {
+            NodeError::new(
+                ERR::TIMEOUT,
+                format!("the command was not committed within {ms} ms; it may still commit"),
+            )
+        }
+    }
+
+    fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f))
+            | RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                let leader = f.leader_id.map(|l| l.0);
+                NodeError::new(
+                    ERR::NOT_LEADER,
+                    format!(
+                        "this node ({}) is not the leader{}",
+                        self.id,
+                        leader
+                            .as_ref()
+                            .map(|l| format!("; send it to {l}"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_leader(leader)
+            }
+            RaftError::APIError(other) => NodeError::new(ERR::INVALID_OPERATION, other.to_string()),
+            RaftError::Fatal(f) => NodeError::new(ERR::SHUTDOWN, format!("raft stopped: {f}")),
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<String> = membership.voter_ids().map(|v| v.0).collect();
+        let learners: Vec<String> = membership.learner_ids().map(|v| v.0).collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, addr)| (id.0.clone(), addr.clone()))
+            .collect();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let purged = m.purged.as_ref().map(|l| l.index());
+        let first = purged.map(|p| p + 1).unwrap_or(0);
+        let log_length = m
+            .last_log_index
+            .map(|l| (l + 1).saturating_sub(first))
+            .unwrap_or(0);
+        NodeState {
+            node_id: self.id.0.clone(),
+            role,
+            leader_id: m.current_leader.as_ref().map(|l| l.0.clone()),
+            term: m.current_term,
+            port: self.addr.port,
+            last_log_index: m.last_log_index,
+            commit_index: m
+                .cluster_committed
+                .as_ref()
+                .or(m.local_committed.as_ref())
+                .map(|l| l.index()),
+            last_applied: m.last_applied.as_ref().map(|l| l.index()),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
+            purged_index: purged,
+            log_length,
+            voters,
+            learners,
+            nodes,
+            connected_peers: self.pool.connected_peers(),
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (id.0.clone(), l.as_ref().map(|l| l.index())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Stops Raft, the server and every connection. Data stays on disk.
+    pub async fn stop(&self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.raft.shutdown().await;
+        self.pool.close_all();
+    }
+}

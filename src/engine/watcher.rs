@@ -1,0 +1,115 @@
+//! Turns openraft's metrics stream into the coordinator's events: leadership, term, role and
+//! membership changes, and log purges.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::{RaftMetrics, ServerState};
+use tokio::sync::watch;
+
+use crate::events::{Event, EventSink};
+use crate::transport::client::PeerPool;
+use crate::types::{NodeName, PeerAddr, Raft, TypeConfig};
+
+#[derive(Default, PartialEq)]
+struct Seen {
+    term: u64,
+    leader: Option<String>,
+    state: Option<ServerState>,
+    members: BTreeMap<String, (PeerAddr, bool)>,
+    purged: Option<u64>,
+}
+
+fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeName> = membership.voter_ids().collect();
+    Seen {
+        term: m.current_term,
+        leader: m.current_leader.as_ref().map(|l| l.0.clone()),
+        state: Some(m.state),
+        members: membership
+            .nodes()
+            .map(|(id, addr)| (id.0.clone(), (addr.clone(), voters.contains(id))))
+            .collect(),
+        purged: m.purged.as_ref().map(|l| l.index()),
+    }
+}
+
+pub async fn watch_metrics(
+    raft: Raft,
+    me: NodeName,
+    pool: Arc<PeerPool>,
+    events: EventSink,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = raft.metrics();
+    let mut prev = Seen::default();
+    loop {
+        let now = observe(&rx.borrow_watched());
+        if now != prev {
+            diff(&prev, &now, &me, &pool, &events);
+            prev = now;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventSink) {
+    if now.term != prev.term {
+        events.emit(Event::TermUpdated { term: now.term });
+    }
+    if now.leader != prev.leader {
+        if let Some(previous_leader_id) = &prev.leader {
+            events.emit(Event::LeaderLost {
+                previous_leader_id: previous_leader_id.clone(),
+                term: prev.term,
+            });
+        }
+        if let Some(leader_id) = &now.leader {
+            events.emit(Event::LeaderElected {
+                leader_id: leader_id.clone(),
+                term: now.term,
+            });
+        }
+    }
+    let follower = matches!(
+        now.state,
+        Some(ServerState::Follower | ServerState::Learner)
+    );
+    if follower && (prev.state != now.state || prev.leader != now.leader) {
+        events.emit(Event::BecameFollower {
+            term: now.term,
+            leader_id: now.leader.clone(),
+        });
+    }
+    for (id, (addr, voter)) in &now.members {
+        if *id == me.0 || prev.members.get(id) == Some(&(addr.clone(), *voter)) {
+            continue;
+        }
+        events.emit(Event::PeerAdded {
+            node_id: id.clone(),
+            host: addr.host.clone(),
+            port: addr.port,
+            voter: *voter,
+        });
+    }
+    for id in prev.members.keys() {
+        if !now.members.contains_key(id) {
+            if *id != me.0 {
+                pool.forget(&NodeName(id.clone()));
+            }
+            events.emit(Event::PeerRemoved {
+                node_id: id.clone(),
+            });
+        }
+    }
+    if let Some(up_to_index) = now.purged {
+        if now.purged != prev.purged {
+            events.emit(Event::LogPurged { up_to_index });
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Outbound side: one multiplexed WebSocket connection per peer, kept up by a task that
+//! reconnects with backoff. Calls made while the peer is down fail at once as `Unreachable`, so
+//! openraft never waits on a dead peer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+
+use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
+use super::{ws_config, TransportConfig};
+use crate::events::{Event, EventSink};
+use crate::types::{NodeName, PeerAddr};
+
+/// Why a call to a peer did not get an answer.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// Not connected (or the connection broke before the answer came).
+    Unreachable(String),
+    Timeout,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(why) => write!(f, "peer unreachable: {why}"),
+            CallError::Timeout => write!(f, "peer did not answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+struct Outgoing {
+    id: u64,
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Reply>,
+    deadline: Instant,
+}
+
+/// A connection to one peer, shared by every openraft client for that peer.
+pub struct PeerConn {
+    target: NodeName,
+    addr: Mutex<PeerAddr>,
+    connected: AtomicBool,
+    next_id: AtomicU64,
+    queue: mpsc::UnboundedSender<Outgoing>,
+    closed: AtomicBool,
+    wake: Notify,
+}
+
+impl PeerConn {
+    pub fn target(&self) -> &NodeName {
+        &self.target
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Sends one RPC and waits for its reply.
+    pub async fn call(&self, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
+        if !self.is_connected() {
+            // Ask the connection task to retry now rather than after its backoff.
+            self.wake.notify_one();
+            return Err(CallError::Unreachable(format!(
+                "not connected to {}",
+                self.target
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = codec::encode(&Frame::Request { id, rpc }).map_err(CallError::Unreachable)?;
+        let (tx, rx) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        self.queue
+            .send(Outgoing {
+                id,
+                bytes,
+                reply: tx,
+                deadline,
+            })
+            .map_err(|_| CallError::Unreachable("transport stopped".into()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(CallError::Unreachable(format!(
+                "connection to {} closed",
+                self.target
+            ))),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+/// All outbound connections of a node, one per peer.
+pub struct PeerPool {
+    local: NodeName,
+    config: Arc<TransportConfig>,
+    events: EventSink,
+    peers: Mutex<HashMap<NodeName, Arc<PeerConn>>>,
+}
+
+impl PeerPool {
+    pub fn new(local: NodeName, config: Arc<TransportConfig>, events: EventSink) -> Arc<Self> {
+        Arc::new(PeerPool {
+            local,
+            config,
+            events,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The connection to `target`, created (and its task started) on first use; an address
+    /// change replaces the old connection.
+    pub fn get(&self, target: &NodeName, addr: &PeerAddr) -> Arc<PeerConn> {
+        let mut peers = match self.peers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(conn) = peers.get(target) {
+            let same_addr = match conn.addr.lock() {
+                Ok(a) => *a == *addr,
+                Err(poisoned) => *poisoned.into_inner() == *addr,
+            };
+            if same_addr {
+                return conn.clone();
+            }
+            conn.close();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(PeerConn {
+            target: target.clone(),
+            addr: Mutex::new(addr.clone()),
+            connected: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            queue: tx,
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        tokio::spawn(run_connection(
+            conn.clone(),
+            rx,
+            self.local.clone(),
+            self.config.clone(),
+            self.events.clone(),
+        ));
+        peers.insert(target.clone(), conn.clone());
+        conn
+    }
+
+    /// Drops the connection to a peer that left the cluster.
+    pub fn forget(&self, target: &NodeName) {
+        let removed = match self.peers.lock() {
+            Ok(mut p) => p.remove(target),
+            Err(poisoned) => poisoned.into_inner().remove(target),
+        };
+        if let Some(conn) = removed {
+            conn.close();
+        }
+    }
+
+    pub fn connected_peers(&self) -> Vec<String> {
+        let peers = match self.peers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        peers
+            .values()
+            .filter(|c| c.is_connected())
+            .map(|c| c.target.0.clone())
+            .collect()
+    }
+
+    pub fn close_all(&self) {
+        let drained: Vec<_> = match self.peers.lock() {
+            Ok(mut p) => p.drain().map(|(_, c)| c).collect(),
+            Err(poisoned) => poisoned.into_inner().drain().map(|(_, c)| c).collect(),
+        };
+        for conn in drained {
+            conn.close();
+        }
+    }
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn dial(
+    addr: &PeerAddr,
+    local: &NodeName,
+    config: &TransportConfig,
+) -> Result<(Ws, String), String> {
+    let connect = async {
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (mut ws, _) = client_async_with_config(addr.url(), tcp, Some(ws_config(config)))
+            .await
+            .map_err(|e| format!("websocket handshake with {addr}: {e}"))?;
+        let hello = codec::encode(&Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster_id: config.cluster_id.clone(),
+            node_id: local.0.clone(),
+        })?;
+        ws.send(Message::binary(hello))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    return match codec::decode(&bytes, config.max_frame_bytes as u64)? {
+                        Frame::Welcome { node_id } => Ok((ws, node_id)),
+                        Frame::Refused { code, message } => Err(format!("{code}: {message}")),
+                        other => Err(format!("unexpected handshake reply {other:?}")),
+                    };
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => return Err(format!("unexpected handshake message {other:?}")),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed during handshake".into()),
+            }
+        }
+    };
+    tokio::time::timeout(config.handshake_timeout, connect)
+        .await
+        .map_err(|_| format!("handshake with {addr} timed out"))?
+}
+
+async fn run_connection(
+    conn: Arc<PeerConn>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    local: NodeName,
+    config: Arc<TransportConfig>,
+    events: EventSink,
+) {
+    let mut backoff = config.reconnect_min;
+    let mut reported_refusal: Option<String> = None;
+    while !conn.closed.load(Ordering::Acquire) {
+        let addr = match conn.addr.lock() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match dial(&addr, &local, &config).await {
+            Ok((ws, remote_id)) if remote_id == conn.target.0 => {
+                backoff = config.reconnect_min;
+                reported_refusal = None;
+                conn.connected.store(true, Ordering::Release);
+                events.emit(Event::PeerConnected {
+                    node_id: conn.target.0.clone(),
+                });
+                serve_connection(&conn, ws, &mut queue, &config).await;
+                conn.connected.store(false, Ordering::Release);
+                events.emit(Event::PeerDisconnected {
+                    node_id: conn.target.0.clone(),
+                });
+                continue;
+            }
+            Ok((_, remote_id)) => {
+                let why = format!("{addr} answered as {remote_id}, expected {}", conn.target);
+                if reported_refusal.as_deref() != Some(why.as_str()) {
+                    events.emit(Event::Warning {
+                        code: "ERR_AUTH",
+                        message: why.clone(),
+                    });
+                    reported_refusal = Some(why);
+                }
+            }
+            Err(why) => {
+                if why.starts_with("ERR_") && reported_refusal.as_deref() != Some(why.as_str()) {
+                    events.emit(Event::Warning {
+                        code: "ERR_AUTH",
+                        message: format!("{} refused us: {why}", conn.target),
+                    });
+                    reported_refusal = Some(why);
+                }
+            }
+        }
+        // Not connected: fail whatever was queued, then wait for the backoff or a wake-up.
+        while let Ok(out) = queue.try_recv() {
+            drop(out.reply);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = conn.wake.notified() => {}
+        }
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+}
+
+/// Pumps requests out and replies back until the connection breaks or the peer is closed.
+async fn serve_connection(
+    conn: &PeerConn,
+    ws: Ws,
+    queue: &mut mpsc::UnboundedReceiver<Outgoing>,
+    config: &TransportConfig,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let mut pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)> = HashMap::new();
+    let mut keepalive = tokio::time::interval(config.keepalive_interval);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limit = config.max_frame_bytes as u64;
+    loop {
+        if conn.closed.load(Ordering::Acquire) {
+            let _ = sink.close().await;
+            return;
+        }
+        tokio::select! {
+            out = queue.recv() => {
+                let Some(first) = out else { return };
+                // Feed everything already queued, then flush once: one syscall for a burst.
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match queue.try_recv() {
+                        Ok(o) => batch.push(o),
+                        Err(_) => break,
+                    }
+                }
+                let mut failed = false;
+                for out in batch {
+                    pending.insert(out.id, (out.reply, out.deadline));
+                    if sink.feed(Message::binary(out.bytes)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            msg = stream.next() => {
+                match msg {
+                    Some(Ok(Message::Binary(bytes))) => match codec::decode(&bytes, limit) {
+                        Ok(Frame::Response { id, reply }) => {
+                            if let Some((tx, _)) = pending.remove(&id) {
+                                let _ = tx.send(reply);
+                            }
+                        }
+                        _ => return,
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    _ => return,
+                }
+            }
+            _ = keepalive.tick() => {
+                let now = Instant::now();
+                pending.retain(|_, (_, deadline)| *deadline > now);
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = conn.wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Frames on the wire: one binary WebSocket message each, bincode-encoded.
+//!
+//! A connection starts with `Hello` from the dialing node and `Welcome` (or `Refused`) from the
+//! listening node; after that the dialer sends `Request`s and the listener answers each with a
+//! `Response` carrying the same id, in any order, so many requests are in flight at once.
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
+
+/// Bumped on any incompatible change to the frames below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Frame {
+    Hello {
+        protocol: u32,
+        cluster_id: String,
+        node_id: String,
+    },
+    Welcome {
+        node_id: String,
+    },
+    Refused {
+        code: String,
+        message: String,
+    },
+    Request {
+        id: u64,
+        rpc: Rpc,
+    },
+    Response {
+        id: u64,
+        reply: Reply,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: Vote,
+        last_log_id: Option<LogId>,
+        last_membership: StoredMembership,
+        data: Vec<u8>,
+    },
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// Asks whether the node already belongs to a cluster; used before founding one.
+    Probe,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    Probe(ProbeReply),
+    /// The remote Raft could not handle the request (shutting down, or a fatal error).
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReply {
+    /// The node has Raft state: it is, or was, a member of a cluster.
+    pub initialized: bool,
+    pub leader_id: Option<String>,
+    pub voters: Vec<String>,
+}
+
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, String> {
+    bincode::serialize(frame).map_err(|e| format!("encode frame: {e}"))
+}
+
+/// Decodes a frame, refusing to allocate more than `limit` bytes for it, so a hostile length
+/// prefix inside a small message cannot make us allocate gigabytes.
+pub fn decode(bytes: &[u8], limit: u64) -> Result<Frame, String> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(limit)
+        .deserialize(bytes)
+        .map_err(|e| format!("decode frame: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Command, Entry};
+    use openraft::vote::leader_id_std::CommittedLeaderId;
+    use openraft::{EntryPayload, LogId as RaftLogId};
+
+    fn vote() -> Vote {
+        openraft::impls::Vote::new(3, "node-1".into())
+    }
+
+    #[test]
+    fn every_rpc_round_trips() {
+        let entry = Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(3), 7),
+            payload: EntryPayload::Normal(Command {
+                json: r#"{"type":"t"}"#.into(),
+                op_id: Some("op".into()),
+                proposed_at_ms: 5,
+            }),
+        };
+        let frames = vec![
+            Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster_id: "c".into(),
+                node_id: "n".into(),
+            },
+            Frame::Request {
+                id: 9,
+                rpc: Rpc::Append(AppendEntriesRequest {
+                    vote: vote(),
+                    prev_log_id: None,
+                    entries: vec![entry],
+                    leader_commit: None,
+                }),
+            },
+            Frame::Request {
+                id: 10,
+                rpc: Rpc::Snapshot {
+                    vote: vote(),
+                    last_log_id: None,
+                    last_membership: StoredMembership::default(),
+                    data: vec![1, 2, 3],
+                },
+            },
+            Frame::Response {
+                id: 11,
+                reply: Reply::Probe(ProbeReply {
+                    initialized: true,
+                    leader_id: Some("node-1".into()),
+                    voters: vec!["node-1".into()],
+                }),
+            },
+        ];
+        for frame in frames {
+            let bytes = encode(&frame).expect("encode");
+            let back = decode(&bytes, 1 << 20).expect("decode");
+            assert_eq!(format!("{frame:?}"), format!("{back:?}"));
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = encode(&Frame::Welcome {
+            node_id: "node-2".into(),
+        })
+        .expect("encode");
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], 1 << 20).is_err());
+        }
+        // A length prefix claiming a huge string must not allocate it.
+        let mut hostile = vec![1u8, 0, 0, 0];
+        hostile.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&hostile, 1 << 20).is_err());
+    }
+}

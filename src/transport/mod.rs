@@ -1,0 +1,171 @@
+//! WebSocket transport between nodes: openraft's network traits over multiplexed connections.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use client::{CallError, PeerConn, PeerPool};
+use codec::{Reply, Rpc};
+
+use crate::types::{NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
+
+/// Limits and identity of a node's transport.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub node_id: String,
+    pub cluster_id: String,
+    /// Largest WebSocket message (and so the largest snapshot) accepted or sent.
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// An inbound connection silent this long is closed; dialers ping well within it.
+    pub idle_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+pub fn ws_config(config: &TransportConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes))
+}
+
+/// Node ids: 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// openraft's view of the transport: hands out per-peer clients backed by the shared pool.
+#[derive(Clone)]
+pub struct Network {
+    pub pool: Arc<PeerPool>,
+}
+
+pub struct PeerClient {
+    conn: Arc<PeerConn>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeName, node: &PeerAddr) -> Self::Network {
+        PeerClient {
+            conn: self.pool.get(&target, node),
+        }
+    }
+}
+
+fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
+    match e {
+        CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Timeout => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn unexpected(reply: Reply) -> RPCError<TypeConfig> {
+    let why = match reply {
+        Reply::Failed(msg) => format!("remote failed: {msg}"),
+        other => format!("unexpected reply {other:?}"),
+    };
+    RPCError::Network(NetworkError::from_string(why))
+}
+
+impl PeerClient {
+    async fn call(&self, rpc: Rpc, option: &RPCOption) -> Result<Reply, RPCError<TypeConfig>> {
+        self.conn
+            .call(rpc, option.hard_ttl())
+            .await
+            .map_err(rpc_error)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::Append(rpc), &option).await? {
+            Reply::Append(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::Vote(rpc), &option).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::PreVote(rpc), &option).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let rpc = Rpc::Snapshot {
+            vote,
+            last_log_id: snapshot.meta.last_log_id,
+            last_membership: snapshot.meta.last_membership,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let call = self.conn.call(rpc, option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = call => match reply {
+                Ok(Reply::Snapshot(r)) => Ok(r),
+                Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!("{:?}", unexpected(other))))),
+                Err(e @ CallError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+                Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+            },
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::TransferLeader(req), &option).await? {
+            Reply::TransferLeader(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Inbound side: accepts WebSocket connections from peers, checks the handshake, and hands each
+//! request to the local Raft. Anything that is not our protocol gets the connection closed; the
+//! listener itself never stops serving because of one bad peer.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::accept_async_with_config;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::codec::{self, Frame, ProbeReply, Reply, Rpc, PROTOCOL_VERSION};
+use super::{valid_node_id, ws_config, TransportConfig};
+use openraft::type_config::async_runtime::WatchReceiver;
+
+use crate::events::{Event, EventSink};
+use crate::types::{Raft, Snapshot, SnapshotMeta};
+
+pub struct Server {
+    pub raft: Raft,
+    pub config: Arc<TransportConfig>,
+    pub events: EventSink,
+}
+
+impl Server {
+    /// Serves `listener` until `stop` turns true.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    // Over the limit: close at once instead of queueing unbounded work.
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        drop(tcp);
+                        continue;
+                    };
+                    let server = self.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        server.serve(tcp, stop).await;
+                        drop(permit);
+                    });
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn serve(&self, tcp: TcpStream, mut stop: watch::Receiver<bool>) {
+        let _ = tcp.set_nodelay(true);
+        let config = &self.config;
+        let limit = config.max_frame_bytes as u64;
+        let handshake = async {
+            let mut ws = accept_async_with_config(tcp, Some(ws_config(config)))
+                .await
+                .ok()?;
+            let first = loop {
+                match ws.next().await? {
+                    Ok(Message::Binary(bytes)) => break bytes,
+                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                    _ => return None,
+                }
+            };
+            let Ok(Frame::Hello {
+                protocol,
+                cluster_id,
+                node_id,
+            }) = codec::decode(&first, limit)
+            else {
+                return None;
+            };
+            let refusal = if protocol != PROTOCOL_VERSION {
+                Some((
+                    "ERR_PROTOCOL",
+                    format!(
+                        "protocol {protocol} not supported, this node speaks {PROTOCOL_VERSION}"
+                    ),
+                ))
+            } else if cluster_id != config.cluster_id {
+                Some((
+                    "ERR_AUTH",
+                    format!(
+                        "node {node_id} belongs to cluster '{cluster_id}', this node to '{}'",
+                        config.cluster_id
+                    ),
+                ))
+            } else if !valid_node_id(&node_id) {
+                Some(("ERR_AUTH", "invalid node id in handshake".to_string()))
+            } else {
+                None
+            };
+            if let Some((code, message)) = refusal {
+                self.events.emit(Event::Warning {
+                    code: "ERR_AUTH",
+                    message: format!("refused a connection: {message}"),
+                });
+                if let Ok(bytes) = codec::encode(&Frame::Refused {
+                    code: code.to_string(),
+                    message,
+                }) {
+                    let _ = ws.send(Message::binary(bytes)).await;
+                }
+                let _ = ws.close(None).await;
+                return None;
+            }
+            let welcome = codec::encode(&Frame::Welcome {
+                node_id: config.node_id.clone(),
+            })
+            .ok()?;
+            ws.send(Message::binary(welcome)).await.ok()?;
+            Some(ws)
+        };
+        let Ok(Some(ws)) = tokio::time::timeout(config.handshake_timeout, handshake).await else {
+            return;
+        };
+
+        let (mut sink, mut stream) = ws.split();
+        // Replies come from concurrently running handlers; one writer task owns the sink.
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = reply_rx.recv().await {
+                if sink.feed(Message::binary(first)).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = reply_rx.try_recv() {
+                    if sink.feed(Message::binary(more)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
+                _ = stop.changed() => break,
+            };
+            let bytes = match next {
+                Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                // Text frames, protocol errors, oversize frames, EOF, or silence: hang up.
+                _ => break,
+            };
+            let Ok(Frame::Request { id, rpc }) = codec::decode(&bytes, limit) else {
+                break;
+            };
+            let raft = self.raft.clone();
+            let reply_tx = reply_tx.clone();
+            tokio::spawn(async move {
+                let reply = handle(&raft, rpc).await;
+                if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
+                    let _ = reply_tx.send(bytes);
+                }
+            });
+        }
+        drop(reply_tx);
+        writer.abort();
+    }
+}
+
+async fn handle(raft: &Raft, rpc: Rpc) -> Reply {
+    match rpc {
+        Rpc::Append(req) => match raft.append_entries(req).await {
+            Ok(r) => Reply::Append(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Rpc::Vote(req) => match raft.vote(req).await {
+            Ok(r) => Reply::Vote(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Rpc::PreVote(req) => match raft.pre_vote(req).await {
+            Ok(r) => Reply::Vote(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Rpc::Snapshot {
+            vote,
+            last_log_id,
+            last_membership,
+            data,
+        } => {
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    last_log_id,
+                    last_membership,
+                },
+                snapshot: std::io::Cursor::new(data),
+            };
+            match raft.install_full_snapshot(vote, snapshot).await {
+                Ok(r) => Reply::Snapshot(r),
+                Err(e) => Reply::Failed(e.to_string()),
+            }
+        }
+        Rpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
+            Ok(r) => Reply::TransferLeader(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Rpc::Probe => {
+            let metrics = raft.metrics().borrow_watched().clone();
+            let membership = metrics.membership_config.membership();
+            let voters: Vec<String> = membership.voter_ids().map(|id| id.0).collect();
+            let initialized =
+                metrics.last_log_index.is_some() || metrics.current_term > 0 || !voters.is_empty();
+            Reply::Probe(ProbeReply {
+                initialized,
+                leader_id: metrics.current_leader.map(|l| l.0),
+                voters,
+            })
+        }
+    }
+}

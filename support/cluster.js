@@ -1,0 +1,217 @@
+'use strict';
+// Runs cluster nodes as separate OS processes on 127.0.0.1, each with its own data directory
+// and port, for tests, the demo and the benchmark.
+const { fork } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const WORKER = path.join(__dirname, 'node-worker.js');
+
+/** A free TCP port on 127.0.0.1 (bound, then released for the node to take). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+class NodeProcess {
+  constructor({ nodeId, port, dataDir, config = {} }) {
+    this.nodeId = nodeId;
+    this.port = port;
+    this.dataDir = dataDir;
+    this.config = config;
+    this.child = null;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.events = [];
+    this.waiters = [];
+  }
+
+  get host() {
+    return '127.0.0.1';
+  }
+
+  async start() {
+    this.events = [];
+    this.child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+    const child = this.child;
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.on('message', (msg) => this._onMessage(msg));
+    child.once('exit', () => {
+      for (const { reject } of this.pending.values()) reject(new Error(`${this.nodeId} exited`));
+      this.pending.clear();
+    });
+    await this.waitEvent('ready', () => true, 10000);
+    return this.call('init', {
+      config: { nodeId: this.nodeId, host: this.host, port: this.port, dataDir: this.dataDir, ...this.config },
+    });
+  }
+
+  _onMessage(msg) {
+    if (msg.id !== undefined) {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(Object.assign(new Error(msg.error.message), msg.error));
+      return;
+    }
+    const entry = { name: msg.event, payload: msg.payload, at: Date.now() };
+    this.events.push(entry);
+    this.waiters = this.waiters.filter((w) => {
+      if (w.name === entry.name && w.pred(entry.payload)) {
+        w.resolve(entry.payload);
+        clearTimeout(w.timer);
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /** Sends an op to the node's process and waits for its answer. */
+  call(op, args = {}, timeoutMs = 60000) {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) {
+      return Promise.reject(new Error(`${this.nodeId} is not running`));
+    }
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${this.nodeId}: ${op} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.child.send({ id, op, args });
+    });
+  }
+
+  /** Resolves with the first event `name` (already seen or future) whose payload matches. */
+  waitEvent(name, pred = () => true, timeoutMs = 10000) {
+    const seen = this.events.find((e) => e.name === name && pred(e.payload));
+    if (seen) return Promise.resolve(seen.payload);
+    return new Promise((resolve, reject) => {
+      const w = { name, pred, resolve };
+      w.timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new Error(`${this.nodeId}: no ${name} event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  get running() {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Kills the process with `signal` and waits until it is gone. */
+  async kill(signal = 'SIGKILL') {
+    if (!this.running) return;
+    this.child.kill(signal);
+    await this.exited;
+  }
+
+  async stop() {
+    if (!this.running) return;
+    try {
+      await this.call('stop', {}, 10000);
+    } catch {
+      // fall through to kill
+    }
+    this.child.disconnect();
+    const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(() => r(null), 5000))]);
+    if (!gone) await this.kill('SIGKILL');
+  }
+}
+
+class Cluster {
+  /**
+   * @param {number} size
+   * @param {{config?: object, root?: string}} [options]
+   */
+  constructor(size, { config = {}, root } = {}) {
+    this.size = size;
+    this.config = config;
+    this.root = root || fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-consensus-'));
+    this.nodes = [];
+  }
+
+  async start() {
+    for (let i = 1; i <= this.size; i++) {
+      const nodeId = `node-${i}`;
+      this.nodes.push(
+        new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(this.root, nodeId), config: this.config }),
+      );
+    }
+    await Promise.all(this.nodes.map((n) => n.start()));
+    return this;
+  }
+
+  node(nodeId) {
+    return this.nodes.find((n) => n.nodeId === nodeId);
+  }
+
+  /** node-1 adds every other node, as the guide's Step 2 does. */
+  async form() {
+    const [first, ...rest] = this.nodes;
+    for (const n of rest) await first.call('addPeer', { nodeId: n.nodeId, host: n.host, port: n.port });
+    await this.waitFor(async () => {
+      const states = await this.states();
+      return states.every((s) => s.leaderId === first.nodeId) ? states : null;
+    });
+    return first;
+  }
+
+  async states(nodes = this.nodes.filter((n) => n.running)) {
+    return Promise.all(nodes.map((n) => n.call('state')));
+  }
+
+  /** The running node that reports itself leader, waiting for one to appear. */
+  async leader(timeoutMs = 15000, among = this.nodes) {
+    return this.waitFor(async () => {
+      for (const n of among.filter((x) => x.running)) {
+        const s = await n.call('state').catch(() => null);
+        if (s && s.isLeader) return n;
+      }
+      return null;
+    }, timeoutMs);
+  }
+
+  /** Polls `check` (returning a truthy value when done) until it succeeds or time runs out. */
+  async waitFor(check, timeoutMs = 15000, intervalMs = 50) {
+    const deadline = Date.now() + timeoutMs;
+    let last;
+    while (Date.now() < deadline) {
+      try {
+        last = await check();
+        if (last) return last;
+      } catch (err) {
+        last = err;
+      }
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+    throw new Error(`condition not met within ${timeoutMs} ms (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+  }
+
+  async stop({ keepData = false } = {}) {
+    await Promise.all(this.nodes.map((n) => n.stop()));
+    if (!keepData) fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+module.exports = { Cluster, NodeProcess, freePort };

@@ -1,0 +1,137 @@
+'use strict';
+// One cluster node in its own OS process, driven over IPC by support/cluster.js (tests, demo,
+// benchmark). It records what its coordinator applies and can drive load from inside the
+// process, as a daemon on the leader would.
+const { createRaftCoordinator } = require('..');
+
+let raft = null;
+const applied = []; // [index, term, operationId|null, command.type, command.seq]
+const snapshots = [];
+const unhandled = [];
+
+process.on('unhandledRejection', (reason) => {
+  unhandled.push(String(reason && reason.stack ? reason.stack : reason));
+  send({ event: 'unhandledRejection', payload: { reason: String(reason) } });
+});
+
+function send(msg) {
+  if (process.connected) process.send(msg);
+}
+
+const FORWARDED = [
+  'leader_elected',
+  'leader_lost',
+  'term_updated',
+  'became_follower',
+  'peer_added',
+  'peer_removed',
+  'peer_connected',
+  'peer_disconnected',
+  'peer_add_failed',
+  'snapshot_installed',
+  'log_compacted',
+  'warning',
+];
+
+function serializeError(err) {
+  return { code: err && err.code, message: err && err.message, leaderId: err && err.leaderId, field: err && err.field };
+}
+
+async function load({ count, concurrency, prefix = 'op', withIds = true }) {
+  const latencies = new Array(count);
+  const acked = [];
+  const errors = {};
+  let next = 0;
+  const started = process.hrtime.bigint();
+  async function worker() {
+    while (next < count) {
+      const seq = next++;
+      const t0 = process.hrtime.bigint();
+      try {
+        const r = await raft.replicateCommand(
+          { type: 'bench', seq, payload: prefix },
+          withIds ? { operationId: `${prefix}-${seq}` } : {},
+        );
+        latencies[seq] = Number(process.hrtime.bigint() - t0) / 1e6;
+        acked.push([seq, r.logIndex]);
+      } catch (err) {
+        errors[err.code] = (errors[err.code] || 0) + 1;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+  return { elapsedMs, latencies: latencies.filter((x) => x !== undefined), acked, errors };
+}
+
+const ops = {
+  async init({ config }) {
+    raft = createRaftCoordinator(config);
+    for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
+    raft.on('command_applied', ({ command, entry, operationId }) => {
+      applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
+    });
+    raft.on('snapshot_installed', (s) => snapshots.push(s));
+    await raft.initialize();
+    return raft.getState();
+  },
+  async addPeer({ nodeId, host, port, fireAndForget }) {
+    if (fireAndForget) {
+      raft.addPeer(nodeId, host, port);
+      return null;
+    }
+    await raft.addPeer(nodeId, host, port);
+    return null;
+  },
+  async removePeer({ nodeId }) {
+    await raft.removePeer(nodeId);
+    return null;
+  },
+  async replicate({ command, operationId, raw }) {
+    const cmd = raw === 'cyclic' ? cyclic() : raw === 'bigint' ? { type: 'x', n: 1n } : command;
+    return raft.replicateCommand(cmd, operationId ? { operationId } : {});
+  },
+  async load(args) {
+    return load(args);
+  },
+  async state() {
+    return raft.getState();
+  },
+  async applied({ from = 0 } = {}) {
+    return { entries: applied.slice(from), total: applied.length, snapshots };
+  },
+  async unhandled() {
+    return unhandled;
+  },
+  async memory() {
+    return process.memoryUsage();
+  },
+  async stop() {
+    await raft.stop();
+    return null;
+  },
+};
+
+function cyclic() {
+  const c = { type: 'cyclic' };
+  c.self = c;
+  return c;
+}
+
+function plain(payload) {
+  if (payload instanceof Error) return serializeError(payload);
+  if (payload && payload.error instanceof Error) return { ...payload, error: serializeError(payload.error) };
+  return payload;
+}
+
+process.on('message', async (msg) => {
+  const { id, op, args } = msg;
+  try {
+    const result = await ops[op](args || {});
+    send({ id, ok: true, result });
+  } catch (err) {
+    send({ id, ok: false, error: serializeError(err) });
+  }
+});
+
+send({ event: 'ready', payload: { pid: process.pid } });
