@@ -86,7 +86,9 @@ pub struct NativeState {
 
 #[napi]
 pub struct NativeNode {
-    node: Arc<Node>,
+    /// Taken out at `stop()`, so the node (and its LMDB lock) is released as soon as the calls
+    /// still in flight finish, not whenever JavaScript collects this object.
+    node: Mutex<Option<Arc<Node>>>,
     stop_pump: Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -179,7 +181,7 @@ pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Resul
     tokio::spawn(pump_events(rx, on_events, stop_rx));
     match Node::start(config, events).await {
         Ok(node) => Ok(NativeNode {
-            node,
+            node: Mutex::new(Some(node)),
             stop_pump: Mutex::new(Some(stop_tx)),
         }),
         Err(e) => {
@@ -195,6 +197,16 @@ fn index(i: Option<u64>) -> Option<f64> {
 
 #[napi]
 impl NativeNode {
+    fn node(&self) -> Result<Arc<Node>> {
+        let guard = match self.node.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard
+            .clone()
+            .ok_or_else(|| js_error(NodeError::new(ERR::SHUTDOWN, "the node is stopped")))
+    }
+
     #[napi]
     pub async fn add_peer(&self, node_id: String, host: String, port: u32) -> Result<()> {
         let port = u16::try_from(port).map_err(|_| {
@@ -203,7 +215,7 @@ impl NativeNode {
                 format!("port: {port} is not a valid port"),
             ))
         })?;
-        self.node
+        self.node()?
             .add_peer(node_id, PeerAddr { host, port })
             .await
             .map_err(js_error)
@@ -211,12 +223,12 @@ impl NativeNode {
 
     #[napi]
     pub async fn remove_peer(&self, node_id: String) -> Result<()> {
-        self.node.remove_peer(node_id).await.map_err(js_error)
+        self.node()?.remove_peer(node_id).await.map_err(js_error)
     }
 
     #[napi]
     pub async fn transfer_leadership(&self, to: String, timeout_ms: u32) -> Result<()> {
-        self.node
+        self.node()?
             .transfer_leadership(to, Duration::from_millis(timeout_ms.into()))
             .await
             .map_err(js_error)
@@ -224,7 +236,7 @@ impl NativeNode {
 
     #[napi]
     pub async fn replicate(&self, json: String, op_id: Option<String>) -> Result<NativeApplied> {
-        let applied = self.node.replicate(json, op_id).await.map_err(js_error)?;
+        let applied = self.node()?.replicate(json, op_id).await.map_err(js_error)?;
         Ok(NativeApplied {
             index: applied.index as f64,
             term: applied.term as f64,
@@ -233,8 +245,8 @@ impl NativeNode {
     }
 
     #[napi]
-    pub fn state(&self) -> NativeState {
-        let s = self.node.state();
+    pub fn state(&self) -> Result<NativeState> {
+        let s = self.node()?.state();
         let members = s
             .nodes
             .into_iter()
@@ -245,7 +257,7 @@ impl NativeNode {
                 port: addr.port.into(),
             })
             .collect();
-        NativeState {
+        Ok(NativeState {
             node_id: s.node_id,
             role: s.role.to_string(),
             leader_id: s.leader_id,
@@ -267,13 +279,19 @@ impl NativeNode {
                     matched_index: index(m),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Stops the node and releases the event callback. Idempotent.
     #[napi]
     pub async fn stop(&self) -> Result<()> {
-        self.node.stop().await;
+        let node = match self.node.lock() {
+            Ok(mut n) => n.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(node) = node {
+            node.stop().await;
+        }
         let stop = match self.stop_pump.lock() {
             Ok(mut s) => s.take(),
             Err(poisoned) => poisoned.into_inner().take(),

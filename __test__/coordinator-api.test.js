@@ -1,0 +1,231 @@
+'use strict';
+// The RaftCoordinator API within one process: config validation, input validation, lifecycle,
+// EventEmitter behaviour, and a single-node cluster founded with bootstrap: true.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const events = require('node:events');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { createRaftCoordinator, RaftCoordinator, ConsensusError } = require('..');
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'consensus-api-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+let dirCount = 0;
+const dataDir = () => path.join(tmp, `d${++dirCount}`);
+
+function assertInvalidConfig(config, field) {
+  assert.throws(
+    () => createRaftCoordinator(config),
+    (err) => {
+      assert.ok(err instanceof ConsensusError, `expected ConsensusError, got ${err}`);
+      assert.equal(err.code, 'ERR_INVALID_CONFIG');
+      assert.equal(err.field, field);
+      assert.match(err.message, new RegExp(`^${field.replace('.', '\\.')}:`));
+      return true;
+    },
+  );
+}
+
+test('an invalid config is refused with ERR_INVALID_CONFIG naming the field', () => {
+  assertInvalidConfig(undefined, 'config');
+  assertInvalidConfig({ port: 0 }, 'nodeId');
+  assertInvalidConfig({ nodeId: 'bad id!', port: 0 }, 'nodeId');
+  assertInvalidConfig({ nodeId: 'x'.repeat(65), port: 0 }, 'nodeId');
+  assertInvalidConfig({ nodeId: 'n1' }, 'port');
+  assertInvalidConfig({ nodeId: 'n1', port: 70000 }, 'port');
+  assertInvalidConfig({ nodeId: 'n1', port: '8080' }, 'port');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, host: '' }, 'host');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, electionTimeoutMin: 300, electionTimeoutMax: 200 }, 'electionTimeoutMax');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, heartbeatInterval: 500 }, 'heartbeatInterval');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, snapshotThreshold: 0 }, 'snapshotThreshold');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, bootstrap: 'yes' }, 'bootstrap');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, clusterID: 'typo' }, 'clusterID');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 's3cret' }, 'secret');
+});
+
+test('a taken port is refused with ERR_ADDRESS_IN_USE', async () => {
+  const blocker = net.createServer();
+  await new Promise((r) => blocker.listen(0, '127.0.0.1', r));
+  const { port } = blocker.address();
+  const raft = createRaftCoordinator({ nodeId: 'n1', port, dataDir: dataDir() });
+  await assert.rejects(raft.initialize(), { code: 'ERR_ADDRESS_IN_USE' });
+  blocker.close();
+  await raft.stop();
+});
+
+test('one data directory cannot serve two nodes at once', async () => {
+  const dir = dataDir();
+  const a = createRaftCoordinator({ nodeId: 'a', port: 0, dataDir: dir });
+  await a.initialize();
+  const b = createRaftCoordinator({ nodeId: 'b', port: 0, dataDir: dir });
+  await assert.rejects(b.initialize(), { code: 'ERR_STORAGE' });
+  await a.stop();
+});
+
+test('calls before initialize and after stop reject with ERR_SHUTDOWN', async () => {
+  const raft = createRaftCoordinator({ nodeId: 'n1', port: 0, dataDir: dataDir() });
+  await assert.rejects(raft.replicateCommand({ type: 't' }), { code: 'ERR_SHUTDOWN' });
+  await raft.initialize();
+  await raft.stop();
+  await raft.stop(); // idempotent
+  await assert.rejects(raft.replicateCommand({ type: 't' }), { code: 'ERR_SHUTDOWN' });
+  await assert.rejects(raft.addPeer('n2', '127.0.0.1', 1), { code: 'ERR_SHUTDOWN' });
+  await assert.rejects(raft.initialize(), { code: 'ERR_SHUTDOWN' });
+  assert.equal(raft.getState().role, 'shutdown');
+});
+
+test('a single node founded with bootstrap: true leads, applies commands and emits events', async () => {
+  const raft = createRaftCoordinator({ nodeId: 'solo', port: 0, dataDir: dataDir(), bootstrap: true });
+  assert.ok(raft instanceof RaftCoordinator);
+  assert.ok(raft instanceof events.EventEmitter);
+  const elected = events.once(raft, 'leader_elected');
+  const initialized = events.once(raft, 'initialized');
+  await raft.initialize();
+  await initialized;
+  const [{ leaderId, term }] = await elected;
+  assert.equal(leaderId, 'solo');
+  assert.equal(term, 1);
+  assert.equal(raft.isLeader, true);
+  assert.equal(raft.leaderId, 'solo');
+  assert.equal(raft.currentTerm, 1);
+  assert.ok(raft.getState().port > 0);
+
+  const applied = [];
+  raft.on('command_applied', (e) => applied.push(e));
+  const result = await raft.replicateCommand({ type: 'greet', who: 'world' });
+  assert.equal(result.committed, true);
+  assert.equal(result.term, 1);
+  assert.ok(result.logIndex > 0);
+  await waitUntil(() => applied.length === 1);
+  assert.deepEqual(applied[0].command, { type: 'greet', who: 'world' });
+  assert.equal(applied[0].entry.index, result.logIndex);
+
+  const again = await raft.replicateCommand({ type: 'greet' }, { operationId: 'op-1' });
+  const dup = await raft.replicateCommand({ type: 'greet' }, { operationId: 'op-1' });
+  assert.equal(dup.duplicate, true);
+  assert.equal(dup.logIndex, again.logIndex);
+  await raft.stop();
+});
+
+test('bad commands reject with ERR_INVALID_OPERATION and change nothing', async () => {
+  const raft = createRaftCoordinator({
+    nodeId: 'solo2',
+    port: 0,
+    dataDir: dataDir(),
+    bootstrap: true,
+    maxCommandBytes: 1024,
+  });
+  await raft.initialize();
+  await waitUntil(() => raft.isLeader);
+  const before = raft.getState().lastLogIndex;
+  const cyclic = { type: 'c' };
+  cyclic.self = cyclic;
+  const bad = [
+    [null, 'command'],
+    ['text', 'command'],
+    [[{ type: 'x' }], 'command'],
+    [new Map(), 'command'],
+    [{}, 'command.type'],
+    [{ type: 42 }, 'command.type'],
+    [{ type: '' }, 'command.type'],
+    [cyclic, 'command'],
+    [{ type: 'big', n: 10n }, 'command'],
+    [{ type: 'huge', blob: 'x'.repeat(2048) }, 'command'],
+  ];
+  for (const [command, field] of bad) {
+    await assert.rejects(raft.replicateCommand(command), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_OPERATION', `${field}: ${err.message}`);
+      assert.equal(err.field, field);
+      return true;
+    });
+  }
+  await assert.rejects(raft.replicateCommand({ type: 'x' }, { operationId: '' }), { code: 'ERR_INVALID_OPERATION' });
+  assert.equal(raft.getState().lastLogIndex, before);
+  await raft.stop();
+});
+
+test('a throwing listener surfaces as uncaughtException and later events still arrive', () => {
+  const script = `
+    const { createRaftCoordinator } = require(${JSON.stringify(path.resolve(__dirname, '..'))});
+    let thrown = 0, seen = 0;
+    process.on('uncaughtException', (e) => { if (e.message === 'listener boom') thrown++; });
+    (async () => {
+      const raft = createRaftCoordinator({ nodeId: 'x', port: 0, dataDir: ${JSON.stringify(dataDir())}, bootstrap: true });
+      raft.on('command_applied', (e) => { seen++; if (e.command.n === 1) throw new Error('listener boom'); });
+      await raft.initialize();
+      while (!raft.isLeader) await new Promise((r) => setImmediate(r));
+      for (let n = 0; n < 3; n++) await raft.replicateCommand({ type: 't', n });
+      while (seen < 3) await new Promise((r) => setImmediate(r));
+      await raft.replicateCommand({ type: 't', n: 3 });
+      while (seen < 4) await new Promise((r) => setImmediate(r));
+      await raft.stop();
+      console.log(JSON.stringify({ thrown, seen }));
+    })();
+  `;
+  const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(res.status, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout.trim()), { thrown: 1, seen: 4 });
+});
+
+test('after stop() nothing keeps the process alive', () => {
+  const script = `
+    const { createRaftCoordinator } = require(${JSON.stringify(path.resolve(__dirname, '..'))});
+    (async () => {
+      const raft = createRaftCoordinator({ nodeId: 'x', port: 0, dataDir: ${JSON.stringify(dataDir())}, bootstrap: true });
+      await raft.initialize();
+      await raft.replicateCommand({ type: 't' }).catch(() => {});
+      await raft.stop();
+      console.log('stopped');
+    })();
+  `;
+  const started = Date.now();
+  const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 });
+  assert.equal(res.status, 0, `exit ${res.status} signal ${res.signal}: ${res.stderr}`);
+  assert.equal(res.stdout.trim(), 'stopped');
+  assert.ok(Date.now() - started < 20000);
+});
+
+test('ESM import and CommonJS require expose the same API', () => {
+  const root = path.resolve(__dirname, '..');
+  const esm = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { createRaftCoordinator, RaftCoordinator, ConsensusError } from ${JSON.stringify(path.join(root, 'index.mjs'))};
+       import * as cjs from ${JSON.stringify(path.join(root, 'index.js'))};
+       if (typeof createRaftCoordinator !== 'function' || cjs.default.RaftCoordinator !== RaftCoordinator) process.exit(3);
+       console.log(new ConsensusError('ERR_TIMEOUT', 'm').code);`,
+    ],
+    { encoding: 'utf8' },
+  );
+  assert.equal(esm.status, 0, esm.stderr);
+  assert.equal(esm.stdout.trim(), 'ERR_TIMEOUT');
+});
+
+async function waitUntil(check, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('a stopped node can be started again on its data directory in the same process, state intact', async () => {
+  const dir = dataDir();
+  const first = createRaftCoordinator({ nodeId: 'again', port: 0, dataDir: dir, bootstrap: true });
+  await first.initialize();
+  await waitUntil(() => first.isLeader);
+  const { logIndex } = await first.replicateCommand({ type: 'keep' });
+  await first.stop();
+  const second = createRaftCoordinator({ nodeId: 'again', port: 0, dataDir: dir, bootstrap: true });
+  await second.initialize();
+  await waitUntil(() => second.isLeader);
+  const s = second.getState();
+  assert.ok(s.lastLogIndex >= logIndex);
+  assert.equal(s.leaderId, 'again');
+  await second.stop();
+});
