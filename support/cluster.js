@@ -97,7 +97,9 @@ class NodeProcess {
           reject(e);
         },
       });
-      this.child.send({ id, op, args });
+      this.child.send({ id, op, args }, (err) => {
+        if (err) this.pending.get(id)?.reject(err);
+      });
     });
   }
 

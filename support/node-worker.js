@@ -15,7 +15,8 @@ process.on('unhandledRejection', (reason) => {
 });
 
 function send(msg) {
-  if (process.connected) process.send(msg);
+  // With a callback, a send racing the parent's disconnect is dropped instead of raising 'error'.
+  if (process.connected) process.send(msg, () => {});
 }
 
 const FORWARDED = [

@@ -99,6 +99,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// True once the node has applied the membership it runs under.
+fn membership_applied(m: &RaftMetrics<TypeConfig>) -> bool {
+    let membership_log = m.membership_config.log_id().map(|l| l.index());
+    let applied = m.last_applied.map(|l| l.index());
+    membership_log.is_none() || applied >= membership_log
+}
+
 impl Node {
     /// Opens storage, binds the Raft port, and starts openraft. Fails fast with
     /// `ERR_ADDRESS_IN_USE` or `ERR_STORAGE` before anything runs.
@@ -265,8 +272,12 @@ impl Node {
         }
         let me = self.id.clone();
         let deadline = Instant::now() + self.config.add_peer_timeout;
+        // Leading is not enough: the founding membership must be committed before the next
+        // membership change may start.
         if !self
-            .wait_for(deadline, |m| m.current_leader.as_ref() == Some(&me))
+            .wait_for(deadline, |m| {
+                m.current_leader.as_ref() == Some(&me) && membership_applied(m)
+            })
             .await
         {
             return Err(NodeError::new(
@@ -372,6 +383,9 @@ impl Node {
         }
 
         let deadline = Instant::now() + self.config.add_peer_timeout;
+        // A new leader may still be committing the membership it inherited; openraft allows one
+        // membership change at a time.
+        self.wait_for(deadline, membership_applied).await;
         if existing.is_none() {
             self.raft
                 .add_learner(peer.clone(), addr.clone(), false)

@@ -1,0 +1,215 @@
+'use strict';
+// A 3-node cluster as 3 OS processes on 127.0.0.1, each with its own data directory and port:
+// formation, replication order, failover, restart and catch-up, loss of quorum.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Cluster, NodeProcess, freePort } = require('../support/cluster');
+const path = require('node:path');
+
+/** Every node's applied sequence, as [index, operationId] pairs. */
+async function appliedSequences(nodes) {
+  return Promise.all(nodes.map(async (n) => (await n.call('applied')).entries.map(([index, , opId]) => [index, opId])));
+}
+
+async function waitApplied(cluster, nodes, total) {
+  return cluster.waitFor(async () => {
+    const counts = await Promise.all(nodes.map(async (n) => (await n.call('applied')).total));
+    return counts.every((c) => c >= total) ? counts : null;
+  }, 30000);
+}
+
+test('3 fresh nodes, addPeer twice on node-1: node-1 leads at term 1 and everyone agrees', async () => {
+  const cluster = await new Cluster(3).start();
+  try {
+    const [n1, n2, n3] = cluster.nodes;
+    await n1.call('addPeer', { nodeId: n2.nodeId, host: n2.host, port: n2.port });
+    await n1.call('addPeer', { nodeId: n3.nodeId, host: n3.host, port: n3.port });
+    const states = await cluster.waitFor(async () => {
+      const s = await cluster.states();
+      return s.every((x) => x.leaderId === 'node-1' && x.membership.voters.length === 3) ? s : null;
+    });
+    const leader = states.find((s) => s.nodeId === 'node-1');
+    assert.equal(leader.role, 'leader');
+    assert.equal(leader.isLeader, true);
+    assert.equal(leader.term, 1);
+    for (const s of states) {
+      assert.equal(s.leaderId, 'node-1');
+      assert.equal(s.term, 1);
+      assert.deepEqual([...s.membership.voters].sort(), ['node-1', 'node-2', 'node-3']);
+    }
+    const elected = await n2.waitEvent('leader_elected', (e) => e.leaderId === 'node-1');
+    assert.equal(elected.term, 1);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('2000 commands, sequential then 100 in flight: all commit and every node applies them in the same order', async () => {
+  const cluster = await new Cluster(3).start();
+  try {
+    const leader = await cluster.form();
+    const sequential = await leader.call('load', { count: 1000, concurrency: 1, prefix: 'seq' });
+    const concurrent = await leader.call('load', { count: 1000, concurrency: 100, prefix: 'par' });
+    assert.deepEqual(sequential.errors, {});
+    assert.deepEqual(concurrent.errors, {});
+    assert.equal(sequential.acked.length + concurrent.acked.length, 2000);
+
+    await waitApplied(cluster, cluster.nodes, 2000);
+    const [first, ...others] = await appliedSequences(cluster.nodes);
+    assert.equal(first.length, 2000);
+    for (const seq of others) assert.deepEqual(seq, first);
+    const indices = first.map(([i]) => i);
+    assert.deepEqual(indices, [...indices].sort((a, b) => a - b), 'applied in increasing log order');
+    const ids = new Set(first.map(([, id]) => id));
+    for (let i = 0; i < 1000; i++) {
+      assert.ok(ids.has(`seq-${i}`) && ids.has(`par-${i}`));
+    }
+    // The acknowledged index is where the command sits in everyone's log.
+    const byId = new Map(first.map(([index, id]) => [id, index]));
+    for (const [seq, index] of concurrent.acked) assert.equal(byId.get(`par-${seq}`), index);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('a follower refuses writes with ERR_NOT_LEADER and the leader id; a retried id applies once', async () => {
+  const cluster = await new Cluster(3).start();
+  try {
+    const leader = await cluster.form();
+    const follower = cluster.node('node-2');
+    await assert.rejects(follower.call('replicate', { command: { type: 'x' } }), (err) => {
+      assert.equal(err.code, 'ERR_NOT_LEADER');
+      assert.equal(err.leaderId, 'node-1');
+      return true;
+    });
+    const first = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });
+    const again = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });
+    assert.equal(again.duplicate, true);
+    assert.equal(again.logIndex, first.logIndex);
+    await waitApplied(cluster, cluster.nodes, 1);
+    for (const seq of await appliedSequences(cluster.nodes)) {
+      assert.equal(seq.filter(([, id]) => id === 'op-7').length, 1);
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('kill -9 of the leader: a new leader commits and no acknowledged command is lost; the old leader rejoins and catches up by snapshot', async () => {
+  // A small snapshot threshold, so the writes made while node-1 is down purge the log past it.
+  const cluster = await new Cluster(3, { config: { snapshotThreshold: 100, logsKeptAfterSnapshot: 0 } }).start();
+  try {
+    const old = await cluster.form();
+    const before = await old.call('load', { count: 300, concurrency: 20, prefix: 'before' });
+    assert.equal(before.acked.length, 300);
+    const oldState = await old.call('state');
+    await old.kill('SIGKILL');
+
+    const survivors = cluster.nodes.filter((n) => n !== old);
+    const killedAt = Date.now();
+    const leader = await cluster.leader(10000, survivors);
+    const committed = await cluster.waitFor(
+      () => leader.call('replicate', { command: { type: 'after-failover' }, operationId: 'after-0' }).catch(() => null),
+      10000,
+    );
+    assert.ok(Date.now() - killedAt < 10000, 'a new leader committed within 10 s');
+    assert.ok(committed.term > oldState.term);
+    const event = await cluster.node(survivors.find((n) => n !== leader).nodeId).waitEvent(
+      'leader_elected',
+      (e) => e.leaderId === leader.nodeId,
+    );
+    assert.equal(event.term, committed.term);
+
+    // Every acknowledged command is on every survivor.
+    await waitApplied(cluster, survivors, 301);
+    for (const seq of await appliedSequences(survivors)) {
+      const ids = new Set(seq.map(([, id]) => id));
+      for (const [seq] of before.acked) assert.ok(ids.has(`before-${seq}`), `before-${seq} missing`);
+    }
+
+    // More writes while node-1 is down: the log is purged past what node-1 has.
+    const during = await leader.call('load', { count: 400, concurrency: 20, prefix: 'during' });
+    assert.equal(during.acked.length, 400);
+    const leaderState = await cluster.waitFor(async () => {
+      const s = await leader.call('state');
+      return s.snapshotIndex !== null && s.snapshotIndex > oldState.lastLogIndex ? s : null;
+    });
+
+    // Restart node-1 on its data directory: it keeps its log, follows, catches up by snapshot.
+    const restarted = await old.start();
+    assert.ok(restarted.lastLogIndex >= oldState.lastLogIndex, 'the log survived kill -9');
+    await old.waitEvent('snapshot_installed', () => true, 20000);
+    await cluster.waitFor(async () => {
+      const s = await old.call('state');
+      return s.leaderId === leader.nodeId && s.lastApplied >= leaderState.lastApplied ? s : null;
+    }, 20000);
+    const states = await cluster.states();
+    assert.equal(new Set(states.map((s) => s.leaderId)).size, 1, 'one leader');
+    assert.equal(new Set(states.map((s) => s.term)).size, 1, 'one term');
+    assert.equal(states.filter((s) => s.isLeader).length, 1);
+    assert.deepEqual(new Set(states.flatMap((s) => s.membership.voters)), new Set(['node-1', 'node-2', 'node-3']));
+
+    // And it applies what comes next, in the same order as everyone.
+    await leader.call('load', { count: 50, concurrency: 5, prefix: 'late' });
+    const applied = await old.call('applied');
+    await cluster.waitFor(async () => (await old.call('applied')).total >= applied.total + 50);
+    const tails = await Promise.all(
+      cluster.nodes.map(async (n) => (await n.call('applied')).entries.filter(([, , id]) => id && id.startsWith('late-')).map(([i, , id]) => [i, id])),
+    );
+    for (const t of tails) assert.deepEqual(t, tails[0]);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('2 of 3 killed: the survivor refuses writes within its timeout; with one node back, writes succeed', async () => {
+  const cluster = await new Cluster(3, { config: { commandTimeoutMs: 2000 } }).start();
+  try {
+    const leader = await cluster.form();
+    await leader.call('replicate', { command: { type: 'x' } });
+    const [a, b] = cluster.nodes.filter((n) => n !== leader);
+    await a.kill('SIGKILL');
+    await b.kill('SIGKILL');
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      await assert.rejects(leader.call('replicate', { command: { type: 'lonely' } }), (err) => {
+        assert.ok(['ERR_NO_QUORUM', 'ERR_NOT_LEADER'].includes(err.code), err.code);
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 2000 + 3000, 'rejected within the command timeout (plus slack)');
+    }
+    await a.start();
+    const ok = await cluster.waitFor(async () => {
+      const l = await cluster.leader(10000, [leader, a]);
+      return l.call('replicate', { command: { type: 'back' } }).catch(() => null);
+    }, 20000);
+    assert.equal(ok.committed, true);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('addPeer without await to an unreachable peer: no unhandled rejection, the process lives on', async () => {
+  const deadPort = await freePort();
+  const root = require('node:fs').mkdtempSync(path.join(require('node:os').tmpdir(), 'consensus-ff-'));
+  const node = new NodeProcess({
+    nodeId: 'lonely',
+    port: await freePort(),
+    dataDir: path.join(root, 'lonely'),
+    config: { addPeerTimeoutMs: 1500 },
+  });
+  try {
+    await node.start();
+    await node.call('addPeer', { nodeId: 'ghost', host: '127.0.0.1', port: deadPort, fireAndForget: true });
+    const failed = await node.waitEvent('peer_add_failed', () => true, 15000);
+    assert.equal(failed.nodeId, 'ghost');
+    assert.equal(failed.error.code, 'ERR_TIMEOUT');
+    assert.deepEqual(await node.call('unhandled'), []);
+    assert.ok(node.running);
+    const r = await node.call('replicate', { command: { type: 'still-alive' } });
+    assert.equal(r.committed, true);
+  } finally {
+    await node.stop();
+    require('node:fs').rmSync(root, { recursive: true, force: true });
+  }
+});
