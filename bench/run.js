@@ -5,6 +5,7 @@
 //
 //   --quick         divide operation counts by 10 and run 3 failover trials instead of 5
 //   --ops-scale=N   multiply operation counts by N (e.g. 0.5)
+//   --no-op-ids     replicate without operationIds (no deduplication records)
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -17,6 +18,8 @@ const QUICK = args.includes('--quick');
 const scaleArg = args.find((a) => a.startsWith('--ops-scale='));
 const SCALE = (QUICK ? 0.1 : 1) * (scaleArg ? Number(scaleArg.split('=')[1]) : 1);
 if (!(SCALE > 0)) throw new Error(`bad --ops-scale: ${scaleArg}`);
+// Each command carries an operationId by default, as a daemon retrying safely would send.
+const WITH_IDS = !args.includes('--no-op-ids');
 
 // Defaults everywhere (timeouts, snapshotThreshold 1000): the targets are for the defaults.
 const CONFIG = {};
@@ -78,6 +81,8 @@ async function nodeMemory(cluster) {
     out[n.nodeId] = {
       rssMb: round(m.rss / MB, 1),
       peakRssMb: round(status.VmHWM, 1),
+      // The worker's own bookkeeping (one record per applied command) lives in the V8 heap.
+      heapTotalMb: round(m.heapTotal / MB, 1),
       heapUsedMb: round(m.heapUsed / MB, 1),
       // LMDB is memory-mapped: pages it touches count in RSS as file-backed, not anonymous.
       rssAnonMb: round(status.RssAnon, 1),
@@ -93,7 +98,7 @@ function percentile(sorted, p) {
 }
 
 async function runLevel(leader, { inFlight, count }, prefix) {
-  const r = await leader.call('load', { count, concurrency: inFlight, prefix }, 600000);
+  const r = await leader.call('load', { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
   const sorted = Float64Array.from(r.latencies).sort();
   return {
     inFlight,
@@ -221,7 +226,7 @@ function printTable(r) {
   for (const id of Object.keys(m.idle)) {
     rows.push([
       `${id} RSS idle / after load / peak`,
-      `${fmt(m.idle[id].rssMb)} / ${fmt(m.afterLoad[id].rssMb)} / ${fmt(m.afterLoad[id].peakRssMb)} MB`,
+      `${fmt(m.idle[id].rssMb)} / ${fmt(m.afterLoad[id].rssMb)} / ${fmt(m.afterLoad[id].peakRssMb)} MB  (V8 heap after load ${fmt(m.afterLoad[id].heapTotalMb)} MB)`,
       '',
       '',
     ]);
@@ -256,7 +261,7 @@ async function main() {
   const results = {
     startedAt: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, totalMemMb: Math.round(os.totalmem() / MB), node: process.version },
-    options: { quick: QUICK, opsScale: SCALE, config: CONFIG },
+    options: { quick: QUICK, opsScale: SCALE, operationIds: WITH_IDS, config: CONFIG },
     targets: TARGETS,
   };
 

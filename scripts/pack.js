@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // Packs the main package and this platform's binary package into tarballs, as they would be
 // published: `node scripts/pack.js [outDir]` prints the two tarball paths.
+//
+// The per-platform packages become optionalDependencies of the main package only here, at
+// publish time: listed in the repository's package.json they would make every install of a clone
+// look for binaries that are built, not downloaded, during development.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -15,11 +19,24 @@ function pack(outDir) {
   const suffix = platformSuffix();
   const platformDir = path.join(root, 'npm', suffix);
   fs.copyFileSync(binary, path.join(platformDir, path.basename(binary)));
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  const staging = fs.mkdtempSync(path.join(outDir, 'stage-'));
+  for (const entry of [...manifest.files, 'README.md']) {
+    fs.cpSync(path.join(root, entry), path.join(staging, entry), { recursive: true });
+  }
+  manifest.optionalDependencies = Object.fromEntries(
+    fs.readdirSync(path.join(root, 'npm')).map((p) => [`${manifest.name}-${p}`, manifest.version]),
+  );
+  delete manifest.devDependencies;
+  delete manifest.scripts;
+  fs.writeFileSync(path.join(staging, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   const npmPack = (cwd) => {
     const out = execFileSync('npm', ['pack', '--json', '--pack-destination', outDir], { cwd, encoding: 'utf8' });
     return path.join(outDir, JSON.parse(out)[0].filename);
   };
-  return { main: npmPack(root), platform: npmPack(platformDir) };
+  const tarballs = { main: npmPack(staging), platform: npmPack(platformDir) };
+  fs.rmSync(staging, { recursive: true, force: true });
+  return tarballs;
 }
 
 module.exports = { pack };
