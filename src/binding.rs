@@ -236,7 +236,11 @@ impl NativeNode {
 
     #[napi]
     pub async fn replicate(&self, json: String, op_id: Option<String>) -> Result<NativeApplied> {
-        let applied = self.node()?.replicate(json, op_id).await.map_err(js_error)?;
+        let applied = self
+            .node()?
+            .replicate(json, op_id)
+            .await
+            .map_err(js_error)?;
         Ok(NativeApplied {
             index: applied.index as f64,
             term: applied.term as f64,
