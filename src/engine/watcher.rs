@@ -90,6 +90,9 @@ fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventS
         if *id == me.0 || prev.members.get(id) == Some(&(addr.clone(), *voter)) {
             continue;
         }
+        // Keep a connection to every member, not only the ones this node replicates to: when an
+        // election comes, the votes travel over connections that are already up.
+        pool.get(&NodeName(id.clone()), addr);
         events.emit(Event::PeerAdded {
             node_id: id.clone(),
             host: addr.host.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
@@ -44,11 +44,21 @@ struct Outgoing {
     deadline: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// A dial is under way: a call waits for its outcome instead of failing at once, so the
+    /// first vote to a peer this node never talked to is not lost to connection setup.
+    Dialing,
+    Connected,
+    /// The last dial failed; calls fail fast until the next attempt.
+    Down,
+}
+
 /// A connection to one peer, shared by every openraft client for that peer.
 pub struct PeerConn {
     target: NodeName,
     addr: Mutex<PeerAddr>,
-    connected: AtomicBool,
+    link: watch::Sender<Link>,
     next_id: AtomicU64,
     queue: mpsc::UnboundedSender<Outgoing>,
     closed: AtomicBool,
@@ -61,11 +71,17 @@ impl PeerConn {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        *self.link.borrow() == Link::Connected
     }
 
     /// Sends one RPC and waits for its reply.
     pub async fn call(&self, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let link = *self.link.borrow();
+        if link == Link::Dialing {
+            let mut rx = self.link.subscribe();
+            let _ = tokio::time::timeout(timeout, rx.wait_for(|l| *l != Link::Dialing)).await;
+        }
         if !self.is_connected() {
             // Ask the connection task to retry now rather than after its backoff.
             self.wake.notify_one();
@@ -74,6 +90,7 @@ impl PeerConn {
                 self.target
             )));
         }
+        let timeout = timeout.saturating_sub(started.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = codec::encode(&Frame::Request { id, rpc }).map_err(CallError::Unreachable)?;
         let (tx, rx) = oneshot::channel();
@@ -141,7 +158,7 @@ impl PeerPool {
         let conn = Arc::new(PeerConn {
             target: target.clone(),
             addr: Mutex::new(addr.clone()),
-            connected: AtomicBool::new(false),
+            link: watch::Sender::new(Link::Dialing),
             next_id: AtomicU64::new(1),
             queue: tx,
             closed: AtomicBool::new(false),
@@ -250,16 +267,21 @@ async fn run_connection(
             Ok(a) => a.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        match dial(&addr, &local, &config).await {
+        conn.link.send_replace(Link::Dialing);
+        let dialed = dial(&addr, &local, &config).await;
+        if !matches!(dialed, Ok((_, ref id)) if *id == conn.target.0) {
+            conn.link.send_replace(Link::Down);
+        }
+        match dialed {
             Ok((ws, remote_id)) if remote_id == conn.target.0 => {
                 backoff = config.reconnect_min;
                 reported_refusal = None;
-                conn.connected.store(true, Ordering::Release);
+                conn.link.send_replace(Link::Connected);
                 events.emit(Event::PeerConnected {
                     node_id: conn.target.0.clone(),
                 });
                 serve_connection(&conn, ws, &mut queue, &config).await;
-                conn.connected.store(false, Ordering::Release);
+                conn.link.send_replace(Link::Down);
                 events.emit(Event::PeerDisconnected {
                     node_id: conn.target.0.clone(),
                 });
