@@ -116,6 +116,17 @@ export interface RaftState {
   membership: { voters: string[]; learners: string[]; nodes: Record<string, MemberInfo> };
   /** Leader only: per member, the highest log index known to be replicated there. */
   replication: Record<string, number | null>;
+  /** Follower: when a leader was last heard from; leader: when a quorum last acknowledged it (ms since epoch, 0 for never). */
+  lastContact: number;
+}
+
+export interface ReplicateOptions {
+  /** Makes retries idempotent: the same id takes effect once. */
+  operationId?: string;
+  /** Overrides commandTimeoutMs for this call. */
+  timeoutMs?: number;
+  /** On a follower, send the command on to the leader instead of rejecting with ERR_NOT_LEADER. */
+  forward?: boolean;
 }
 
 export interface RaftCoordinatorEvents {
@@ -149,7 +160,11 @@ export declare class RaftCoordinator extends EventEmitter {
   addPeer(nodeId: string, host: string, port: number): Promise<void>;
   removePeer(nodeId: string): Promise<void>;
   transferLeadership(nodeId: string, timeoutMs?: number): Promise<void>;
-  replicateCommand(command: Command, options?: { operationId?: string }): Promise<ReplicateResult>;
+  replicateCommand(command: Command, options?: ReplicateOptions): Promise<ReplicateResult>;
+  /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer in time. */
+  ping(nodeId: string, timeoutMs?: number): Promise<number>;
+  /** Snapshots now and purges the log, keeping `keep` entries before the snapshot. */
+  compact(keep?: number, timeoutMs?: number): Promise<{ purgedUpTo: number | null }>;
   getState(): RaftState;
   stop(): Promise<void>;
   shutdown(): Promise<void>;

@@ -82,14 +82,37 @@ test('a follower refuses writes with ERR_NOT_LEADER and the leader id; a retried
       assert.equal(err.leaderId, 'node-1');
       return true;
     });
+    // With forward, the follower sends the write on to the leader.
+    const forwarded = await follower.call('replicate', { command: { type: 'via-follower' }, forward: true });
+    assert.equal(forwarded.committed, true);
+    assert.equal((await leader.call('state')).lastApplied >= forwarded.logIndex, true);
+
     const first = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });
     const again = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });
     assert.equal(again.duplicate, true);
     assert.equal(again.logIndex, first.logIndex);
-    await waitApplied(cluster, cluster.nodes, 1);
+    await waitApplied(cluster, cluster.nodes, 2);
     for (const seq of await appliedSequences(cluster.nodes)) {
       assert.equal(seq.filter(([, id]) => id === 'op-7').length, 1);
     }
+    // A retry of the same id through a follower also resolves to the first result.
+    const viaFollower = await follower.call('replicate', { command: { type: 'once' }, operationId: 'op-7', forward: true });
+    assert.equal(viaFollower.duplicate, true);
+    assert.equal(viaFollower.logIndex, first.logIndex);
+
+    // Health-check pings reach members and fail for strangers.
+    const rtt = await leader.call('ping', { nodeId: 'node-3', timeoutMs: 2000 });
+    assert.ok(rtt >= 0 && rtt < 2000);
+    await assert.rejects(leader.call('ping', { nodeId: 'node-9' }), { code: 'ERR_NODE_NOT_FOUND' });
+
+    // Compaction on demand: a snapshot, then the log purged to what is asked to be kept.
+    await leader.call('load', { count: 300, concurrency: 10, prefix: 'fill' });
+    const before = await leader.call('state');
+    const { purgedUpTo } = await leader.call('compact', { keep: 10 });
+    const after = await leader.call('state');
+    assert.ok(purgedUpTo >= before.lastApplied - 10);
+    assert.ok(after.logLength < before.logLength, `${after.logLength} < ${before.logLength}`);
+    assert.ok(after.snapshotIndex >= before.lastApplied);
   } finally {
     await cluster.stop();
   }

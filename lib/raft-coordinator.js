@@ -254,7 +254,8 @@ class RaftCoordinator extends EventEmitter {
    * Replicates a command: a plain, JSON-serializable object with a string `type`. Resolves
    * `{committed, logIndex, term}` once a majority stored it durably and it was applied here.
    * `options.operationId` makes retries idempotent: the same id resolves to the first result
-   * with `duplicate: true` and takes effect once.
+   * with `duplicate: true` and takes effect once. `options.timeoutMs` overrides
+   * `commandTimeoutMs`; `options.forward` lets a follower send the command on to the leader.
    */
   async replicateCommand(command, options = {}) {
     if (!isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
@@ -278,10 +279,37 @@ class RaftCoordinator extends EventEmitter {
         `${bytes} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
       );
     }
-    const applied = await this._run(() => this._native.replicate(json, operationId));
+    const timeoutMs =
+      options.timeoutMs === undefined
+        ? undefined
+        : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+    const forward = options.forward === true;
+    const applied = await this._run(() => this._native.replicate(json, operationId, timeoutMs, forward));
     const result = { committed: true, logIndex: applied.index, term: applied.term };
     if (applied.duplicate) result.duplicate = true;
     return result;
+  }
+
+  /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer. */
+  ping(nodeId, timeoutMs = 2000) {
+    return this._run(() => {
+      v.nodeId(nodeId, 'nodeId');
+      v.integer(timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+      return this._native.ping(nodeId, timeoutMs);
+    });
+  }
+
+  /**
+   * Snapshots the state machine now and purges the log, keeping `keep` entries before the
+   * snapshot. Resolves `{purgedUpTo}` (null when nothing was purged).
+   */
+  async compact(keep = 0, timeoutMs = 10000) {
+    const upto = await this._run(() => {
+      v.integer(keep, 'keep', { min: 0, max: 2 ** 31 - 1 });
+      v.integer(timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+      return this._native.compact(keep, timeoutMs);
+    });
+    return { purgedUpTo: upto ?? null };
   }
 
   getState() {
@@ -303,6 +331,7 @@ class RaftCoordinator extends EventEmitter {
         connectedPeers: [],
         membership: { voters: [], learners: [], nodes: {} },
         replication: {},
+        lastContact: 0,
       };
     }
     const s = this._native.state();
@@ -331,6 +360,7 @@ class RaftCoordinator extends EventEmitter {
       connectedPeers: s.connectedPeers,
       membership: { voters, learners, nodes },
       replication,
+      lastContact: s.lastContactMs,
     };
   }
 

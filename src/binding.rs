@@ -82,6 +82,9 @@ pub struct NativeState {
     pub members: Vec<NativeMember>,
     pub connected_peers: Vec<String>,
     pub replication: Vec<NativeReplication>,
+    /// Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
+    /// (ms since epoch, 0 for never).
+    pub last_contact_ms: f64,
 }
 
 #[napi]
@@ -234,11 +237,22 @@ impl NativeNode {
             .map_err(js_error)
     }
 
+    /// `timeout_ms` defaults to the node's command timeout; `forward` sends the write on to the
+    /// leader when this node is a follower.
     #[napi]
-    pub async fn replicate(&self, json: String, op_id: Option<String>) -> Result<NativeApplied> {
-        let applied = self
-            .node()?
-            .replicate(json, op_id)
+    pub async fn replicate(
+        &self,
+        json: String,
+        op_id: Option<String>,
+        timeout_ms: Option<u32>,
+        forward: Option<bool>,
+    ) -> Result<NativeApplied> {
+        let node = self.node()?;
+        let timeout = timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or_else(|| node.command_timeout());
+        let applied = node
+            .replicate(json, op_id, timeout, forward.unwrap_or(false))
             .await
             .map_err(js_error)?;
         Ok(NativeApplied {
@@ -246,6 +260,29 @@ impl NativeNode {
             term: applied.term as f64,
             duplicate: applied.duplicate,
         })
+    }
+
+    /// Round-trip time to a member in ms; rejects when it does not answer within `timeout_ms`.
+    #[napi]
+    pub async fn ping(&self, node_id: String, timeout_ms: u32) -> Result<f64> {
+        let rtt = self
+            .node()?
+            .ping(&node_id, Duration::from_millis(timeout_ms.into()))
+            .await
+            .map_err(js_error)?;
+        Ok(rtt.as_secs_f64() * 1000.0)
+    }
+
+    /// Snapshots now and purges the log to `keep` entries before the snapshot; resolves with the
+    /// last purged index, or null when nothing was purged.
+    #[napi]
+    pub async fn compact(&self, keep: u32, timeout_ms: u32) -> Result<Option<f64>> {
+        let upto = self
+            .node()?
+            .compact(keep.into(), Duration::from_millis(timeout_ms.into()))
+            .await
+            .map_err(js_error)?;
+        Ok(upto.map(|i| i as f64))
     }
 
     #[napi]
@@ -262,6 +299,7 @@ impl NativeNode {
             })
             .collect();
         Ok(NativeState {
+            last_contact_ms: s.last_contact_ms as f64,
             node_id: s.node_id,
             role: s.role.to_string(),
             leader_id: s.leader_id,

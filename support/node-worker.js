@@ -88,9 +88,14 @@ const ops = {
     await raft.removePeer(nodeId);
     return null;
   },
-  async replicate({ command, operationId, raw }) {
-    const cmd = raw === 'cyclic' ? cyclic() : raw === 'bigint' ? { type: 'x', n: 1n } : command;
-    return raft.replicateCommand(cmd, operationId ? { operationId } : {});
+  async replicate({ command, operationId, forward, timeoutMs }) {
+    return raft.replicateCommand(command, { operationId, forward, timeoutMs });
+  },
+  async ping({ nodeId, timeoutMs }) {
+    return raft.ping(nodeId, timeoutMs);
+  },
+  async compact({ keep }) {
+    return raft.compact(keep);
   },
   async load(args) {
     return load(args);
@@ -112,12 +117,6 @@ const ops = {
     return null;
   },
 };
-
-function cyclic() {
-  const c = { type: 'cyclic' };
-  c.self = c;
-  return c;
-}
 
 function plain(payload) {
   if (payload instanceof Error) return serializeError(payload);

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::transport::codec::WireError;
+
 /// The stable error codes; JavaScript sees them as `error.code`.
 #[allow(non_snake_case)]
 pub mod ERR {
@@ -14,6 +16,27 @@ pub mod ERR {
     pub const ADDRESS_IN_USE: &str = "ERR_ADDRESS_IN_USE";
     pub const STORAGE: &str = "ERR_STORAGE";
     pub const SHUTDOWN: &str = "ERR_SHUTDOWN";
+    pub const AUTH: &str = "ERR_AUTH";
+
+    /// The static code for a code received from a peer; unknown codes become `ERR_TIMEOUT`
+    /// (the outcome is unknown to us).
+    pub fn from_wire(code: &str) -> &'static str {
+        [
+            INVALID_CONFIG,
+            INVALID_OPERATION,
+            NOT_LEADER,
+            NO_QUORUM,
+            TIMEOUT,
+            NODE_NOT_FOUND,
+            ADDRESS_IN_USE,
+            STORAGE,
+            SHUTDOWN,
+            AUTH,
+        ]
+        .into_iter()
+        .find(|known| *known == code)
+        .unwrap_or(TIMEOUT)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +63,22 @@ impl NodeError {
     /// The form that crosses into JavaScript, where `index.js` turns it into a `ConsensusError`.
     pub fn to_json(&self) -> String {
         json!({"code": self.code, "message": self.message, "leaderId": self.leader_id}).to_string()
+    }
+}
+
+impl From<NodeError> for WireError {
+    fn from(e: NodeError) -> Self {
+        WireError {
+            code: e.code.to_string(),
+            message: e.message,
+            leader_id: e.leader_id,
+        }
+    }
+}
+
+impl From<WireError> for NodeError {
+    fn from(e: WireError) -> Self {
+        NodeError::new(ERR::from_wire(&e.code), e.message).with_leader(e.leader_id)
     }
 }
 

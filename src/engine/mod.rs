@@ -6,11 +6,13 @@ mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
@@ -51,6 +53,7 @@ pub struct NodeConfig {
     pub logs_kept_after_snapshot: u64,
     pub bootstrap: Bootstrap,
     pub op_ttl_ms: u64,
+    /// Default wait for a commit when a call names none.
     pub command_timeout: Duration,
     pub add_peer_timeout: Duration,
     pub map_size_bytes: usize,
@@ -78,6 +81,9 @@ pub struct NodeState {
     pub connected_peers: Vec<String>,
     /// Leader only: per follower, the highest index known to be replicated there.
     pub replication: Vec<(String, Option<u64>)>,
+    /// Follower: ms since epoch of the last entries or heartbeat accepted from a leader.
+    /// Leader: ms since epoch of the last acknowledgement by a quorum. 0 when never.
+    pub last_contact_ms: u64,
 }
 
 pub struct Node {
@@ -90,9 +96,11 @@ pub struct Node {
     stop_tx: watch::Sender<bool>,
     /// Serializes membership changes started on this node (openraft allows one at a time).
     membership_lock: Mutex<()>,
+    /// When this node last accepted entries or a heartbeat from a leader (ms since epoch).
+    leader_contact_ms: Arc<AtomicU64>,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -186,34 +194,38 @@ impl Node {
         .map_err(|e| NodeError::new(ERR::STORAGE, format!("raft failed to start: {e}")))?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = Arc::new(Server {
-            raft: raft.clone(),
-            config: transport,
-            events: events.clone(),
-        });
-        tokio::spawn(server.run(listener, stop_rx.clone()));
         tokio::spawn(watcher::watch_metrics(
             raft.clone(),
             id.clone(),
             pool.clone(),
-            events,
-            stop_rx,
+            events.clone(),
+            stop_rx.clone(),
         ));
 
         let addr = PeerAddr {
             host: config.host.clone(),
             port,
         };
+        let leader_contact_ms = Arc::new(AtomicU64::new(0));
         let node = Arc::new(Node {
             id,
             addr,
             config,
-            raft,
+            raft: raft.clone(),
             store,
             pool,
             stop_tx,
             membership_lock: Mutex::new(()),
+            leader_contact_ms: leader_contact_ms.clone(),
         });
+        let server = Arc::new(Server {
+            raft,
+            node: Arc::downgrade(&node),
+            config: transport,
+            events,
+            leader_contact_ms,
+        });
+        tokio::spawn(server.run(listener, stop_rx));
 
         if node.config.bootstrap == Bootstrap::Always && !node.has_state()? {
             node.found().await?;
@@ -223,6 +235,10 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.id.0
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.config.command_timeout
     }
 
     pub fn port(&self) -> u16 {
@@ -500,15 +516,27 @@ impl Node {
         }
     }
 
-    /// Replicates a command; resolves once a majority holds it durably and it is applied here.
+    /// Replicates a command; resolves once a majority holds it durably and it is applied on the
+    /// leader. With `forward`, a follower sends it on to the leader it knows.
     pub async fn replicate(
         &self,
         json: String,
         op_id: Option<String>,
+        timeout: Duration,
+        forward: bool,
     ) -> Result<Applied, NodeError> {
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
-            return Err(self.not_leader(&m));
+            let leader = m.current_leader.as_ref().and_then(|l| {
+                let addr = m.membership_config.membership().get_node(l)?.clone();
+                Some((l.clone(), addr))
+            });
+            return match leader {
+                Some((leader, addr)) if forward && leader != self.id => {
+                    self.forward(&leader, &addr, json, op_id, timeout).await
+                }
+                _ => Err(self.not_leader(&m)),
+            };
         }
         if let Some(id) = &op_id {
             if let Some(first) = StateMachine::find_op(&self.store, id)
@@ -526,16 +554,100 @@ impl Node {
             op_id,
             proposed_at_ms: now_ms(),
         };
-        match tokio::time::timeout(self.config.command_timeout, self.raft.client_write(command))
-            .await
-        {
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(self.write_error(e)),
-            Err(_) => Err(self.no_progress_error()),
+            Err(_) => Err(self.no_progress_error(timeout)),
         }
     }
 
-    fn no_progress_error(&self) -> NodeError {
+    async fn forward(
+        &self,
+        leader: &NodeName,
+        addr: &PeerAddr,
+        json: String,
+        op_id: Option<String>,
+        timeout: Duration,
+    ) -> Result<Applied, NodeError> {
+        let rpc = Rpc::Forward {
+            json,
+            op_id,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        // A little beyond the leader's own deadline, so its answer (even a timeout) gets back.
+        let reply = self
+            .pool
+            .get(leader, addr)
+            .call(rpc, timeout + Duration::from_millis(500))
+            .await;
+        match reply {
+            Ok(Reply::Forwarded(result)) => result.map_err(NodeError::from),
+            Ok(other) => Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!("leader {leader} gave no answer to a forwarded write: {other:?}"),
+            )),
+            Err(e) => Err(NodeError::new(
+                ERR::NOT_LEADER,
+                format!("could not reach leader {leader} to forward the write: {e}"),
+            )
+            .with_leader(Some(leader.0.clone()))),
+        }
+    }
+
+    /// Round trip to a member, for health checks. Fails when it does not answer in time.
+    pub async fn ping(&self, node_id: &str, timeout: Duration) -> Result<Duration, NodeError> {
+        let peer = NodeName(node_id.to_string());
+        if peer == self.id {
+            return Ok(Duration::ZERO);
+        }
+        let m = self.metrics();
+        let Some(addr) = m.membership_config.membership().get_node(&peer).cloned() else {
+            return Err(NodeError::new(
+                ERR::NODE_NOT_FOUND,
+                format!("{node_id} is not a member of this cluster"),
+            ));
+        };
+        let started = Instant::now();
+        match self.pool.get(&peer, &addr).call(Rpc::Probe, timeout).await {
+            Ok(Reply::Probe(_)) => Ok(started.elapsed()),
+            Ok(other) => Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!("{node_id}: {other:?}"),
+            )),
+            Err(e) => Err(NodeError::new(ERR::TIMEOUT, format!("{node_id}: {e}"))),
+        }
+    }
+
+    /// Snapshots the state machine now and purges the log up to `keep` entries before the
+    /// snapshot. Resolves with the purge point once both are done.
+    pub async fn compact(&self, keep: u64, timeout: Duration) -> Result<Option<u64>, NodeError> {
+        let Some(target) = self.metrics().last_applied.map(|l| l.index()) else {
+            return Ok(None);
+        };
+        let stopped =
+            |e: openraft::errors::Fatal<TypeConfig>| NodeError::new(ERR::SHUTDOWN, e.to_string());
+        self.raft.trigger().snapshot().await.map_err(stopped)?;
+        let deadline = Instant::now() + timeout;
+        let snapshotted = self
+            .wait_for(deadline, |m| m.snapshot.map(|l| l.index()) >= Some(target))
+            .await;
+        if !snapshotted {
+            return Err(NodeError::new(
+                ERR::TIMEOUT,
+                "the snapshot did not finish in time",
+            ));
+        }
+        let snapshot = self.metrics().snapshot.map(|l| l.index()).unwrap_or(target);
+        let Some(upto) = snapshot.checked_sub(keep) else {
+            return Ok(None);
+        };
+        self.raft.trigger().purge_log(upto).await.map_err(stopped)?;
+        self.wait_for(deadline, |m| m.purged.map(|l| l.index()) >= Some(upto))
+            .await;
+        Ok(Some(upto))
+    }
+
+    fn no_progress_error(&self, timeout: Duration) -> NodeError {
         let m = self.metrics();
         let voters: Vec<NodeName> = m.membership_config.membership().voter_ids().collect();
         let connected = self.pool.connected_peers();
@@ -543,7 +655,7 @@ impl Node {
             .iter()
             .filter(|v| **v == self.id || connected.contains(&v.0))
             .count();
-        let ms = self.config.command_timeout.as_millis();
+        let ms = timeout.as_millis();
         if reachable * 2 <= voters.len() {
             NodeError::new(
                 ERR::NO_QUORUM,
@@ -605,7 +717,16 @@ impl Node {
             .last_log_index
             .map(|l| (l + 1).saturating_sub(first))
             .unwrap_or(0);
+        let last_contact_ms = if m.state == ServerState::Leader {
+            m.last_quorum_acked
+                .as_ref()
+                .map(|at| now_ms().saturating_sub(at.elapsed().as_millis() as u64))
+                .unwrap_or(0)
+        } else {
+            self.leader_contact_ms.load(Ordering::Relaxed)
+        };
         NodeState {
+            last_contact_ms,
             node_id: self.id.0.clone(),
             role,
             leader_id: m.current_leader.as_ref().map(|l| l.0.clone()),

@@ -255,15 +255,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?)
                 .map_err(storage_err)?;
         }
-        wtxn.commit().map_err(storage_err)?;
-
-        for event in applied_events {
-            self.events.emit(event);
-        }
+        // The entries are committed in the Raft log (durable on a majority), so the writers may
+        // hear back before this transaction's fsync; it only records how far this replica got.
+        // A crash before the commit below re-applies these entries on restart, and their events
+        // are emitted only after it, so each reaches JavaScript once.
         for (responder, reply) in replies {
             if let Some(r) = responder {
                 r.send(reply);
             }
+        }
+        wtxn.commit().map_err(storage_err)?;
+        for event in applied_events {
+            self.events.emit(event);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
+use crate::types::{Applied, LogId, StoredMembership, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to the frames below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -51,8 +51,19 @@ pub enum Rpc {
         data: Vec<u8>,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
-    /// Asks whether the node already belongs to a cluster; used before founding one.
+    /// Asks whether the node already belongs to a cluster (before founding one), and serves as
+    /// the health check ping.
     Probe,
+    /// A write sent on to the leader by a follower on behalf of its application.
+    Forward {
+        json: String,
+        op_id: Option<String>,
+        timeout_ms: u64,
+    },
+    /// Asks the leader to remove a member (a leader that hands over and then leaves).
+    RemoveMember {
+        node_id: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,8 +73,18 @@ pub enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Probe(ProbeReply),
+    Forwarded(Result<Applied, WireError>),
+    Done(Result<(), WireError>),
     /// The remote Raft could not handle the request (shutting down, or a fatal error).
     Failed(String),
+}
+
+/// An engine error as it crosses the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: String,
+    pub message: String,
+    pub leader_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,11 @@
 //! request to the local Raft. Anything that is not our protocol gets the connection closed; the
 //! listener itself never stops serving because of one bad peer.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::raft::AppendEntriesResponse;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -10,8 +14,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::accept_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::codec::{self, Frame, ProbeReply, Reply, Rpc, PROTOCOL_VERSION};
+use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
 use super::{valid_node_id, ws_config, TransportConfig};
+use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
 use crate::events::{Event, EventSink};
@@ -19,8 +24,13 @@ use crate::types::{Raft, Snapshot, SnapshotMeta};
 
 pub struct Server {
     pub raft: Raft,
+    /// For requests the engine answers (forwarded writes, member removal). Weak: the node owns
+    /// the server's lifetime, not the other way round.
+    pub node: Weak<Node>,
     pub config: Arc<TransportConfig>,
     pub events: EventSink,
+    /// When this node last accepted entries or a heartbeat from a leader (ms since epoch).
+    pub leader_contact_ms: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -150,9 +160,11 @@ impl Server {
                 break;
             };
             let raft = self.raft.clone();
+            let node = self.node.clone();
+            let contact = self.leader_contact_ms.clone();
             let reply_tx = reply_tx.clone();
             tokio::spawn(async move {
-                let reply = handle(&raft, rpc).await;
+                let reply = handle(&raft, &node, &contact, rpc).await;
                 if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
                     let _ = reply_tx.send(bytes);
                 }
@@ -163,10 +175,15 @@ impl Server {
     }
 }
 
-async fn handle(raft: &Raft, rpc: Rpc) -> Reply {
+async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, rpc: Rpc) -> Reply {
     match rpc {
         Rpc::Append(req) => match raft.append_entries(req).await {
-            Ok(r) => Reply::Append(r),
+            Ok(r) => {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    leader_contact_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                Reply::Append(r)
+            }
             Err(e) => Reply::Failed(e.to_string()),
         },
         Rpc::Vote(req) => match raft.vote(req).await {
@@ -198,6 +215,23 @@ async fn handle(raft: &Raft, rpc: Rpc) -> Reply {
         Rpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
             Ok(r) => Reply::TransferLeader(r),
             Err(e) => Reply::Failed(e.to_string()),
+        },
+        Rpc::Forward {
+            json,
+            op_id,
+            timeout_ms,
+        } => match node.upgrade() {
+            // Not forwarded again: a node that is not the leader answers ERR_NOT_LEADER itself.
+            Some(n) => Reply::Forwarded(
+                n.replicate(json, op_id, Duration::from_millis(timeout_ms), false)
+                    .await
+                    .map_err(WireError::from),
+            ),
+            None => Reply::Failed("node stopped".into()),
+        },
+        Rpc::RemoveMember { node_id } => match node.upgrade() {
+            Some(n) => Reply::Done(n.remove_peer(node_id).await.map_err(WireError::from)),
+            None => Reply::Failed("node stopped".into()),
         },
         Rpc::Probe => {
             let metrics = raft.metrics().borrow_watched().clone();
