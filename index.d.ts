@@ -127,6 +127,8 @@ export interface ReplicateOptions {
   timeoutMs?: number;
   /** On a follower, send the command on to the leader instead of rejecting with ERR_NOT_LEADER. */
   forward?: boolean;
+  /** Also record the command under `key` in the replicated registry (or delete the key). */
+  registry?: { key: string; delete?: boolean };
 }
 
 export interface RaftCoordinatorEvents {
@@ -137,7 +139,7 @@ export interface RaftCoordinatorEvents {
   became_follower: [{ term: number; leaderId: string | null }];
   command_applied: [{ command: Command; entry: { index: number; term: number }; operationId?: string }];
   snapshot_installed: [{ lastIncludedIndex: number; term: number }];
-  log_compacted: [{ upToIndex: number }];
+  log_compacted: [{ upToIndex: number; entriesRemoved: number }];
   peer_connected: [{ nodeId: string }];
   peer_disconnected: [{ nodeId: string }];
   peer_added: [{ nodeId: string; host: string; port: number; voter: boolean }];
@@ -158,9 +160,11 @@ export declare class RaftCoordinator extends EventEmitter {
   readonly currentTerm: number;
   initialize(): Promise<void>;
   addPeer(nodeId: string, host: string, port: number): Promise<void>;
-  removePeer(nodeId: string): Promise<void>;
+  removePeer(nodeId: string, options?: { forward?: boolean }): Promise<void>;
   transferLeadership(nodeId: string, timeoutMs?: number): Promise<void>;
   replicateCommand(command: Command, options?: ReplicateOptions): Promise<ReplicateResult>;
+  /** Replicated registry records whose key starts with `prefix`. */
+  getRegistry(prefix?: string): Array<{ key: string; value: Command }>;
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer in time. */
   ping(nodeId: string, timeoutMs?: number): Promise<number>;
   /** Snapshots now and purges the log, keeping `keep` entries before the snapshot. */

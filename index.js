@@ -1,11 +1,21 @@
 'use strict';
 // @unrdf/consensus: Raft consensus for Node.js daemons.
 const { RaftCoordinator, createRaftCoordinator } = require('./lib/raft-coordinator');
+const { ClusterManager, createClusterManager } = require('./lib/cluster-manager');
+const { ConsensusManager, createConsensusManager } = require('./lib/consensus-manager');
+const { NodeHealth, PartitionState, OperationState } = require('./lib/constants');
 const { ConsensusError, ErrorCode } = require('./lib/errors');
 
 module.exports = {
   RaftCoordinator,
   createRaftCoordinator,
+  ClusterManager,
+  createClusterManager,
+  ConsensusManager,
+  createConsensusManager,
+  NodeHealth,
+  PartitionState,
+  OperationState,
   ConsensusError,
   ErrorCode,
 };

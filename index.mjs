@@ -1,4 +1,16 @@
 import cjs from './index.js';
 
-export const { RaftCoordinator, createRaftCoordinator, ConsensusError, ErrorCode } = cjs;
+export const {
+  RaftCoordinator,
+  createRaftCoordinator,
+  ClusterManager,
+  createClusterManager,
+  ConsensusManager,
+  createConsensusManager,
+  NodeHealth,
+  PartitionState,
+  OperationState,
+  ConsensusError,
+  ErrorCode,
+} = cjs;
 export default cjs;

@@ -173,8 +173,8 @@ test('kill -9 of the leader: a new leader commits and no acknowledged command is
     assert.deepEqual(new Set(states.flatMap((s) => s.membership.voters)), new Set(['node-1', 'node-2', 'node-3']));
 
     // And it applies what comes next, in the same order as everyone.
-    await leader.call('load', { count: 50, concurrency: 5, prefix: 'late' });
     const applied = await old.call('applied');
+    await leader.call('load', { count: 50, concurrency: 5, prefix: 'late' });
     await cluster.waitFor(async () => (await old.call('applied')).total >= applied.total + 50);
     const tails = await Promise.all(
       cluster.nodes.map(async (n) => (await n.call('applied')).entries.filter(([, , id]) => id && id.startsWith('late-')).map(([i, , id]) => [i, id])),

@@ -229,3 +229,16 @@ test('a stopped node can be started again on its data directory in the same proc
   assert.equal(s.leaderId, 'again');
   await second.stop();
 });
+
+test('commands applied before any command_applied listener are delivered to the first one, in order', async () => {
+  const raft = createRaftCoordinator({ nodeId: 'late', port: 0, dataDir: dataDir(), bootstrap: true });
+  await raft.initialize();
+  await waitUntil(() => raft.isLeader);
+  for (let n = 0; n < 5; n++) await raft.replicateCommand({ type: 'early', n });
+  const seen = [];
+  raft.on('command_applied', ({ command }) => seen.push(command.n));
+  await raft.replicateCommand({ type: 'early', n: 5 });
+  await waitUntil(() => seen.length === 6);
+  assert.deepEqual(seen, [0, 1, 2, 3, 4, 5]);
+  await raft.stop();
+});

@@ -22,6 +22,8 @@ const DEFAULTS = Object.freeze({
   maxConnections: 256,
 });
 
+const MAX_HELD_EVENTS = 50000;
+
 const KNOWN_KEYS = [
   'nodeId',
   'host',
@@ -151,6 +153,40 @@ class RaftCoordinator extends EventEmitter {
     this._starting = null;
     this._stopped = false;
     this._stopping = null;
+    // State-machine events (command_applied, snapshot_installed) that arrive before anyone
+    // listens for command_applied are held, in order, and delivered to the first listener: a
+    // node that catches up right after initialize() loses none of them to setup order.
+    this._held = [];
+    this._holding = true;
+    this.on('newListener', (name) => {
+      if (name === 'command_applied' && this._holding) process.nextTick(() => this._releaseHeld());
+    });
+  }
+
+  _releaseHeld() {
+    if (!this._holding) return;
+    this._holding = false;
+    const held = this._held;
+    this._held = [];
+    for (const [name, payload] of held) this._emitSafely(name, payload);
+  }
+
+  _emitStateMachineEvent(name, payload) {
+    if (this._holding) {
+      if (this._held.length >= MAX_HELD_EVENTS) {
+        this._held.shift();
+        if (!this._warnedHeldOverflow) {
+          this._warnedHeldOverflow = true;
+          this._emitSafely(
+            'warning',
+            new ConsensusError(ErrorCode.STORAGE, `more than ${MAX_HELD_EVENTS} applied commands arrived before any command_applied listener; the oldest were dropped`),
+          );
+        }
+      }
+      this._held.push([name, payload]);
+      return;
+    }
+    this._emitSafely(name, payload);
   }
 
   get nodeId() {
@@ -231,11 +267,14 @@ class RaftCoordinator extends EventEmitter {
     return promise;
   }
 
-  /** Removes a member (leader only). */
-  removePeer(nodeId) {
+  /**
+   * Removes a member (leader only). `options.forward` lets any member ask the leader to do it,
+   * including a former leader removing itself after handing over.
+   */
+  removePeer(nodeId, options = {}) {
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
-      return this._native.removePeer(nodeId);
+      return this._native.removePeer(nodeId, options.forward === true);
     });
     promise.catch(() => {});
     return promise;
@@ -256,6 +295,8 @@ class RaftCoordinator extends EventEmitter {
    * `options.operationId` makes retries idempotent: the same id resolves to the first result
    * with `duplicate: true` and takes effect once. `options.timeoutMs` overrides
    * `commandTimeoutMs`; `options.forward` lets a follower send the command on to the leader.
+   * `options.registry: {key, delete}` also records the command under `key` in the replicated
+   * registry (or deletes the key), which every node can read back with getRegistry().
    */
   async replicateCommand(command, options = {}) {
     if (!isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
@@ -284,10 +325,29 @@ class RaftCoordinator extends EventEmitter {
         ? undefined
         : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
     const forward = options.forward === true;
-    const applied = await this._run(() => this._native.replicate(json, operationId, timeoutMs, forward));
+    let registryKey;
+    let registryDelete = false;
+    if (options.registry !== undefined) {
+      const r = options.registry;
+      if (r === null || typeof r !== 'object' || typeof r.key !== 'string' || r.key.length === 0 || r.key.length > 511) {
+        throw invalidOperation('registry.key', 'expected a non-empty string of at most 511 characters');
+      }
+      registryKey = r.key;
+      registryDelete = r.delete === true;
+    }
+    const applied = await this._run(() =>
+      this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete),
+    );
     const result = { committed: true, logIndex: applied.index, term: applied.term };
     if (applied.duplicate) result.duplicate = true;
     return result;
+  }
+
+  /** Replicated registry records whose key starts with `prefix`: `[{key, value}]` in key order. */
+  getRegistry(prefix = '') {
+    if (this._stopped) throw this._shutdownError();
+    if (this._native === null) return [];
+    return this._native.registry(prefix).map(([key, json]) => ({ key, value: JSON.parse(json) }));
   }
 
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer. */
@@ -426,14 +486,14 @@ class RaftCoordinator extends EventEmitter {
     for (const e of events) {
       switch (e.type) {
         case 'command_applied':
-          this._emitSafely('command_applied', {
+          this._emitStateMachineEvent('command_applied', {
             command: e.command,
             entry: { index: e.index, term: e.term },
             operationId: e.opId ?? undefined,
           });
           break;
         case 'snapshot_installed':
-          this._emitSafely('snapshot_installed', { lastIncludedIndex: e.lastIncludedIndex, term: e.term });
+          this._emitStateMachineEvent('snapshot_installed', { lastIncludedIndex: e.lastIncludedIndex, term: e.term });
           break;
         case 'leader_elected':
           this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });
@@ -456,7 +516,7 @@ class RaftCoordinator extends EventEmitter {
           this._emitSafely('peer_added', { nodeId: e.nodeId, host: e.host, port: e.port, voter: e.voter });
           break;
         case 'log_purged':
-          this._emitSafely('log_compacted', { upToIndex: e.upToIndex });
+          this._emitSafely('log_compacted', { upToIndex: e.upToIndex, entriesRemoved: e.entriesRemoved });
           break;
         case 'warning':
           this._emitSafely('warning', new ConsensusError(e.code, e.message));

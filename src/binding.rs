@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
-use crate::types::PeerAddr;
+use crate::types::{PeerAddr, RegistryWrite};
 
 /// Receives each batch of events as a JSON array. Strong: while a node runs, its event callback
 /// keeps the process alive; `stop()` releases it.
@@ -225,8 +225,11 @@ impl NativeNode {
     }
 
     #[napi]
-    pub async fn remove_peer(&self, node_id: String) -> Result<()> {
-        self.node()?.remove_peer(node_id).await.map_err(js_error)
+    pub async fn remove_peer(&self, node_id: String, forward: Option<bool>) -> Result<()> {
+        self.node()?
+            .remove_peer(node_id, forward.unwrap_or(false))
+            .await
+            .map_err(js_error)
     }
 
     #[napi]
@@ -246,13 +249,19 @@ impl NativeNode {
         op_id: Option<String>,
         timeout_ms: Option<u32>,
         forward: Option<bool>,
+        registry_key: Option<String>,
+        registry_delete: Option<bool>,
     ) -> Result<NativeApplied> {
+        let registry = registry_key.map(|key| RegistryWrite {
+            key,
+            delete: registry_delete.unwrap_or(false),
+        });
         let node = self.node()?;
         let timeout = timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or_else(|| node.command_timeout());
         let applied = node
-            .replicate(json, op_id, timeout, forward.unwrap_or(false))
+            .replicate(json, op_id, registry, timeout, forward.unwrap_or(false))
             .await
             .map_err(js_error)?;
         Ok(NativeApplied {
@@ -260,6 +269,13 @@ impl NativeNode {
             term: applied.term as f64,
             duplicate: applied.duplicate,
         })
+    }
+
+    /// Replicated registry records under `prefix`: `[key, json]` pairs in key order.
+    #[napi]
+    pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {
+        let entries = self.node()?.registry(&prefix).map_err(js_error)?;
+        Ok(entries.into_iter().map(|(k, v)| vec![k, v]).collect())
     }
 
     /// Round-trip time to a member in ms; rejects when it does not answer within `timeout_ms`.

@@ -52,6 +52,7 @@ pub enum Event {
     },
     LogPurged {
         up_to_index: u64,
+        removed: u64,
     },
     /// Something the operator should know that is not tied to a call (a refused handshake, a
     /// storage failure); `code` is one of the stable error codes.
@@ -112,9 +113,10 @@ impl Event {
                 json!({"type": "peer_added", "nodeId": node_id, "host": host, "port": port, "voter": voter})
             }
             Event::PeerRemoved { node_id } => json!({"type": "peer_removed", "nodeId": node_id}),
-            Event::LogPurged { up_to_index } => {
-                json!({"type": "log_purged", "upToIndex": up_to_index})
-            }
+            Event::LogPurged {
+                up_to_index,
+                removed,
+            } => json!({"type": "log_purged", "upToIndex": up_to_index, "entriesRemoved": removed}),
             Event::Warning { code, message } => {
                 json!({"type": "warning", "code": code, "message": message})
             }

@@ -62,6 +62,15 @@ pub struct Command {
     /// Leader's wall clock at proposal (ms since epoch); bounds the id registry by TTL
     /// identically on every replica, because it comes from the log and not the local clock.
     pub proposed_at_ms: u64,
+    /// Also record this command in the replicated registry (cluster membership metadata).
+    pub registry: Option<RegistryWrite>,
+}
+
+/// A write to the replicated registry: `key` maps to the command's JSON, or is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryWrite {
+    pub key: String,
+    pub delete: bool,
 }
 
 impl fmt::Display for Command {

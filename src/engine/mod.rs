@@ -25,7 +25,7 @@ use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
 use crate::transport::server::Server;
 use crate::transport::{Network, TransportConfig};
-use crate::types::{Applied, Command, NodeName, PeerAddr, Raft, TypeConfig};
+use crate::types::{Applied, Command, NodeName, PeerAddr, Raft, RegistryWrite, TypeConfig};
 
 /// When a fresh node may found a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +237,13 @@ impl Node {
         &self.id.0
     }
 
+    /// Replicated registry records under `prefix`, as this node has applied them.
+    pub fn registry(&self, prefix: &str) -> Result<Vec<(String, String)>, NodeError> {
+        self.store
+            .registry_entries(prefix)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
     pub fn command_timeout(&self) -> Duration {
         self.config.command_timeout
     }
@@ -437,13 +444,35 @@ impl Node {
         Ok(())
     }
 
-    /// Removes a member (voter or learner) from the cluster.
-    pub async fn remove_peer(&self, id: String) -> Result<(), NodeError> {
+    /// Removes a member (voter or learner) from the cluster. With `forward`, a node that is not
+    /// the leader asks the leader to do it (how a leader that handed over removes itself).
+    pub async fn remove_peer(&self, id: String, forward: bool) -> Result<(), NodeError> {
         let peer = NodeName(id.clone());
         let _guard = self.membership_lock.lock().await;
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) {
-            return Err(self.not_leader(&m));
+            let leader = m.current_leader.as_ref().and_then(|l| {
+                let addr = m.membership_config.membership().get_node(l)?.clone();
+                Some((l.clone(), addr))
+            });
+            let Some((leader, addr)) = leader.filter(|_| forward) else {
+                return Err(self.not_leader(&m));
+            };
+            let rpc = Rpc::RemoveMember { node_id: id };
+            return match self
+                .pool
+                .get(&leader, &addr)
+                .call(rpc, self.config.add_peer_timeout)
+                .await
+            {
+                Ok(Reply::Done(result)) => result.map_err(NodeError::from),
+                Ok(other) => Err(NodeError::new(ERR::TIMEOUT, format!("{leader}: {other:?}"))),
+                Err(e) => Err(NodeError::new(
+                    ERR::NOT_LEADER,
+                    format!("could not reach leader {leader}: {e}"),
+                )
+                .with_leader(Some(leader.0.clone()))),
+            };
         }
         let membership = m.membership_config.membership();
         if membership.get_node(&peer).is_none() {
@@ -522,6 +551,7 @@ impl Node {
         &self,
         json: String,
         op_id: Option<String>,
+        registry: Option<RegistryWrite>,
         timeout: Duration,
         forward: bool,
     ) -> Result<Applied, NodeError> {
@@ -533,7 +563,8 @@ impl Node {
             });
             return match leader {
                 Some((leader, addr)) if forward && leader != self.id => {
-                    self.forward(&leader, &addr, json, op_id, timeout).await
+                    self.forward(&leader, &addr, json, op_id, registry, timeout)
+                        .await
                 }
                 _ => Err(self.not_leader(&m)),
             };
@@ -553,6 +584,7 @@ impl Node {
             json,
             op_id,
             proposed_at_ms: now_ms(),
+            registry,
         };
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Ok(Ok(resp)) => Ok(resp.data),
@@ -567,11 +599,13 @@ impl Node {
         addr: &PeerAddr,
         json: String,
         op_id: Option<String>,
+        registry: Option<RegistryWrite>,
         timeout: Duration,
     ) -> Result<Applied, NodeError> {
         let rpc = Rpc::Forward {
             json,
             op_id,
+            registry,
             timeout_ms: timeout.as_millis() as u64,
         };
         // A little beyond the leader's own deadline, so its answer (even a timeout) gets back.

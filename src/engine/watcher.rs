@@ -44,7 +44,11 @@ pub async fn watch_metrics(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = raft.metrics();
-    let mut prev = Seen::default();
+    // What was purged before this node started is not news: start the purge baseline there.
+    let mut prev = Seen {
+        purged: observe(&rx.borrow_watched()).purged,
+        ..Seen::default()
+    };
     loop {
         let now = observe(&rx.borrow_watched());
         if now != prev {
@@ -112,7 +116,14 @@ fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventS
     }
     if let Some(up_to_index) = now.purged {
         if now.purged != prev.purged {
-            events.emit(Event::LogPurged { up_to_index });
+            let removed = match prev.purged {
+                Some(before) => up_to_index.saturating_sub(before),
+                None => up_to_index + 1,
+            };
+            events.emit(Event::LogPurged {
+                up_to_index,
+                removed,
+            });
         }
     }
 }

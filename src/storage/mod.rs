@@ -6,6 +6,7 @@
 //! - `applied`: the state machine's last-applied log id and membership.
 //! - `ops`: operation id -> where it took effect (idempotence registry).
 //! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
+//! - `registry`: replicated key -> JSON records (cluster membership metadata).
 //! - `snapshot`: the current snapshot's meta and data.
 //!
 //! Every write transaction commits with LMDB's default fsync, so a write is durable when the call
@@ -36,6 +37,7 @@ pub struct Store {
     applied: Database<'static, Str, Bytes>,
     ops: Database<'static, Str, Bytes>,
     ops_by_age: Database<'static, Bytes, Bytes>,
+    registry: Database<'static, Str, Str>,
     snapshot: Database<'static, Str, Bytes>,
     /// Held for the lifetime of the store: an advisory lock that keeps a second node (in this or
     /// another process) from opening the same data directory.
@@ -112,7 +114,7 @@ impl Store {
 
         let io = |e: heed::Error| OpenError::Io(storage_err(e));
         let wtxn = env.write_txn().map_err(io)?;
-        let (log, raft, applied, ops, ops_by_age, snapshot) = env
+        let (log, raft, applied, ops, ops_by_age, registry, snapshot) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
                 Ok(heed::CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("log"))?,
@@ -120,6 +122,7 @@ impl Store {
                     dbs.create_database(wtxn, Some("applied"))?,
                     dbs.create_database(wtxn, Some("ops"))?,
                     dbs.create_database(wtxn, Some("ops_by_age"))?,
+                    dbs.create_database(wtxn, Some("registry"))?,
                     dbs.create_database(wtxn, Some("snapshot"))?,
                 )))
             })
@@ -133,6 +136,7 @@ impl Store {
             applied,
             ops,
             ops_by_age,
+            registry,
             snapshot,
             _dir_lock: dir_lock,
             path: dir.to_path_buf(),
@@ -159,6 +163,21 @@ impl Store {
             .map_err(storage_err)?
             .is_some();
         Ok(has_vote || has_log || has_snapshot)
+    }
+
+    /// Registry records whose key starts with `prefix`, in key order.
+    pub fn registry_entries(&self, prefix: &str) -> io::Result<Vec<(String, String)>> {
+        let rtxn = self.env.read_txn().map_err(storage_err)?;
+        let mut out = Vec::new();
+        for item in self
+            .registry
+            .prefix_iter(&rtxn, prefix)
+            .map_err(storage_err)?
+        {
+            let (k, v) = item.map_err(storage_err)?;
+            out.push((k.to_string(), v.to_string()));
+        }
+        Ok(out)
     }
 
     /// Number of entries currently in the log (after purges).

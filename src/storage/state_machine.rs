@@ -33,6 +33,7 @@ struct SnapshotPayload {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     ops: Vec<(String, OpRecord)>,
+    registry: Vec<(String, String)>,
 }
 
 /// Snapshot meta as stored: our own struct so the on-disk form does not depend on openraft's
@@ -103,10 +104,16 @@ impl StateMachine {
             let (id, bytes) = item.map_err(storage_err)?;
             ops.push((id.to_string(), decode::<OpRecord>(bytes)?));
         }
+        let mut registry = Vec::new();
+        for item in s.registry.iter(&rtxn).map_err(storage_err)? {
+            let (k, v) = item.map_err(storage_err)?;
+            registry.push((k.to_string(), v.to_string()));
+        }
         Ok(SnapshotPayload {
             last_applied,
             membership,
             ops,
+            registry,
         })
     }
 
@@ -214,6 +221,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             };
                         }
                         None => {
+                            if let Some(write) = &cmd.registry {
+                                if write.delete {
+                                    s.registry
+                                        .delete(&mut wtxn, &write.key)
+                                        .map_err(storage_err)?;
+                                } else {
+                                    s.registry
+                                        .put(&mut wtxn, &write.key, &cmd.json)
+                                        .map_err(storage_err)?;
+                                }
+                            }
                             if let Some(id) = &cmd.op_id {
                                 let record = OpRecord {
                                     index,
@@ -292,6 +310,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         s.ops.clear(&mut wtxn).map_err(storage_err)?;
         s.ops_by_age.clear(&mut wtxn).map_err(storage_err)?;
+        s.registry.clear(&mut wtxn).map_err(storage_err)?;
+        for (key, json) in &payload.registry {
+            s.registry.put(&mut wtxn, key, json).map_err(storage_err)?;
+        }
         for (id, record) in &payload.ops {
             s.ops
                 .put(&mut wtxn, id, &encode(record)?)

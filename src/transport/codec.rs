@@ -10,7 +10,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Applied, LogId, StoredMembership, TypeConfig, Vote};
+use crate::types::{Applied, LogId, RegistryWrite, StoredMembership, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to the frames below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -58,6 +58,7 @@ pub enum Rpc {
     Forward {
         json: String,
         op_id: Option<String>,
+        registry: Option<RegistryWrite>,
         timeout_ms: u64,
     },
     /// Asks the leader to remove a member (a leader that hands over and then leaves).
@@ -130,6 +131,7 @@ mod tests {
                 json: r#"{"type":"t"}"#.into(),
                 op_id: Some("op".into()),
                 proposed_at_ms: 5,
+                registry: None,
             }),
         };
         let frames = vec![

@@ -219,18 +219,25 @@ async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, r
         Rpc::Forward {
             json,
             op_id,
+            registry,
             timeout_ms,
         } => match node.upgrade() {
             // Not forwarded again: a node that is not the leader answers ERR_NOT_LEADER itself.
             Some(n) => Reply::Forwarded(
-                n.replicate(json, op_id, Duration::from_millis(timeout_ms), false)
-                    .await
-                    .map_err(WireError::from),
+                n.replicate(
+                    json,
+                    op_id,
+                    registry,
+                    Duration::from_millis(timeout_ms),
+                    false,
+                )
+                .await
+                .map_err(WireError::from),
             ),
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::RemoveMember { node_id } => match node.upgrade() {
-            Some(n) => Reply::Done(n.remove_peer(node_id).await.map_err(WireError::from)),
+            Some(n) => Reply::Done(n.remove_peer(node_id, false).await.map_err(WireError::from)),
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::Probe => {
