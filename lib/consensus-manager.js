@@ -110,6 +110,7 @@ class ConsensusManager extends EventEmitter {
     };
     this._latency = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
     this._compacting = false;
+    this._admitted = 0;
     this._reportedVoterCount = null;
     this._factorCheck = null;
 
@@ -189,7 +190,10 @@ class ConsensusManager extends EventEmitter {
   async _replicate(op) {
     this._setState(op.id, OperationState.PENDING);
     const started = process.hrtime.bigint();
+    let admitted = false;
     try {
+      await this._admit(Date.now() + this.config.operationTimeoutMs);
+      admitted = true;
       const r = await this.raft.replicateCommand(
         { type: CommandType.OPERATION, operation: op },
         { operationId: op.id, timeoutMs: this.config.operationTimeoutMs },
@@ -210,7 +214,32 @@ class ConsensusManager extends EventEmitter {
       this._setState(op.id, OperationState.FAILED);
       this._emitSafely('consensus:operation_failed', { operationId: op.id, error: err });
       throw err;
+    } finally {
+      if (admitted) this._admitted--;
     }
+  }
+
+  /**
+   * Backpressure that keeps the log within maxLogSize: an operation is admitted only while the
+   * log plus the operations in flight fit; otherwise it waits for compaction. Compaction can lag
+   * when a follower is unreachable (the leader keeps the entries it still tries to send), so this
+   * wait is what makes the bound hold.
+   */
+  async _admit(deadline) {
+    for (;;) {
+      const { logLength } = this.raft.getState();
+      if (logLength + this._admitted < this.config.maxLogSize) break;
+      this._maybeCompact();
+      if (Date.now() >= deadline) {
+        throw new ConsensusError(
+          ErrorCode.TIMEOUT,
+          `the log is at maxLogSize (${this.config.maxLogSize}) and could not be compacted in time; ` +
+            'an unreachable follower can hold compaction back: check the cluster health',
+        );
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this._admitted++;
   }
 
   _validateOperation(operation) {

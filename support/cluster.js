@@ -23,8 +23,9 @@ function freePort() {
 }
 
 class NodeProcess {
-  constructor({ nodeId, port, dataDir, config = {} }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null }) {
     this.nodeId = nodeId;
+    this.guide = guide;
     this.port = port;
     this.dataDir = dataDir;
     this.config = config;
@@ -52,6 +53,7 @@ class NodeProcess {
     await this.waitEvent('ready', () => true, 10000);
     return this.call('init', {
       config: { nodeId: this.nodeId, host: this.host, port: this.port, dataDir: this.dataDir, ...this.config },
+      guide: this.guide,
     });
   }
 
@@ -144,11 +146,13 @@ class NodeProcess {
 class Cluster {
   /**
    * @param {number} size
-   * @param {{config?: object, root?: string}} [options]
+   * @param {{config?: object, root?: string, guide?: {cluster?: object, consensus?: object}}} [options]
+   *   `guide` runs the guide's whole stack in each node: daemon, ClusterManager, ConsensusManager.
    */
-  constructor(size, { config = {}, root } = {}) {
+  constructor(size, { config = {}, root, guide = null } = {}) {
     this.size = size;
     this.config = config;
+    this.guide = guide;
     this.root = root || fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-consensus-'));
     this.nodes = [];
   }
@@ -157,7 +161,13 @@ class Cluster {
     for (let i = 1; i <= this.size; i++) {
       const nodeId = `node-${i}`;
       this.nodes.push(
-        new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(this.root, nodeId), config: this.config }),
+        new NodeProcess({
+          nodeId,
+          port: await freePort(),
+          dataDir: path.join(this.root, nodeId),
+          config: this.config,
+          guide: this.guide,
+        }),
       );
     }
     await Promise.all(this.nodes.map((n) => n.start()));
@@ -172,6 +182,13 @@ class Cluster {
   async form() {
     const [first, ...rest] = this.nodes;
     for (const n of rest) await first.call('addPeer', { nodeId: n.nodeId, host: n.host, port: n.port });
+    if (this.guide) {
+      for (const n of rest) {
+        await first.call('addNode', {
+          node: { nodeId: n.nodeId, host: n.host, port: n.port, capabilities: ['task-execution', 'event-processing'] },
+        });
+      }
+    }
     await this.waitFor(async () => {
       const states = await this.states();
       return states.every((s) => s.leaderId === first.nodeId) ? states : null;

@@ -2,9 +2,13 @@
 // One cluster node in its own OS process, driven over IPC by support/cluster.js (tests, demo,
 // benchmark). It records what its coordinator applies and can drive load from inside the
 // process, as a daemon on the leader would.
-const { createRaftCoordinator } = require('..');
+const { createRaftCoordinator, createClusterManager, ConsensusManager } = require('..');
+const { Daemon } = require('../examples/lib/daemon');
 
 let raft = null;
+let daemon = null;
+let cluster = null;
+let consensus = null;
 const applied = []; // [index, term, operationId|null, command.type, command.seq]
 const snapshots = [];
 const unhandled = [];
@@ -33,6 +37,18 @@ const FORWARDED = [
   'log_compacted',
   'warning',
 ];
+
+const GUIDE_EVENTS = [
+  'consensus:leader_elected',
+  'consensus:leader_lost',
+  'consensus:snapshot_installed',
+  'consensus:operation_failed',
+  'consensus:warning',
+  'partition:detected',
+  'partition:recovered',
+  'log:compacted',
+];
+const CLUSTER_EVENTS = ['node_joined', 'node_left', 'node_health_changed', 'node_unhealthy', 'health_degraded', 'node_add_failed'];
 
 function serializeError(err) {
   return { code: err && err.code, message: err && err.message, leaderId: err && err.leaderId, field: err && err.field };
@@ -66,15 +82,89 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 }
 
 const ops = {
-  async init({ config }) {
+  async init({ config, guide }) {
     raft = createRaftCoordinator(config);
+    if (guide) {
+      // The guide's stack: daemon, coordinator, cluster manager, consensus manager.
+      daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test' });
+      cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster });
+      consensus = new ConsensusManager(daemon, raft, cluster, guide.consensus);
+      daemon.attach(consensus);
+      for (const name of GUIDE_EVENTS) consensus.on(name, (payload) => send({ event: name, payload: plain(payload) }));
+      for (const name of CLUSTER_EVENTS) cluster.on(name, (payload) => send({ event: name, payload: plain(payload) }));
+    }
     for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
     raft.on('command_applied', ({ command, entry, operationId }) => {
       applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
     });
     raft.on('snapshot_installed', (s) => snapshots.push(s));
-    await raft.initialize();
+    if (guide) {
+      await daemon.start();
+      await raft.initialize();
+      await cluster.initialize(raft);
+      await consensus.initialize();
+    } else {
+      await raft.initialize();
+    }
     return raft.getState();
+  },
+  async replicateOperation({ operation }) {
+    return consensus.replicateOperation(operation);
+  },
+  async guideLoad({ count, concurrency, prefix }) {
+    let next = 0;
+    const acked = [];
+    const errors = {};
+    const started = Date.now();
+    const latencies = [];
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < count) {
+          const seq = next++;
+          const t0 = process.hrtime.bigint();
+          try {
+            const r = await consensus.replicateOperation({ id: `${prefix}-${seq}`, daemonId: daemon.daemonId, type: 'task', payload: { seq } });
+            latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+            acked.push([`${prefix}-${seq}`, r.logIndex]);
+          } catch (err) {
+            errors[err.code] = (errors[err.code] || 0) + 1;
+          }
+        }
+      }),
+    );
+    return { acked, errors, elapsedMs: Date.now() - started, latencies };
+  },
+  async consensusState() {
+    return consensus.getConsensusState();
+  },
+  async executed() {
+    return daemon.executed;
+  },
+  async healthyNodes() {
+    return cluster.getHealthyNodes().map((n) => n.nodeId);
+  },
+  async clusterNodes() {
+    return cluster.getNodes();
+  },
+  async clusterStats() {
+    return cluster.getStats();
+  },
+  async addNode({ node }) {
+    return cluster.addNode(node);
+  },
+  async removeNodeGracefully({ nodeId }) {
+    return consensus.removeNodeGracefully(nodeId);
+  },
+  async metrics() {
+    return { metrics: consensus.getMetrics(), prometheus: consensus.prometheusMetrics() };
+  },
+  async operationState({ operationId }) {
+    return consensus.getOperationState(operationId);
+  },
+  async shutdownConsensus() {
+    await consensus.shutdown();
+    await cluster.shutdown();
+    return { consensusListeners: consensus.eventNames().length };
   },
   async addPeer({ nodeId, host, port, fireAndForget }) {
     if (fireAndForget) {
