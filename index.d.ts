@@ -113,7 +113,8 @@ export interface RaftState {
   /** Member ids other than this node. */
   peers: string[];
   connectedPeers: string[];
-  membership: { voters: string[]; learners: string[]; nodes: Record<string, MemberInfo> };
+  /** `changing`: a membership change is half done (joint config); voters lists both configs' voters. */
+  membership: { voters: string[]; learners: string[]; nodes: Record<string, MemberInfo>; changing: boolean };
   /** Leader only: per member, the highest log index known to be replicated there. */
   replication: Record<string, number | null>;
   /** Follower: when a leader was last heard from; leader: when a quorum last acknowledged it (ms since epoch, 0 for never). */

@@ -389,7 +389,7 @@ class RaftCoordinator extends EventEmitter {
         snapshotIndex: null,
         peers: [],
         connectedPeers: [],
-        membership: { voters: [], learners: [], nodes: {} },
+        membership: { voters: [], learners: [], nodes: {}, changing: false },
         replication: {},
         lastContact: 0,
       };
@@ -418,7 +418,7 @@ class RaftCoordinator extends EventEmitter {
       snapshotIndex: s.snapshotIndex ?? null,
       peers: Object.keys(nodes).filter((id) => id !== s.nodeId),
       connectedPeers: s.connectedPeers,
-      membership: { voters, learners, nodes },
+      membership: { voters, learners, nodes, changing: s.joint },
       replication,
       lastContact: s.lastContactMs,
     };

@@ -80,6 +80,8 @@ pub struct NativeState {
     pub purged_index: Option<f64>,
     pub log_length: f64,
     pub members: Vec<NativeMember>,
+    /// A membership change is in progress (joint config).
+    pub joint: bool,
     pub connected_peers: Vec<String>,
     pub replication: Vec<NativeReplication>,
     /// Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
@@ -175,9 +177,24 @@ async fn pump_events(
     }
 }
 
+/// Diagnostic logging of the Rust core to stderr, off unless `UNRDF_CONSENSUS_LOG` holds a
+/// filter such as `info` or `openraft=debug`.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("UNRDF_CONSENSUS_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
 /// Starts a node. Resolves once storage is open, the port is bound and Raft runs.
 #[napi]
 pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Result<NativeNode> {
+    init_logging();
     let config = node_config(config).map_err(js_error)?;
     let (events, rx) = EventSink::new();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -315,6 +332,7 @@ impl NativeNode {
             })
             .collect();
         Ok(NativeState {
+            joint: s.joint,
             last_contact_ms: s.last_contact_ms as f64,
             node_id: s.node_id,
             role: s.role.to_string(),

@@ -191,7 +191,7 @@ class Cluster {
     }
     await this.waitFor(async () => {
       const states = await this.states();
-      return states.every((s) => s.leaderId === first.nodeId) ? states : null;
+      return states.every((s) => s.leaderId === first.nodeId && !s.membership.changing) ? states : null;
     });
     return first;
   }

@@ -77,6 +77,8 @@ pub struct NodeState {
     pub log_length: u64,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
+    /// A membership change is in progress (joint config).
+    pub joint: bool,
     pub nodes: Vec<(String, PeerAddr)>,
     pub connected_peers: Vec<String>,
     /// Leader only: per follower, the highest index known to be replicated there.
@@ -760,6 +762,7 @@ impl Node {
             self.leader_contact_ms.load(Ordering::Relaxed)
         };
         NodeState {
+            joint: membership.get_joint_config().len() > 1,
             last_contact_ms,
             node_id: self.id.0.clone(),
             role,

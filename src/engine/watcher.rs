@@ -1,11 +1,11 @@
 //! Turns openraft's metrics stream into the coordinator's events: leadership, term, role and
 //! membership changes, and log purges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::type_config::async_runtime::WatchReceiver;
-use openraft::{RaftMetrics, ServerState};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use tokio::sync::watch;
 
 use crate::events::{Event, EventSink};
@@ -19,6 +19,8 @@ struct Seen {
     state: Option<ServerState>,
     members: BTreeMap<String, (PeerAddr, bool)>,
     purged: Option<u64>,
+    /// The voters of the last config while a membership change is half done (joint config).
+    unfinished_change: Option<BTreeSet<NodeName>>,
 }
 
 fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
@@ -33,6 +35,10 @@ fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
             .map(|(id, addr)| (id.0.clone(), (addr.clone(), voters.contains(id))))
             .collect(),
         purged: m.purged.as_ref().map(|l| l.index()),
+        unfinished_change: {
+            let configs = membership.get_joint_config();
+            (configs.len() > 1).then(|| configs.last().cloned().unwrap_or_default())
+        },
     }
 }
 
@@ -53,6 +59,7 @@ pub async fn watch_metrics(
         let now = observe(&rx.borrow_watched());
         if now != prev {
             diff(&prev, &now, &me, &pool, &events);
+            finish_membership_change(&raft, &prev, &now);
             prev = now;
         }
         tokio::select! {
@@ -60,6 +67,28 @@ pub async fn watch_metrics(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// A leader that finds the cluster in a joint config (a membership change whose second step
+/// never ran, e.g. because leadership moved in between) completes it: until then a quorum needs
+/// majorities of both configs, and losing one more node can stall the cluster.
+fn finish_membership_change(raft: &Raft, prev: &Seen, now: &Seen) {
+    let Some(target) = &now.unfinished_change else {
+        return;
+    };
+    let leading = now.state == Some(ServerState::Leader);
+    let was =
+        prev.state == Some(ServerState::Leader) && prev.unfinished_change.as_ref() == Some(target);
+    if !leading || was {
+        return;
+    }
+    let raft = raft.clone();
+    let voters = target.clone();
+    tokio::spawn(async move {
+        let _ = raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await;
+    });
 }
 
 fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventSink) {
