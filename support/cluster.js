@@ -1,7 +1,7 @@
 'use strict';
 // Runs cluster nodes as separate OS processes on 127.0.0.1, each with its own data directory
 // and port, for tests, the demo and the benchmark.
-const { fork } = require('node:child_process');
+const { fork, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -23,9 +23,16 @@ function freePort() {
 }
 
 class NodeProcess {
-  constructor({ nodeId, port, dataDir, config = {}, guide = null }) {
+  /**
+   * @param {{nodeId: string, port: number, dataDir: string, config?: object, guide?: object,
+   *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
+   *   listening on `host` (its address there).
+   */
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null }) {
     this.nodeId = nodeId;
     this.guide = guide;
+    this._host = host;
+    this.netns = netns;
     this.port = port;
     this.dataDir = dataDir;
     this.config = config;
@@ -37,12 +44,17 @@ class NodeProcess {
   }
 
   get host() {
-    return '127.0.0.1';
+    return this._host;
   }
 
   async start() {
     this.events = [];
-    this.child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+    this.child = this.netns
+      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, WORKER], {
+          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+          serialization: 'advanced',
+        })
+      : fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
     const child = this.child;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     child.on('message', (msg) => this._onMessage(msg));
@@ -146,13 +158,16 @@ class NodeProcess {
 class Cluster {
   /**
    * @param {number} size
-   * @param {{config?: object, root?: string, guide?: {cluster?: object, consensus?: object}}} [options]
+   * @param {{config?: object, root?: string, guide?: {cluster?: object, consensus?: object},
+   *   network?: import('./netns').TestNetwork}} [options]
    *   `guide` runs the guide's whole stack in each node: daemon, ClusterManager, ConsensusManager.
+   *   `network` puts node i in the network's namespace i, so partitions are real.
    */
-  constructor(size, { config = {}, root, guide = null } = {}) {
+  constructor(size, { config = {}, root, guide = null, network = null } = {}) {
     this.size = size;
     this.config = config;
     this.guide = guide;
+    this.network = network;
     this.root = root || fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-consensus-'));
     this.nodes = [];
   }
@@ -163,7 +178,10 @@ class Cluster {
       this.nodes.push(
         new NodeProcess({
           nodeId,
-          port: await freePort(),
+          // In a namespace of our own every port is free; on loopback ask the kernel for one.
+          port: this.network ? 7000 : await freePort(),
+          host: this.network ? this.network.hosts[i - 1].addr : '127.0.0.1',
+          netns: this.network ? this.network.hosts[i - 1].ns : null,
           dataDir: path.join(this.root, nodeId),
           config: this.config,
           guide: this.guide,

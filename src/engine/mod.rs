@@ -175,10 +175,11 @@ impl Node {
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections,
             handshake_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            keepalive_interval: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_millis(500),
             reconnect_min: Duration::from_millis(20),
-            reconnect_max: Duration::from_millis(1000),
+            reconnect_max: Duration::from_millis(500),
         });
         let id = NodeName(config.node_id.clone());
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());

@@ -217,9 +217,15 @@ async fn dial(
     config: &TransportConfig,
 ) -> Result<(Ws, String), String> {
     let connect = async {
-        let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        // A short connect timeout of its own: toward an unreachable host the SYN is dropped, not
+        // refused, and the kernel would retry for much longer than a partition needs to heal.
+        let tcp = tokio::time::timeout(
+            config.connect_timeout,
+            TcpStream::connect((addr.host.as_str(), addr.port)),
+        )
+        .await
+        .map_err(|_| format!("connect {addr}: timed out"))?
+        .map_err(|e| format!("connect {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let (mut ws, _) = client_async_with_config(addr.url(), tcp, Some(ws_config(config)))
             .await
@@ -331,6 +337,12 @@ async fn serve_connection(
     let mut keepalive = tokio::time::interval(config.keepalive_interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = config.max_frame_bytes as u64;
+    // A connection whose peer went silent (a partition drops packets, it does not close the
+    // socket) is given up after a few missed keepalives, so a fresh dial finds the peer as soon
+    // as the network heals instead of waiting out TCP's retransmission backoff.
+    let silent_limit = config.keepalive_interval * 3;
+    let mut last_heard = Instant::now();
+    let write_timeout = config.keepalive_interval * 2;
     loop {
         if conn.closed.load(Ordering::Acquire) {
             let _ = sink.close().await;
@@ -347,19 +359,20 @@ async fn serve_connection(
                         Err(_) => break,
                     }
                 }
-                let mut failed = false;
-                for out in batch {
-                    pending.insert(out.id, (out.reply, out.deadline));
-                    if sink.feed(Message::binary(out.bytes)).await.is_err() {
-                        failed = true;
-                        break;
+                let write = async {
+                    for out in batch {
+                        pending.insert(out.id, (out.reply, out.deadline));
+                        sink.feed(Message::binary(out.bytes)).await?;
                     }
-                }
-                if failed || sink.flush().await.is_err() {
+                    sink.flush().await
+                };
+                // A write that cannot drain (the peer stopped reading) means the link is gone.
+                if !matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(()))) {
                     return;
                 }
             }
             msg = stream.next() => {
+                last_heard = Instant::now();
                 match msg {
                     Some(Ok(Message::Binary(bytes))) => match codec::decode(&bytes, limit) {
                         Ok(Frame::Response { id, reply }) => {
@@ -376,7 +389,11 @@ async fn serve_connection(
             _ = keepalive.tick() => {
                 let now = Instant::now();
                 pending.retain(|_, (_, deadline)| *deadline > now);
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if now.duration_since(last_heard) > silent_limit {
+                    return;
+                }
+                let ping = sink.send(Message::Ping(Vec::new().into()));
+                if !matches!(tokio::time::timeout(write_timeout, ping).await, Ok(Ok(()))) {
                     return;
                 }
             }

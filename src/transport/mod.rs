@@ -31,6 +31,8 @@ pub struct TransportConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// TCP connect alone; a dial is retried after the backoff.
+    pub connect_timeout: Duration,
     /// An inbound connection silent this long is closed; dialers ping well within it.
     pub idle_timeout: Duration,
     pub keepalive_interval: Duration,
