@@ -113,6 +113,7 @@ class ClusterManager extends EventEmitter {
       this._every(this.config.discoveryInterval, () => this._discover());
     }
     this._every(this.config.healthCheckInterval, () => this._checkHealth());
+    this._checkHealth();
   }
 
   /**
@@ -204,6 +205,8 @@ class ClusterManager extends EventEmitter {
 
   /** A Raft member appeared (peer_added): with autoDiscovery it joins `nodes` right away. */
   _onMember({ nodeId, host, port }) {
+    // A registered node that just became a Raft member can now answer health checks.
+    if (this.nodes.has(nodeId)) this._checkHealth();
     if (!this.config.autoDiscovery || this.nodes.has(nodeId)) return;
     this._upsert({ nodeId, host, port, capabilities: [], metadata: {} });
   }
@@ -225,7 +228,11 @@ class ClusterManager extends EventEmitter {
       local: local || record.nodeId === this.nodeId,
     };
     this.nodes.set(record.nodeId, entry);
-    if (!existing) this._emitSafely('node_joined', { nodeId: entry.nodeId, metadata: entry, rejoined: false });
+    if (!existing) {
+      this._emitSafely('node_joined', { nodeId: entry.nodeId, metadata: entry, rejoined: false });
+      // A new member's health is known at once, not only at the next interval.
+      if (this.raft && !entry.local) this._checkHealth();
+    }
   }
 
   _forget(nodeId) {
@@ -249,8 +256,13 @@ class ClusterManager extends EventEmitter {
   }
 
   async _checkHealth() {
-    if (this._shutdown || this._checking) return;
+    if (this._shutdown || !this.raft) return;
+    if (this._checking) {
+      this._recheck = true;
+      return;
+    }
     this._checking = true;
+    this._recheck = false;
     try {
       await Promise.all(
         [...this.nodes.keys()]
@@ -280,6 +292,7 @@ class ClusterManager extends EventEmitter {
     } finally {
       this._checking = false;
     }
+    if (this._recheck && !this._shutdown) this._checkHealth();
   }
 
   _assertRunning() {

@@ -42,6 +42,8 @@ export async function votersJoined(raft, count) {
     return s.membership.voters.length >= count && !s.membership.changing && s.leaderId;
   };
   while (!done()) {
-    await Promise.race([once(raft, 'peer_added'), new Promise((r) => setTimeout(r, 20))]);
+    const abort = new AbortController();
+    await Promise.race([once(raft, 'peer_added', { signal: abort.signal }).catch(() => {}), new Promise((r) => setTimeout(r, 20))]);
+    abort.abort();
   }
 }
