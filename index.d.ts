@@ -139,7 +139,7 @@ export interface RaftCoordinatorEvents {
   term_updated: [{ term: number }];
   became_follower: [{ term: number; leaderId: string | null }];
   command_applied: [{ command: Command; entry: { index: number; term: number }; operationId?: string }];
-  snapshot_installed: [{ lastIncludedIndex: number; term: number }];
+  snapshot_installed: [{ lastIncludedIndex: number; term: number; appState: unknown }];
   log_compacted: [{ upToIndex: number; entriesRemoved: number }];
   peer_connected: [{ nodeId: string }];
   peer_disconnected: [{ nodeId: string }];
@@ -164,6 +164,8 @@ export declare class RaftCoordinator extends EventEmitter {
   removePeer(nodeId: string, options?: { forward?: boolean }): Promise<void>;
   transferLeadership(nodeId: string, timeoutMs?: number): Promise<void>;
   replicateCommand(command: Command, options?: ReplicateOptions): Promise<ReplicateResult>;
+  /** Makes every snapshot carry the application's state, as returned by `provider`; null stops it. */
+  setSnapshotProvider(provider: ((info: { lastIncludedIndex: number }) => unknown) | null): void;
   /** Replicated registry records whose key starts with `prefix`. */
   getRegistry(prefix?: string): Array<{ key: string; value: Command }>;
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer in time. */

@@ -117,7 +117,11 @@ class ConsensusManager extends EventEmitter {
     // Listen from construction on: a node catching up right after initialize() hands its
     // committed operations to us, in order, with nothing missed.
     this._listen(this.raft, 'command_applied', (e) => this._onApplied(e));
-    this._listen(this.raft, 'snapshot_installed', (e) => this._emitSafely('consensus:snapshot_installed', e));
+    this._listen(this.raft, 'snapshot_installed', (e) => this._onSnapshotInstalled(e));
+    if (this.config.snapshot) {
+      // The application's state travels in every snapshot, as a Raft FSM's does.
+      this.raft.setSnapshotProvider((info) => this.config.snapshot(info));
+    }
     this._listen(this.raft, 'leader_elected', ({ leaderId, term }) => {
       this._emitSafely('consensus:leader_elected', { leaderId, term, isLeader: leaderId === this.nodeId });
     });
@@ -305,6 +309,20 @@ class ConsensusManager extends EventEmitter {
     this._counters.committed++;
     this._emitSafely('consensus:operation_committed', { operation: op, logIndex: entry.index, term: entry.term });
     this._maybeCompact();
+  }
+
+  _onSnapshotInstalled({ lastIncludedIndex, term, appState }) {
+    if (this.config.restore && appState !== null && appState !== undefined) {
+      try {
+        const restored = this.config.restore(appState, { lastIncludedIndex, term });
+        if (restored && typeof restored.catch === 'function') {
+          restored.catch((err) => this._emitSafely('consensus:warning', err));
+        }
+      } catch (err) {
+        this._emitSafely('consensus:warning', err);
+      }
+    }
+    this._emitSafely('consensus:snapshot_installed', { lastIncludedIndex, term });
   }
 
   _onExecution(event, success) {
@@ -555,6 +573,7 @@ class ConsensusManager extends EventEmitter {
     if (this._factorCheck) clearTimeout(this._factorCheck);
     for (const [emitter, name, fn] of this._listeners) emitter.off(name, fn);
     this._listeners = [];
+    if (this.config.snapshot && !this.raft._stopped) this.raft.setSnapshotProvider(null);
     this._emitSafely('consensus:shutdown', { nodeId: this.nodeId });
   }
 

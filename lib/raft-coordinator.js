@@ -23,6 +23,8 @@ const DEFAULTS = Object.freeze({
 });
 
 const MAX_HELD_EVENTS = 50000;
+/** Internal state-machine event: a snapshot asks for the application's state. */
+const SNAPSHOT_REQUEST = Symbol('snapshot_request');
 
 const KNOWN_KEYS = [
   'nodeId',
@@ -168,7 +170,38 @@ class RaftCoordinator extends EventEmitter {
     this._holding = false;
     const held = this._held;
     this._held = [];
-    for (const [name, payload] of held) this._emitSafely(name, payload);
+    for (const [name, payload] of held) this._deliverStateMachineEvent(name, payload);
+  }
+
+  _deliverStateMachineEvent(name, payload) {
+    if (name === SNAPSHOT_REQUEST) this._answerSnapshotRequest(payload);
+    else this._emitSafely(name, payload);
+  }
+
+  /**
+   * Makes every snapshot carry the application's state: `provider({lastIncludedIndex})` returns
+   * (or resolves to) a JSON-serializable value reflecting every command delivered so far. A
+   * node that catches up by snapshot receives it as `appState` in `snapshot_installed`.
+   * Pass null to stop.
+   */
+  setSnapshotProvider(provider) {
+    if (provider !== null && typeof provider !== 'function') throw invalidConfig('provider', 'expected a function or null');
+    if (this._stopped) throw this._shutdownError();
+    this._snapshotProvider = provider;
+    if (this._native) this._native.enableAppSnapshots(provider !== null);
+  }
+
+  async _answerSnapshotRequest({ id, index }) {
+    let json = null;
+    try {
+      const state = this._snapshotProvider ? await this._snapshotProvider({ lastIncludedIndex: index }) : null;
+      json = state === undefined ? null : JSON.stringify(state);
+    } catch (err) {
+      // The snapshot fails (and is retried by Raft later) rather than carrying a wrong state.
+      this._emitSafely('warning', new ConsensusError(ErrorCode.STORAGE, `snapshot provider failed: ${err.message}`));
+      return;
+    }
+    if (this._native && !this._stopped) this._native.provideAppSnapshot(id, json);
   }
 
   _emitStateMachineEvent(name, payload) {
@@ -186,7 +219,7 @@ class RaftCoordinator extends EventEmitter {
       this._held.push([name, payload]);
       return;
     }
-    this._emitSafely(name, payload);
+    this._deliverStateMachineEvent(name, payload);
   }
 
   get nodeId() {
@@ -239,6 +272,7 @@ class RaftCoordinator extends EventEmitter {
         .then(
           (node) => {
             this._native = node;
+            if (this._snapshotProvider) node.enableAppSnapshots(true);
             this.emit('initialized', { nodeId: c.nodeId, port: node.state().port });
           },
           (err) => {
@@ -493,7 +527,14 @@ class RaftCoordinator extends EventEmitter {
           });
           break;
         case 'snapshot_installed':
-          this._emitStateMachineEvent('snapshot_installed', { lastIncludedIndex: e.lastIncludedIndex, term: e.term });
+          this._emitStateMachineEvent('snapshot_installed', {
+            lastIncludedIndex: e.lastIncludedIndex,
+            term: e.term,
+            appState: e.appState,
+          });
+          break;
+        case 'snapshot_request':
+          this._emitStateMachineEvent(SNAPSHOT_REQUEST, { id: e.id, index: e.index });
           break;
         case 'leader_elected':
           this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });

@@ -288,6 +288,19 @@ impl NativeNode {
         })
     }
 
+    /// Makes every snapshot ask JavaScript for the application's state (`snapshot_request`).
+    #[napi]
+    pub fn enable_app_snapshots(&self, on: bool) -> Result<()> {
+        self.node()?.enable_app_snapshots(on);
+        Ok(())
+    }
+
+    /// Answers a `snapshot_request` with the application's state as JSON (or null).
+    #[napi]
+    pub fn provide_app_snapshot(&self, id: f64, state: Option<String>) -> Result<bool> {
+        Ok(self.node()?.provide_app_snapshot(id as u64, state))
+    }
+
     /// Replicated registry records under `prefix`: `[key, json]` pairs in key order.
     #[napi]
     pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {

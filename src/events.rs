@@ -19,6 +19,13 @@ pub enum Event {
     SnapshotInstalled {
         index: u64,
         term: u64,
+        /// The application's state (JSON) carried by the snapshot, if it provided one.
+        app: Option<String>,
+    },
+    /// A snapshot is being built: the application is asked for its state as of `index`.
+    SnapshotRequest {
+        id: u64,
+        index: u64,
     },
     LeaderElected {
         leader_id: String,
@@ -82,8 +89,16 @@ impl Event {
                 ));
                 return;
             }
-            Event::SnapshotInstalled { index, term } => {
-                json!({"type": "snapshot_installed", "lastIncludedIndex": index, "term": term})
+            Event::SnapshotInstalled { index, term, app } => {
+                // The application's state is JSON already; embed it without re-encoding.
+                let app = app.as_deref().unwrap_or("null");
+                out.push_str(&format!(
+                    r#"{{"type":"snapshot_installed","lastIncludedIndex":{index},"term":{term},"appState":{app}}}"#
+                ));
+                return;
+            }
+            Event::SnapshotRequest { id, index } => {
+                json!({"type": "snapshot_request", "id": id, "index": index})
             }
             Event::LeaderElected { leader_id, term } => {
                 json!({"type": "leader_elected", "leaderId": leader_id, "term": term})

@@ -86,9 +86,12 @@ const ops = {
     raft = createRaftCoordinator(config);
     if (guide) {
       // The guide's stack: daemon, coordinator, cluster manager, consensus manager.
-      daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test' });
+      const stateFile = guide.daemonState ? require('node:path').join(config.dataDir, 'daemon-executed.log') : undefined;
+      if (stateFile) require('node:fs').mkdirSync(config.dataDir, { recursive: true });
+      daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test', stateFile });
       cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster });
-      consensus = new ConsensusManager(daemon, raft, cluster, guide.consensus);
+      const snapshots = guide.daemonState ? { snapshot: () => daemon.snapshot(), restore: (s) => daemon.restore(s) } : {};
+      consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...snapshots });
       daemon.attach(consensus);
       for (const name of GUIDE_EVENTS) consensus.on(name, (payload) => send({ event: name, payload: plain(payload) }));
       for (const name of CLUSTER_EVENTS) cluster.on(name, (payload) => send({ event: name, payload: plain(payload) }));

@@ -3,6 +3,7 @@
 // EventEmitter with a nodeId that executes each committed operation once, using the guide's
 // idempotent OperationHandler, and reports operation:success / operation:failure.
 const { EventEmitter } = require('node:events');
+const fs = require('node:fs');
 
 class OperationHandler {
   constructor(daemon, consensus) {
@@ -28,8 +29,14 @@ class OperationHandler {
 }
 
 class Daemon extends EventEmitter {
-  constructor({ daemonId, name, nodeId, clusterId }) {
+  /**
+   * @param {{daemonId: string, name: string, nodeId: string, clusterId: string, stateFile?: string}} options
+   *   `stateFile` keeps the executed operation ids on disk (one per line), so a restarted daemon
+   *   knows what it executed before it went down.
+   */
+  constructor({ daemonId, name, nodeId, clusterId, stateFile }) {
     super();
+    this.stateFile = stateFile ?? null;
     this.daemonId = daemonId;
     this.name = name;
     this.nodeId = nodeId;
@@ -39,6 +46,22 @@ class Daemon extends EventEmitter {
     /** Operation ids in the order this daemon executed them. */
     this.executed = [];
     this.handler = null;
+    if (this.stateFile && fs.existsSync(this.stateFile)) {
+      this.executed = fs.readFileSync(this.stateFile, 'utf8').split('\n').filter(Boolean);
+    }
+  }
+
+  /** The daemon's state for a consensus snapshot: what it has executed. */
+  async snapshot() {
+    await this._chain;
+    return { executed: this.executed };
+  }
+
+  /** Takes over the state of a snapshot (this node caught up past operations it never saw). */
+  restore(state) {
+    this.executed = [...state.executed];
+    this.handler.executedOps = new Set(this.executed);
+    if (this.stateFile) fs.writeFileSync(this.stateFile, this.executed.map((id) => `${id}\n`).join(''));
   }
 
   async start() {
@@ -56,10 +79,11 @@ class Daemon extends EventEmitter {
   /** Executes every operation `consensus` commits, once, in log order. */
   attach(consensus) {
     this.handler = new OperationHandler(this, consensus);
-    let chain = Promise.resolve();
+    this.handler.executedOps = new Set(this.executed);
+    this._chain = Promise.resolve();
     consensus.on('consensus:operation_committed', ({ operation, logIndex }) => {
       // Serialize: operations run in log order even when one of them is asynchronous.
-      chain = chain.then(() => this._execute(operation, logIndex));
+      this._chain = this._chain.then(() => this._execute(operation, logIndex));
     });
   }
 
@@ -68,6 +92,7 @@ class Daemon extends EventEmitter {
     try {
       const outcome = await this.handler.executeOperation(operation.id, async () => {
         this.executed.push(operation.id);
+        if (this.stateFile) fs.appendFileSync(this.stateFile, `${operation.id}\n`);
         return { logIndex, type: operation.type };
       });
       if (outcome.success) this.emit('operation:success', { operationId: operation.id, logIndex });

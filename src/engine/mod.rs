@@ -20,7 +20,7 @@ use tokio::sync::{watch, Mutex};
 pub use error::{NodeError, ERR};
 
 use crate::events::EventSink;
-use crate::storage::{LogStore, OpenError, StateMachine, Store};
+use crate::storage::{AppSnapshots, LogStore, OpenError, StateMachine, Store};
 use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
 use crate::transport::server::Server;
@@ -100,6 +100,7 @@ pub struct Node {
     membership_lock: Mutex<()>,
     /// When this node last accepted entries or a heartbeat from a leader (ms since epoch).
     leader_contact_ms: Arc<AtomicU64>,
+    app_snapshots: Arc<AppSnapshots>,
 }
 
 pub fn now_ms() -> u64 {
@@ -185,7 +186,13 @@ impl Node {
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());
         let network = Network { pool: pool.clone() };
         let log_store = LogStore::new(store.clone());
-        let state_machine = StateMachine::new(store.clone(), events.clone(), config.op_ttl_ms);
+        let app_snapshots = Arc::new(AppSnapshots::new(Duration::from_secs(60)));
+        let state_machine = StateMachine::new(
+            store.clone(),
+            events.clone(),
+            app_snapshots.clone(),
+            config.op_ttl_ms,
+        );
         let raft = Raft::new(
             id.clone(),
             Arc::new(raft_config),
@@ -220,6 +227,7 @@ impl Node {
             stop_tx,
             membership_lock: Mutex::new(()),
             leader_contact_ms: leader_contact_ms.clone(),
+            app_snapshots,
         });
         let server = Arc::new(Server {
             raft,
@@ -245,6 +253,16 @@ impl Node {
         self.store
             .registry_entries(prefix)
             .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// Whether snapshots ask the application for its state (see `provide_app_snapshot`).
+    pub fn enable_app_snapshots(&self, on: bool) {
+        self.app_snapshots.enable(on);
+    }
+
+    /// The application's state for snapshot request `id`.
+    pub fn provide_app_snapshot(&self, id: u64, state: Option<String>) -> bool {
+        self.app_snapshots.provide(id, state)
     }
 
     pub fn command_timeout(&self) -> Duration {

@@ -12,6 +12,7 @@
 //! Every write transaction commits with LMDB's default fsync, so a write is durable when the call
 //! that made it returns.
 
+mod app_state;
 mod log_store;
 mod state_machine;
 
@@ -26,6 +27,7 @@ use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use app_state::AppSnapshots;
 pub use log_store::LogStore;
 pub use state_machine::{OpRecord, StateMachine};
 

@@ -11,8 +11,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode, encode, storage_err, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA,
-    KEY_SNAPSHOT_META,
+    decode, encode, storage_err, AppSnapshots, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
 use crate::types::{
@@ -34,6 +34,8 @@ struct SnapshotPayload {
     membership: StoredMembership,
     ops: Vec<(String, OpRecord)>,
     registry: Vec<(String, String)>,
+    /// The application's state (JSON) as of `last_applied`, when it registered a provider.
+    app: Option<String>,
 }
 
 /// Snapshot meta as stored: our own struct so the on-disk form does not depend on openraft's
@@ -47,6 +49,7 @@ struct StoredSnapshotMeta {
 pub struct StateMachine {
     store: Arc<Store>,
     events: EventSink,
+    app: Arc<AppSnapshots>,
     /// Registry entries older than this (by proposal time, relative to the newest applied
     /// proposal) are forgotten; a retry after that is treated as a new operation.
     op_ttl_ms: u64,
@@ -60,10 +63,16 @@ fn age_key(proposed_at_ms: u64, id: &str) -> Vec<u8> {
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, events: EventSink, op_ttl_ms: u64) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        events: EventSink,
+        app: Arc<AppSnapshots>,
+        op_ttl_ms: u64,
+    ) -> Self {
         StateMachine {
             store,
             events,
+            app,
             op_ttl_ms,
         }
     }
@@ -114,6 +123,7 @@ impl StateMachine {
             membership,
             ops,
             registry,
+            app: None,
         })
     }
 
@@ -146,7 +156,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let payload = self.sm.build_payload()?;
+        let (mut payload, request) = {
+            let _gate = self.sm.app.gate();
+            let payload = self.sm.build_payload()?;
+            let index = payload.last_applied.map(|l| l.index()).unwrap_or(0);
+            let request = self.sm.app.request(index, &self.sm.events);
+            (payload, request)
+        };
+        if let Some(rx) = request {
+            payload.app = self.sm.app.wait(rx).await?;
+        }
         let data = encode(&payload)?;
         let meta = SnapshotMeta {
             last_log_id: payload.last_applied,
@@ -282,6 +301,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 r.send(reply);
             }
         }
+        let _gate = self.app.gate();
         wtxn.commit().map_err(storage_err)?;
         for event in applied_events {
             self.events.emit(event);
@@ -294,6 +314,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm: StateMachine {
                 store: self.store.clone(),
                 events: self.events.clone(),
+                app: self.app.clone(),
                 op_ttl_ms: self.op_ttl_ms,
             },
         }
@@ -335,6 +356,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.events.emit(Event::SnapshotInstalled {
                 index: last.index(),
                 term: last.committed_leader_id().term,
+                app: payload.app,
             });
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 
-use super::{LogStore, StateMachine, Store};
+use super::{AppSnapshots, LogStore, StateMachine, Store};
 use crate::events::EventSink;
 use crate::types::TypeConfig;
 
@@ -25,7 +25,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
         Ok((
             dir,
             LogStore::new(store.clone()),
-            StateMachine::new(store, events, 24 * 3600 * 1000),
+            StateMachine::new(
+                store,
+                events,
+                Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+                24 * 3600 * 1000,
+            ),
         ))
     }
 }

@@ -1,0 +1,93 @@
+//! The application's own state in snapshots. When JavaScript registers a snapshot provider, each
+//! snapshot asks it for the state as of the snapshot's index and carries it; a follower that
+//! installs the snapshot hands that state to the application's restore callback.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::events::{Event, EventSink};
+
+pub struct AppSnapshots {
+    enabled: AtomicBool,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    /// Held by the state machine from committing an applied batch until its events are queued,
+    /// and by a snapshot builder while it reads the state and queues its request: the request
+    /// then reaches JavaScript exactly after the events of the entries the snapshot covers.
+    gate: Mutex<()>,
+    timeout: Duration,
+}
+
+impl AppSnapshots {
+    pub fn new(timeout: Duration) -> Self {
+        AppSnapshots {
+            enabled: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            gate: Mutex::new(()),
+            timeout,
+        }
+    }
+
+    pub fn enable(&self, on: bool) {
+        self.enabled.store(on, Ordering::Release);
+    }
+
+    pub fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.gate.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Queues a request for the application's state as of `index` (call with the gate held).
+    /// `None` when no provider is registered.
+    pub fn request(
+        &self,
+        index: u64,
+        events: &EventSink,
+    ) -> Option<oneshot::Receiver<Option<String>>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.pending.lock() {
+            Ok(mut p) => p.insert(id, tx),
+            Err(poisoned) => poisoned.into_inner().insert(id, tx),
+        };
+        events.emit(Event::SnapshotRequest { id, index });
+        Some(rx)
+    }
+
+    /// Waits for the application's answer to a request.
+    pub async fn wait(&self, rx: oneshot::Receiver<Option<String>>) -> io::Result<Option<String>> {
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(_)) => Err(io::Error::other(
+                "the application's snapshot request was dropped",
+            )),
+            Err(_) => Err(io::Error::other(format!(
+                "the application did not provide its snapshot state within {} s",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// The application's answer to request `id`. False when no such request is waiting.
+    pub fn provide(&self, id: u64, state: Option<String>) -> bool {
+        let tx = match self.pending.lock() {
+            Ok(mut p) => p.remove(&id),
+            Err(poisoned) => poisoned.into_inner().remove(&id),
+        };
+        match tx {
+            Some(tx) => tx.send(state).is_ok(),
+            None => false,
+        }
+    }
+}
