@@ -183,3 +183,209 @@ export declare class RaftCoordinator extends EventEmitter {
 }
 
 export declare function createRaftCoordinator(config: RaftCoordinatorConfig): RaftCoordinator;
+
+export declare const NodeHealth: Readonly<{ HEALTHY: 'healthy'; DEGRADED: 'degraded'; UNHEALTHY: 'unhealthy'; UNKNOWN: 'unknown' }>;
+export type NodeHealthValue = 'healthy' | 'degraded' | 'unhealthy' | 'unknown';
+export declare const PartitionState: Readonly<{ HEALTHY: 'healthy'; PARTITIONED: 'partitioned'; RECOVERING: 'recovering' }>;
+export type PartitionStateValue = 'healthy' | 'partitioned' | 'recovering';
+export declare const OperationState: Readonly<{ PENDING: 'pending'; REPLICATED: 'replicated'; COMMITTED: 'committed'; FAILED: 'failed' }>;
+export type OperationStateValue = 'pending' | 'replicated' | 'committed' | 'failed';
+
+export interface ClusterManagerConfig {
+  nodeId: string;
+  /** Default 5000 ms. */
+  healthCheckInterval?: number;
+  /** Default 2000 ms. */
+  healthCheckTimeout?: number;
+  /** Failed checks after which a node is unhealthy (degraded before). Default 3. */
+  maxFailedHealthChecks?: number;
+  /** Every Raft member appears in `nodes`, not only those registered with addNode. Default false. */
+  autoDiscovery?: boolean;
+  /** Default 10000 ms. */
+  discoveryInterval?: number;
+  /** How long addNode keeps trying while no leader is reachable. Default 30000 ms. */
+  writeTimeoutMs?: number;
+}
+
+export interface NodeInfo {
+  nodeId: string;
+  host: string;
+  port: number;
+  capabilities?: string[];
+  metadata?: Record<string, unknown>;
+}
+
+export interface ClusterNode extends Required<NodeInfo> {
+  joinedAt: number;
+  local: boolean;
+  health: NodeHealthValue;
+}
+
+export interface ClusterStats {
+  nodeId: string;
+  totalNodes: number;
+  healthyNodes: number;
+  degradedNodes: number;
+  unhealthyNodes: number;
+  unknownNodes: number;
+  healthChecks: number;
+  failedHealthChecks: number;
+  leaderId: string | null;
+  timestamp: number;
+}
+
+export interface ClusterManagerEvents {
+  node_joined: [{ nodeId: string; metadata: ClusterNode | undefined; rejoined: boolean }];
+  node_left: [{ nodeId: string }];
+  node_health_changed: [{ nodeId: string; health: NodeHealthValue; previousHealth: NodeHealthValue }];
+  node_unhealthy: [{ nodeId: string }];
+  health_degraded: [{ nodeId: string; health: NodeHealthValue }];
+  node_add_failed: [{ nodeId: string; error: ConsensusError }];
+  shutdown: [{ nodeId: string }];
+}
+
+export declare class ClusterManager extends EventEmitter {
+  constructor(config: ClusterManagerConfig);
+  readonly config: Required<ClusterManagerConfig>;
+  readonly nodeId: string;
+  /** nodeId -> node record. */
+  readonly nodes: Map<string, Omit<ClusterNode, 'health'>>;
+  initialize(raftCoordinator: RaftCoordinator): Promise<void>;
+  addNode(node: NodeInfo): Promise<Omit<ClusterNode, 'health'> | NodeInfo>;
+  removeNode(nodeId: string): Promise<{ nodeId: string; removed: true }>;
+  getNodes(): ClusterNode[];
+  /** Healthy nodes, the local node included. */
+  getHealthyNodes(): ClusterNode[];
+  getNodeHealth(nodeId: string): NodeHealthValue;
+  getStats(): ClusterStats;
+  shutdown(): Promise<void>;
+
+  on<E extends keyof ClusterManagerEvents>(event: E, listener: Listener<ClusterManagerEvents[E]>): this;
+  once<E extends keyof ClusterManagerEvents>(event: E, listener: Listener<ClusterManagerEvents[E]>): this;
+  off<E extends keyof ClusterManagerEvents>(event: E, listener: Listener<ClusterManagerEvents[E]>): this;
+  emit<E extends keyof ClusterManagerEvents>(event: E, ...args: ClusterManagerEvents[E]): boolean;
+}
+
+export declare function createClusterManager(config: ClusterManagerConfig): ClusterManager;
+
+export interface ConsensusManagerConfig {
+  /** Expected voter count; a mismatch is reported as consensus:warning. Default 3. */
+  replicationFactor?: number;
+  /** Default 3000 ms. */
+  partitionDetectionMs?: number;
+  /** Default 1000 ms. */
+  recoveryRetryMs?: number;
+  /** How often compaction is checked, ms. Default 1000. */
+  snapshotInterval?: number;
+  /** Log entries that trigger compaction. Default 5000. */
+  logCompactionThreshold?: number;
+  /** The log never holds more entries than this. Default 10000. */
+  maxLogSize?: number;
+  /** Default 5000 ms. */
+  operationTimeoutMs?: number;
+  /** How long operation ids are remembered. Default 24 h. */
+  operationTtlMs?: number;
+  /** Default 256. */
+  maxOperationIdLength?: number;
+  /** Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** The application's state for a snapshot (JSON-serializable), reflecting every operation delivered so far. */
+  snapshot?: (info: { lastIncludedIndex: number }) => unknown;
+  /** Takes over the state of a snapshot this node caught up from. */
+  restore?: (state: any, info: { lastIncludedIndex: number; term: number }) => unknown;
+}
+
+export interface Operation {
+  id: string;
+  daemonId?: string;
+  type: string;
+  payload?: Record<string, unknown>;
+  timestamp?: number;
+}
+
+export interface CommittedOperation {
+  id: string;
+  daemonId: string | null;
+  type: string;
+  payload: Record<string, unknown>;
+  timestamp: number;
+}
+
+export interface ReplicateOperationResult {
+  operationId: string;
+  replicated: true;
+  committed: true;
+  logIndex: number;
+  term: number;
+  duplicate?: true;
+}
+
+export interface ConsensusState {
+  nodeId: string;
+  isLeader: boolean;
+  leaderId: string | null;
+  currentTerm: number;
+  logSize: number;
+  commitIndex: number;
+  lastAppliedIndex: number;
+  partitionState: PartitionStateValue;
+  replicatedOperationsCount: number;
+  timestamp: number;
+}
+
+export interface ConsensusManagerEvents {
+  'consensus:initialized': [{ nodeId: string }];
+  'consensus:leader_elected': [{ leaderId: string; term: number; isLeader: boolean }];
+  'consensus:leader_lost': [{ previousLeaderId: string; term: number }];
+  'consensus:term_updated': [{ term: number }];
+  'consensus:operation_committed': [{ operation: CommittedOperation; logIndex: number; term: number }];
+  'consensus:operation_failed': [{ operationId: string; error: ConsensusError }];
+  'consensus:snapshot_installed': [{ lastIncludedIndex: number; term: number }];
+  'consensus:warning': [ConsensusError];
+  'consensus:shutdown': [{ nodeId: string }];
+  'partition:detected': [{ nodeId: string; health: string }];
+  'partition:recovered': [{ newLeader: string | null }];
+  'partition:healthy': [{ leaderId: string | null }];
+  'log:compacted': [{ entriesRemoved: number; entriesRemaining: number }];
+}
+
+export declare class ConsensusManager extends EventEmitter {
+  constructor(
+    daemon: EventEmitter,
+    raftCoordinator: RaftCoordinator,
+    clusterManager: ClusterManager | null,
+    config?: ConsensusManagerConfig,
+  );
+  readonly nodeId: string;
+  readonly isLeader: boolean;
+  readonly leaderId: string | null;
+  readonly currentTerm: number;
+  readonly partitionState: PartitionStateValue;
+  /** ms since epoch of the last contact with a leader (follower) or quorum (leader). */
+  readonly lastHeartbeat: number;
+  initialize(): Promise<void>;
+  replicateOperation(operation: Operation): Promise<ReplicateOperationResult>;
+  getOperationState(operationId: string): {
+    state: OperationStateValue;
+    logIndex: number | null;
+    term: number | null;
+    execution: 'success' | 'failure' | null;
+  } | null;
+  removeNodeGracefully(nodeId: string): Promise<{ nodeId: string; removed: true }>;
+  getConsensusState(): ConsensusState;
+  getMetrics(): Record<string, number | string | null>;
+  prometheusMetrics(): string;
+  shutdown(): Promise<void>;
+
+  on<E extends keyof ConsensusManagerEvents>(event: E, listener: Listener<ConsensusManagerEvents[E]>): this;
+  once<E extends keyof ConsensusManagerEvents>(event: E, listener: Listener<ConsensusManagerEvents[E]>): this;
+  off<E extends keyof ConsensusManagerEvents>(event: E, listener: Listener<ConsensusManagerEvents[E]>): this;
+  emit<E extends keyof ConsensusManagerEvents>(event: E, ...args: ConsensusManagerEvents[E]): boolean;
+}
+
+export declare function createConsensusManager(
+  daemon: EventEmitter,
+  raftCoordinator: RaftCoordinator,
+  clusterManager: ClusterManager | null,
+  config?: ConsensusManagerConfig,
+): ConsensusManager;

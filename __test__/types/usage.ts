@@ -54,3 +54,62 @@ async function main(): Promise<void> {
 }
 
 void main;
+
+// The guide's stack, as in its Steps 1-3 and scenarios.
+import { EventEmitter } from 'node:events';
+import {
+  ClusterManager,
+  ConsensusManager,
+  createClusterManager,
+  createConsensusManager,
+  NodeHealth,
+  OperationState,
+  PartitionState,
+  type ConsensusState,
+} from '@unrdf/consensus';
+
+class Daemon extends EventEmitter {
+  nodeId = 'node-1';
+}
+
+async function guide(): Promise<void> {
+  const daemon1 = new Daemon();
+  const raftNode1 = createRaftCoordinator({ nodeId: 'node-1', port: 8080, host: '127.0.0.1' });
+  const clusterMgr1: ClusterManager = createClusterManager({ nodeId: 'node-1', healthCheckInterval: 5000, autoDiscovery: true });
+  const consensus1: ConsensusManager = new ConsensusManager(daemon1, raftNode1, clusterMgr1, {
+    replicationFactor: 3,
+    partitionDetectionMs: 3000,
+    snapshot: () => ({ executed: [] as string[] }),
+    restore: (state: { executed: string[] }) => void state.executed,
+  });
+  await raftNode1.initialize();
+  await clusterMgr1.initialize(raftNode1);
+  await consensus1.initialize();
+  clusterMgr1.addNode({ nodeId: 'node-2', host: '127.0.0.1', port: 8081, capabilities: ['task-execution'] });
+  const state: ConsensusState = consensus1.getConsensusState();
+  const healthy: boolean = state.partitionState === PartitionState.HEALTHY;
+  void healthy;
+  consensus1.on('consensus:leader_elected', ({ leaderId, term, isLeader }) => void [leaderId, term, isLeader]);
+  consensus1.on('partition:detected', ({ nodeId, health }) => void [nodeId, health]);
+  consensus1.on('log:compacted', ({ entriesRemoved }) => void entriesRemoved);
+  consensus1.on('consensus:operation_committed', ({ operation, logIndex }) => void [operation.id, logIndex]);
+  clusterMgr1.on('node_joined', ({ nodeId, rejoined }) => void [nodeId, rejoined]);
+  const result = await consensus1.replicateOperation({ id: 'task-123', daemonId: 'daemon-1', type: 'data_import', payload: { batchSize: 1000 }, timestamp: Date.now() });
+  const idx: number = result.logIndex;
+  void idx;
+  const op = consensus1.getOperationState('task-123');
+  if (op && op.state === OperationState.COMMITTED) void op.logIndex;
+  if (clusterMgr1.getHealthyNodes().length < 2) console.warn('quorum lost');
+  const h: string = clusterMgr1.getNodeHealth('node-2');
+  void (h === NodeHealth.DEGRADED);
+  const removed = await consensus1.removeNodeGracefully('node-2');
+  void removed.removed;
+  const text: string = consensus1.prometheusMetrics();
+  void text;
+  const other = createConsensusManager(daemon1, raftNode1, null);
+  await other.shutdown();
+  await consensus1.shutdown();
+  await clusterMgr1.shutdown();
+}
+
+void guide;
