@@ -29,6 +29,13 @@ const LEVELS = [
   { inFlight: 100, count: 40000 },
   { inFlight: 256, count: 40000 },
 ].map((l) => ({ ...l, count: Math.max(l.inFlight, Math.round(l.count * SCALE)) }));
+// The same loads through the guide's ConsensusManager.replicateOperation (validation, idempotence
+// bookkeeping, operation events to a daemon on every node) on a cluster running the guide's stack.
+const GUIDE_LEVELS = [
+  { inFlight: 1, count: 1000 },
+  { inFlight: 100, count: 20000 },
+  { inFlight: 256, count: 20000 },
+].map((l) => ({ ...l, count: Math.max(l.inFlight, Math.round(l.count * SCALE)) }));
 const WARMUP = { inFlight: 16, count: Math.max(100, Math.round(2000 * SCALE)) };
 const FAILOVER_TRIALS = QUICK ? 3 : 5;
 const FAILOVER_PROBE_MS = 5;
@@ -97,8 +104,8 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
 
-async function runLevel(leader, { inFlight, count }, prefix) {
-  const r = await leader.call('load', { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
+async function runLevel(leader, { inFlight, count }, prefix, op = 'load') {
+  const r = await leader.call(op, { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
   const sorted = Float64Array.from(r.latencies).sort();
   return {
     inFlight,
@@ -202,6 +209,14 @@ function printTable(r) {
   for (const l of r.load) {
     rows.push([
       `${l.inFlight} in flight (${l.count} ops)`,
+      `${fmt(l.opsPerSec, 0)} ops/s  p50 ${fmt(l.p50Ms, 2)}  p95 ${fmt(l.p95Ms, 2)}  p99 ${fmt(l.p99Ms, 2)} ms  errors ${errs(l)}`,
+      '',
+      '',
+    ]);
+  }
+  for (const l of r.guide) {
+    rows.push([
+      `replicateOperation ${l.inFlight} in flight (${l.count} ops)`,
       `${fmt(l.opsPerSec, 0)} ops/s  p50 ${fmt(l.p50Ms, 2)}  p95 ${fmt(l.p95Ms, 2)}  p99 ${fmt(l.p99Ms, 2)} ms  errors ${errs(l)}`,
       '',
       '',
@@ -311,6 +326,21 @@ async function main() {
     });
   } finally {
     await cluster.stop();
+  }
+
+  const guideCluster = new Cluster(3, { config: CONFIG, guide: {} });
+  try {
+    await guideCluster.start();
+    const leader = await guideCluster.form();
+    await runLevel(leader, WARMUP, 'guide-warmup', 'guideLoad');
+    results.guide = [];
+    for (const level of GUIDE_LEVELS) {
+      const r = await runLevel(leader, level, `g${level.inFlight}`, 'guideLoad');
+      results.guide.push(r);
+      console.log(`replicateOperation ${String(level.inFlight).padStart(3)} in flight: ${fmt(r.opsPerSec, 0)} ops/s, p50 ${fmt(r.p50Ms, 2)} p99 ${fmt(r.p99Ms, 2)} ms`);
+    }
+  } finally {
+    await guideCluster.stop();
   }
 
   const trials = [];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::{decode, encode, storage_err, Store, KEY_PURGED, KEY_VOTE};
+use super::{decode, encode, storage_err, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 #[derive(Clone)]
@@ -89,6 +89,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.put_raft_meta(KEY_VOTE, vote)
+    }
+
+    /// Recorded so a restarted node re-applies every committed entry at once, without waiting
+    /// to hear a commit index from a leader.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.put_raft_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self
+            .get_raft_meta::<Option<LogId>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(

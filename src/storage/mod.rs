@@ -2,7 +2,7 @@
 //!
 //! Databases:
 //! - `log`: Raft log entries, keyed by index (big-endian, so LMDB's order is log order).
-//! - `raft`: vote and purge marker.
+//! - `raft`: vote, committed and purge markers.
 //! - `applied`: the state machine's last-applied log id and membership.
 //! - `ops`: operation id -> where it took effect (idempotence registry).
 //! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
@@ -191,6 +191,7 @@ impl Store {
 
 const KEY_VOTE: &str = "vote";
 const KEY_PURGED: &str = "purged";
+const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
 const KEY_SNAPSHOT_META: &str = "meta";
