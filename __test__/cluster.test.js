@@ -85,7 +85,10 @@ test('a follower refuses writes with ERR_NOT_LEADER and the leader id; a retried
     // With forward, the follower sends the write on to the leader.
     const forwarded = await follower.call('replicate', { command: { type: 'via-follower' }, forward: true });
     assert.equal(forwarded.committed, true);
-    assert.equal((await leader.call('state')).lastApplied >= forwarded.logIndex, true);
+    // It took effect on the leader at the index the follower was told.
+    await cluster.waitFor(async () => (await leader.call('state')).lastApplied >= forwarded.logIndex);
+    const onLeader = await leader.call('applied');
+    assert.ok(onLeader.entries.some(([index, , , type]) => index === forwarded.logIndex && type === 'via-follower'));
 
     const first = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });
     const again = await leader.call('replicate', { command: { type: 'once' }, operationId: 'op-7' });

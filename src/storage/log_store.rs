@@ -8,7 +8,7 @@ use std::sync::Arc;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::{decode, encode, storage_err, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use super::{blocking, decode, encode, storage_err, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 #[derive(Clone)]
@@ -33,9 +33,11 @@ impl LogStore {
     fn put_raft_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
         let s = &self.store;
         let bytes = encode(value)?;
-        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        s.raft.put(&mut wtxn, key, &bytes).map_err(storage_err)?;
-        wtxn.commit().map_err(storage_err)
+        blocking(|| {
+            let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+            s.raft.put(&mut wtxn, key, &bytes).map_err(storage_err)?;
+            wtxn.commit().map_err(storage_err)
+        })
     }
 }
 
@@ -113,15 +115,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let s = &self.store;
-        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        for entry in entries {
-            let bytes = encode(&entry)?;
-            s.log
-                .put(&mut wtxn, &entry.log_id.index(), &bytes)
-                .map_err(storage_err)?;
-        }
-        // The commit fsyncs: the entries are durable before openraft is told they are.
-        wtxn.commit().map_err(storage_err)?;
+        blocking(|| {
+            let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+            for entry in entries {
+                let bytes = encode(&entry)?;
+                s.log
+                    .put(&mut wtxn, &entry.log_id.index(), &bytes)
+                    .map_err(storage_err)?;
+            }
+            // The commit fsyncs: the entries are durable before openraft is told they are.
+            wtxn.commit().map_err(storage_err)
+        })?;
         callback.io_completed(Ok(()));
         Ok(())
     }

@@ -51,6 +51,17 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("storage: {e}"))
 }
 
+/// Runs a write whose commit fsyncs. On a multi-threaded runtime the worker hands its other tasks
+/// to another thread for the duration, so network I/O does not wait behind the disk.
+pub(crate) fn blocking<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

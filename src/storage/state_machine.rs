@@ -11,7 +11,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode, encode, storage_err, AppSnapshots, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
+    blocking, decode, encode, storage_err, AppSnapshots, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
     KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
@@ -302,7 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let _gate = self.app.gate();
-        wtxn.commit().map_err(storage_err)?;
+        blocking(|| wtxn.commit()).map_err(storage_err)?;
         for event in applied_events {
             self.events.emit(event);
         }
