@@ -273,7 +273,7 @@ export interface ConsensusManagerConfig {
   replicationFactor?: number;
   /** Default 3000 ms. */
   partitionDetectionMs?: number;
-  /** Default 1000 ms. */
+  /** While partitioned, how often the node probes its peers to rejoin. Default 1000 ms. */
   recoveryRetryMs?: number;
   /** How often compaction is checked, ms. Default 1000. */
   snapshotInterval?: number;

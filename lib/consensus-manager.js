@@ -379,6 +379,21 @@ class ConsensusManager extends EventEmitter {
       }
     }
     if (!lost) this._lostSince = undefined;
+    if (this.partitionState === PartitionState.PARTITIONED) this._probeForRecovery(s, now);
+  }
+
+  /**
+   * While partitioned, every recoveryRetryMs: a round trip to each member, which also makes the
+   * transport redial at once instead of after its backoff, so the node rejoins soon after the
+   * network heals.
+   */
+  _probeForRecovery(s, now) {
+    if (now - (this._lastRecoveryProbe ?? 0) < this.config.recoveryRetryMs) return;
+    this._lastRecoveryProbe = now;
+    const timeout = Math.max(1, Math.min(this.config.recoveryRetryMs, 2000));
+    for (const id of s.membership.voters) {
+      if (id !== this.nodeId) this.raft.ping(id, timeout).catch(() => {});
+    }
   }
 
   /**
