@@ -1,5 +1,5 @@
 'use strict';
-const { EventEmitter } = require('node:events');
+const { ManagedEmitter } = require('./managed-emitter');
 const { ConsensusError, ErrorCode, invalidConfig, invalidOperation } = require('./errors');
 const { NodeHealth, CommandType } = require('./constants');
 const { RaftCoordinator } = require('./raft-coordinator');
@@ -67,7 +67,7 @@ function validateNode(node) {
  * Membership and node metadata, replicated through the Raft log so every node sees the same
  * members, plus health checks of each member over the Raft transport.
  */
-class ClusterManager extends EventEmitter {
+class ClusterManager extends ManagedEmitter {
   constructor(config) {
     super();
     this.config = normalizeConfig(config);
@@ -75,8 +75,6 @@ class ClusterManager extends EventEmitter {
     this.nodes = new Map();
     this.raft = null;
     this._health = new Map(); // nodeId -> {health, failures, lastCheck, rttMs}
-    this._timers = [];
-    this._listeners = [];
     this._shutdown = false;
     this._checks = { total: 0, failed: 0 };
   }
@@ -96,9 +94,9 @@ class ClusterManager extends EventEmitter {
     }
     if (this.raft) return;
     this.raft = raftCoordinator;
-    this._listen('command_applied', (e) => this._onApplied(e));
-    this._listen('peer_added', (e) => this._onMember(e));
-    this._listen('peer_removed', ({ nodeId }) => this._forget(nodeId));
+    this._listen(raftCoordinator, 'command_applied', (e) => this._onApplied(e));
+    this._listen(raftCoordinator, 'peer_added', (e) => this._onMember(e));
+    this._listen(raftCoordinator, 'peer_removed', ({ nodeId }) => this._forget(nodeId));
     await raftCoordinator.initialize();
     // Records registered before this node (re)started live in the replicated registry.
     for (const { value } of raftCoordinator.getRegistry(REGISTRY_PREFIX)) this._upsert(value.node);
@@ -175,10 +173,7 @@ class ClusterManager extends EventEmitter {
   async shutdown() {
     if (this._shutdown) return;
     this._shutdown = true;
-    for (const t of this._timers) clearInterval(t);
-    this._timers = [];
-    for (const [name, fn] of this._listeners) this.raft.off(name, fn);
-    this._listeners = [];
+    this._releaseAll();
     this._emitSafely('shutdown', { nodeId: this.nodeId });
   }
 
@@ -306,26 +301,6 @@ class ClusterManager extends EventEmitter {
     }
   }
 
-  _listen(name, fn) {
-    this.raft.on(name, fn);
-    this._listeners.push([name, fn]);
-  }
-
-  _every(ms, fn) {
-    const t = setInterval(fn, ms);
-    t.unref();
-    this._timers.push(t);
-  }
-
-  _emitSafely(name, payload) {
-    try {
-      this.emit(name, payload);
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-    }
-  }
 }
 
 function createClusterManager(config) {

@@ -1,5 +1,5 @@
 'use strict';
-const { EventEmitter } = require('node:events');
+const { ManagedEmitter } = require('./managed-emitter');
 const { ConsensusError, ErrorCode, invalidConfig, invalidOperation } = require('./errors');
 const { PartitionState, OperationState, CommandType } = require('./constants');
 const { RaftCoordinator } = require('./raft-coordinator');
@@ -24,12 +24,6 @@ const KNOWN_KEYS = [...Object.keys(DEFAULTS), 'snapshot', 'restore'];
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 const PARTITION_STATE_VALUE = { healthy: 0, recovering: 1, partitioned: 2 };
-
-function isPlainObject(value) {
-  if (value === null || typeof value !== 'object') return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 function normalizeConfig(config = {}) {
   v.checkObject(config, 'config');
@@ -70,7 +64,7 @@ function normalizeConfig(config = {}) {
  * to a majority and handed to every node's daemon in log order, with partition detection,
  * compaction, graceful removal and metrics.
  */
-class ConsensusManager extends EventEmitter {
+class ConsensusManager extends ManagedEmitter {
   constructor(daemon, raftCoordinator, clusterManager, config = {}) {
     super();
     if (daemon === null || typeof daemon !== 'object' || typeof daemon.on !== 'function') {
@@ -91,8 +85,6 @@ class ConsensusManager extends EventEmitter {
     this.lastHeartbeat = 0;
     this._initialized = false;
     this._shutdown = false;
-    this._timers = [];
-    this._listeners = [];
     /** id -> {state, logIndex, term, updatedAt, execution} */
     this._operations = new Map();
     /** id -> in-flight promise of the first submission */
@@ -247,7 +239,7 @@ class ConsensusManager extends EventEmitter {
   }
 
   _validateOperation(operation) {
-    if (!isPlainObject(operation)) throw invalidOperation('operation', 'expected a plain object');
+    if (!v.isPlainObject(operation)) throw invalidOperation('operation', 'expected a plain object');
     const { id, daemonId, type, payload, timestamp } = operation;
     if (typeof id !== 'string' || id.length === 0) throw invalidOperation('id', 'expected a non-empty string');
     if (id.length > this.config.maxOperationIdLength) {
@@ -259,7 +251,7 @@ class ConsensusManager extends EventEmitter {
     if (timestamp !== undefined && !Number.isFinite(timestamp)) {
       throw invalidOperation('timestamp', 'expected a finite number (ms since epoch)');
     }
-    if (payload !== undefined && !isPlainObject(payload)) throw invalidOperation('payload', 'expected a plain object');
+    if (payload !== undefined && !v.isPlainObject(payload)) throw invalidOperation('payload', 'expected a plain object');
     let json;
     try {
       json = JSON.stringify(payload ?? {});
@@ -583,11 +575,8 @@ class ConsensusManager extends EventEmitter {
   async shutdown() {
     if (this._shutdown) return;
     this._shutdown = true;
-    for (const t of this._timers) clearInterval(t);
-    this._timers = [];
+    this._releaseAll();
     if (this._factorCheck) clearTimeout(this._factorCheck);
-    for (const [emitter, name, fn] of this._listeners) emitter.off(name, fn);
-    this._listeners = [];
     if (this.config.snapshot && !this.raft._stopped) this.raft.setSnapshotProvider(null);
     this._emitSafely('consensus:shutdown', { nodeId: this.nodeId });
   }
@@ -598,26 +587,6 @@ class ConsensusManager extends EventEmitter {
     }
   }
 
-  _listen(emitter, name, fn) {
-    emitter.on(name, fn);
-    this._listeners.push([emitter, name, fn]);
-  }
-
-  _every(ms, fn) {
-    const t = setInterval(fn, ms);
-    t.unref();
-    this._timers.push(t);
-  }
-
-  _emitSafely(name, payload) {
-    try {
-      this.emit(name, payload);
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-    }
-  }
 }
 
 function escapeLabel(value) {

@@ -1,5 +1,5 @@
 'use strict';
-const { EventEmitter } = require('node:events');
+const { ManagedEmitter, rethrowLater } = require('./managed-emitter');
 const path = require('node:path');
 const native = require('./native');
 const { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation } = require('./errors');
@@ -128,26 +128,13 @@ function normalizeConfig(config) {
   };
 }
 
-function isPlainObject(value) {
-  if (value === null || typeof value !== 'object') return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
-
-/** Rethrows a listener's exception outside the event pump, as Node does for socket listeners. */
-function rethrowLater(err) {
-  process.nextTick(() => {
-    throw err;
-  });
-}
-
 /**
  * A Raft node: leader election, a replicated durable log (LMDB) and membership, talking to its
  * peers over WebSocket. Events: initialized, leader_elected, leader_lost, term_updated,
  * became_follower, command_applied, snapshot_installed, peer_connected, peer_disconnected,
  * peer_added, peer_removed, log_compacted, warning, shutdown.
  */
-class RaftCoordinator extends EventEmitter {
+class RaftCoordinator extends ManagedEmitter {
   constructor(config) {
     super();
     this.config = normalizeConfig(config);
@@ -333,7 +320,7 @@ class RaftCoordinator extends EventEmitter {
    * registry (or deletes the key), which every node can read back with getRegistry().
    */
   async replicateCommand(command, options = {}) {
-    if (!isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
+    if (!v.isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
     if (typeof command.type !== 'string' || command.type.length === 0) {
       throw invalidOperation('command.type', 'expected a non-empty string');
     }
@@ -497,14 +484,6 @@ class RaftCoordinator extends EventEmitter {
       });
     } catch (err) {
       return Promise.reject(err instanceof ConsensusError ? err : fromNative(err));
-    }
-  }
-
-  _emitSafely(name, payload) {
-    try {
-      this.emit(name, payload);
-    } catch (err) {
-      rethrowLater(err);
     }
   }
 

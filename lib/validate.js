@@ -47,4 +47,11 @@ function boolean(value, field, fallback) {
   return value;
 }
 
-module.exports = { NODE_ID, checkObject, checkKnownKeys, nodeId, integer, string, boolean };
+/** A plain object (literal or null-prototype), not an array, Map, Date or class instance. */
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+module.exports = { NODE_ID, isPlainObject, checkObject, checkKnownKeys, nodeId, integer, string, boolean };
