@@ -47,6 +47,8 @@ export interface RaftCoordinatorConfig {
   dataDir?: string;
   /** Peers of another cluster are refused at the handshake. Default 'default'. */
   clusterId?: string;
+  /** Shared secret (16+ characters): every peer proves it knows it at the handshake; it never crosses the wire. */
+  secret?: string;
   /** Default 150 ms. */
   electionTimeoutMin?: number;
   /** Default 300 ms. */

@@ -43,7 +43,8 @@ test('an invalid config is refused with ERR_INVALID_CONFIG naming the field', ()
   assertInvalidConfig({ nodeId: 'n1', port: 0, snapshotThreshold: 0 }, 'snapshotThreshold');
   assertInvalidConfig({ nodeId: 'n1', port: 0, bootstrap: 'yes' }, 'bootstrap');
   assertInvalidConfig({ nodeId: 'n1', port: 0, clusterID: 'typo' }, 'clusterID');
-  assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 's3cret' }, 'secret');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 'too-short' }, 'secret');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 42 }, 'secret');
 });
 
 test('a taken port is refused with ERR_ADDRESS_IN_USE', async () => {

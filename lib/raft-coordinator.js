@@ -60,13 +60,10 @@ function normalizeConfig(config) {
     v.string(config.dataDir, 'dataDir', { fallback: path.join('.consensus', nodeId), maxLength: 4096 }),
   );
   const clusterId = v.string(config.clusterId, 'clusterId', { fallback: DEFAULTS.clusterId, maxLength: 128 });
-  if (config.secret !== undefined) {
-    throw invalidConfig(
-      'secret',
-      'peer authentication with a shared secret is not available in this version; ' +
-        'isolate the Raft ports on a private network and leave secret unset',
-    );
-  }
+  // Every peer proves it knows the secret at the handshake (HMAC over fresh nonces); it never
+  // crosses the wire. Short secrets are refused: they would be guessable offline.
+  const secret = config.secret === undefined ? undefined : v.string(config.secret, 'secret', { maxLength: 4096 });
+  if (secret !== undefined && secret.length < 16) throw invalidConfig('secret', 'must be at least 16 characters');
   const heartbeatInterval = v.integer(config.heartbeatInterval, 'heartbeatInterval', {
     min: 1,
     max: 60000,
@@ -112,6 +109,7 @@ function normalizeConfig(config) {
     port,
     dataDir,
     clusterId,
+    secret,
     electionTimeoutMin,
     electionTimeoutMax,
     heartbeatInterval,
@@ -241,6 +239,7 @@ class RaftCoordinator extends ManagedEmitter {
             port: c.port,
             dataDir: c.dataDir,
             clusterId: c.clusterId,
+            secret: c.secret,
             electionTimeoutMin: c.electionTimeoutMin,
             electionTimeoutMax: c.electionTimeoutMax,
             heartbeatInterval: c.heartbeatInterval,

@@ -23,7 +23,7 @@ use crate::events::EventSink;
 use crate::storage::{AppSnapshots, LogStore, OpenError, StateMachine, Store};
 use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
-use crate::transport::server::Server;
+use crate::transport::server::{Server, ERR_NOT_MEMBER};
 use crate::transport::{Network, TransportConfig};
 use crate::types::{Applied, Command, NodeName, PeerAddr, Raft, RegistryWrite, TypeConfig};
 
@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub port: u16,
     pub data_dir: PathBuf,
     pub cluster_id: String,
+    /// Shared secret every peer must prove it knows at the handshake.
+    pub secret: Option<String>,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -173,6 +175,7 @@ impl Node {
         let transport = Arc::new(TransportConfig {
             node_id: config.node_id.clone(),
             cluster_id: config.cluster_id.clone(),
+            secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections,
             handshake_timeout: Duration::from_secs(5),
@@ -359,6 +362,17 @@ impl Node {
         }
         match conn.call(Rpc::Probe, Duration::from_millis(1000)).await {
             Ok(Reply::Probe(p)) => Some(p),
+            // Refused as a non-member: the peer belongs to a cluster already.
+            _ if conn
+                .refusal()
+                .is_some_and(|r| r.starts_with(ERR_NOT_MEMBER)) =>
+            {
+                Some(crate::transport::codec::ProbeReply {
+                    initialized: true,
+                    leader_id: None,
+                    voters: Vec::new(),
+                })
+            }
             _ => None,
         }
     }
@@ -819,5 +833,12 @@ impl Node {
         let _ = self.stop_tx.send(true);
         let _ = self.raft.shutdown().await;
         self.pool.close_all();
+        // openraft's storage workers wind down just after shutdown returns; wait until they have
+        // let go of the store, so the data directory's lock goes with this node (bounded: a
+        // wedged worker must not hang stop()).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

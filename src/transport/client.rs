@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
+use super::handshake::{self, Role};
 use super::{ws_config, TransportConfig};
 use crate::events::{Event, EventSink};
 use crate::types::{NodeName, PeerAddr};
@@ -63,11 +64,28 @@ pub struct PeerConn {
     queue: mpsc::UnboundedSender<Outgoing>,
     closed: AtomicBool,
     wake: Notify,
+    /// Why the peer last refused our handshake, if it did.
+    refusal: Mutex<Option<String>>,
 }
 
 impl PeerConn {
     pub fn target(&self) -> &NodeName {
         &self.target
+    }
+
+    /// Why the peer last refused our handshake (`ERR_...: message`), if it did.
+    pub fn refusal(&self) -> Option<String> {
+        match self.refusal.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_refusal(&self, why: Option<String>) {
+        match self.refusal.lock() {
+            Ok(mut r) => *r = why,
+            Err(poisoned) => *poisoned.into_inner() = why,
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -163,6 +181,7 @@ impl PeerPool {
             queue: tx,
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            refusal: Mutex::new(None),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -230,33 +249,102 @@ async fn dial(
         let (mut ws, _) = client_async_with_config(addr.url(), tcp, Some(ws_config(config)))
             .await
             .map_err(|e| format!("websocket handshake with {addr}: {e}"))?;
-        let hello = codec::encode(&Frame::Hello {
-            protocol: PROTOCOL_VERSION,
-            cluster_id: config.cluster_id.clone(),
-            node_id: local.0.clone(),
-        })?;
-        ws.send(Message::binary(hello))
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return match codec::decode(&bytes, config.max_frame_bytes as u64)? {
-                        Frame::Welcome { node_id } => Ok((ws, node_id)),
-                        Frame::Refused { code, message } => Err(format!("{code}: {message}")),
-                        other => Err(format!("unexpected handshake reply {other:?}")),
-                    };
+        let limit = config.max_frame_bytes as u64;
+        let my_nonce = handshake::nonce().ok_or("the OS random source failed")?;
+        send_frame(
+            &mut ws,
+            &Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster_id: config.cluster_id.clone(),
+                node_id: local.0.clone(),
+                nonce: my_nonce.clone(),
+            },
+        )
+        .await?;
+        let (peer_id, peer_nonce, peer_proof) = match next_frame(&mut ws, limit).await? {
+            Frame::Challenge {
+                node_id,
+                nonce,
+                proof,
+            } => (node_id, nonce, proof),
+            Frame::Refused { code, message } => return Err(format!("{code}: {message}")),
+            other => return Err(format!("unexpected handshake reply {other:?}")),
+        };
+        let my_proof = match &config.secret {
+            Some(secret) => {
+                // The listener proves itself first: we reveal nothing to an impostor.
+                let genuine = peer_proof.is_some_and(|p| {
+                    handshake::verify(
+                        secret,
+                        Role::Listener,
+                        &config.cluster_id,
+                        &peer_id,
+                        &peer_nonce,
+                        &my_nonce,
+                        &p,
+                    )
+                });
+                if !genuine {
+                    // Say why before hanging up, so the other side reports it too.
+                    let _ = send_frame(
+                        &mut ws,
+                        &Frame::Refused {
+                            code: "ERR_AUTH".into(),
+                            message: format!(
+                                "{} could not verify that {peer_id} knows the cluster secret",
+                                local.0
+                            ),
+                        },
+                    )
+                    .await;
+                    return Err(format!(
+                        "ERR_AUTH: {peer_id} at {addr} did not prove it knows the cluster secret"
+                    ));
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(other)) => return Err(format!("unexpected handshake message {other:?}")),
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("closed during handshake".into()),
+                Some(handshake::prove(
+                    secret,
+                    Role::Dialer,
+                    &config.cluster_id,
+                    &local.0,
+                    &my_nonce,
+                    &peer_nonce,
+                ))
             }
+            None => None,
+        };
+        send_frame(&mut ws, &Frame::Proof { proof: my_proof }).await?;
+        match next_frame(&mut ws, limit).await? {
+            Frame::Welcome { node_id } => Ok((ws, node_id)),
+            Frame::Refused { code, message } => Err(format!("{code}: {message}")),
+            other => Err(format!("unexpected handshake reply {other:?}")),
         }
     };
     tokio::time::timeout(config.handshake_timeout, connect)
         .await
         .map_err(|_| format!("handshake with {addr} timed out"))?
+}
+
+async fn send_frame(ws: &mut Ws, frame: &Frame) -> Result<(), String> {
+    let bytes = codec::encode(frame)?;
+    ws.send(Message::binary(bytes))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The next frame of a handshake, skipping keepalives.
+pub(super) async fn next_frame<S>(ws: &mut WebSocketStream<S>, limit: u64) -> Result<Frame, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => return codec::decode(&bytes, limit),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => return Err(format!("unexpected handshake message {other:?}")),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed during handshake".into()),
+        }
+    }
 }
 
 async fn run_connection(
@@ -282,6 +370,7 @@ async fn run_connection(
             Ok((ws, remote_id)) if remote_id == conn.target.0 => {
                 backoff = config.reconnect_min;
                 reported_refusal = None;
+                conn.set_refusal(None);
                 conn.link.send_replace(Link::Connected);
                 events.emit(Event::PeerConnected {
                     node_id: conn.target.0.clone(),
@@ -304,6 +393,9 @@ async fn run_connection(
                 }
             }
             Err(why) => {
+                if why.starts_with("ERR_") {
+                    conn.set_refusal(Some(why.clone()));
+                }
                 if why.starts_with("ERR_") && reported_refusal.as_deref() != Some(why.as_str()) {
                     events.emit(Event::Warning {
                         code: "ERR_AUTH",

@@ -13,14 +13,26 @@ use serde::{Deserialize, Serialize};
 use crate::types::{Applied, LogId, RegistryWrite, StoredMembership, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to the frames below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
+    /// Dialer: who it is, and a fresh nonce for the listener to prove itself against.
     Hello {
         protocol: u32,
         cluster_id: String,
         node_id: String,
+        nonce: Vec<u8>,
+    },
+    /// Listener: who it is, its nonce, and (when it has a secret) its proof.
+    Challenge {
+        node_id: String,
+        nonce: Vec<u8>,
+        proof: Option<Vec<u8>>,
+    },
+    /// Dialer: its proof (when it has a secret).
+    Proof {
+        proof: Option<Vec<u8>>,
     },
     Welcome {
         node_id: String,
@@ -139,6 +151,12 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 cluster_id: "c".into(),
                 node_id: "n".into(),
+                nonce: vec![7; 32],
+            },
+            Frame::Challenge {
+                node_id: "m".into(),
+                nonce: vec![8; 32],
+                proof: Some(vec![9; 32]),
             },
             Frame::Request {
                 id: 9,

@@ -11,16 +11,18 @@ use openraft::raft::AppendEntriesResponse;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_tungstenite::accept_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{accept_async_with_config, WebSocketStream};
 
+use super::client::next_frame;
 use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
+use super::handshake::{self, Role};
 use super::{valid_node_id, ws_config, TransportConfig};
 use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
 use crate::events::{Event, EventSink};
-use crate::types::{Raft, Snapshot, SnapshotMeta};
+use crate::types::{NodeName, Raft, Snapshot, SnapshotMeta};
 
 pub struct Server {
     pub raft: Raft,
@@ -66,54 +68,65 @@ impl Server {
             let mut ws = accept_async_with_config(tcp, Some(ws_config(config)))
                 .await
                 .ok()?;
-            let first = loop {
-                match ws.next().await? {
-                    Ok(Message::Binary(bytes)) => break bytes,
-                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                    _ => return None,
-                }
-            };
             let Ok(Frame::Hello {
                 protocol,
                 cluster_id,
                 node_id,
-            }) = codec::decode(&first, limit)
+                nonce: peer_nonce,
+            }) = next_frame(&mut ws, limit).await
             else {
                 return None;
             };
-            let refusal = if protocol != PROTOCOL_VERSION {
-                Some((
-                    "ERR_PROTOCOL",
-                    format!(
-                        "protocol {protocol} not supported, this node speaks {PROTOCOL_VERSION}"
-                    ),
-                ))
-            } else if cluster_id != config.cluster_id {
-                Some((
-                    "ERR_AUTH",
-                    format!(
-                        "node {node_id} belongs to cluster '{cluster_id}', this node to '{}'",
-                        config.cluster_id
-                    ),
-                ))
-            } else if !valid_node_id(&node_id) {
-                Some(("ERR_AUTH", "invalid node id in handshake".to_string()))
-            } else {
-                None
-            };
-            if let Some((code, message)) = refusal {
-                self.events.emit(Event::Warning {
-                    code: "ERR_AUTH",
-                    message: format!("refused a connection: {message}"),
-                });
-                if let Ok(bytes) = codec::encode(&Frame::Refused {
-                    code: code.to_string(),
-                    message,
-                }) {
-                    let _ = ws.send(Message::binary(bytes)).await;
-                }
-                let _ = ws.close(None).await;
+            if let Some((code, message)) = self.refusal(protocol, &cluster_id, &node_id) {
+                self.refuse(&mut ws, code, message).await;
                 return None;
+            }
+            let my_nonce = handshake::nonce()?;
+            let my_proof = config.secret.as_ref().map(|secret| {
+                handshake::prove(
+                    secret,
+                    Role::Listener,
+                    &config.cluster_id,
+                    &config.node_id,
+                    &my_nonce,
+                    &peer_nonce,
+                )
+            });
+            let challenge = codec::encode(&Frame::Challenge {
+                node_id: config.node_id.clone(),
+                nonce: my_nonce.clone(),
+                proof: my_proof,
+            })
+            .ok()?;
+            ws.send(Message::binary(challenge)).await.ok()?;
+            let proof = match next_frame(&mut ws, limit).await {
+                Ok(Frame::Proof { proof }) => proof,
+                Ok(Frame::Refused { message, .. }) => {
+                    self.events.emit(Event::Warning {
+                        code: "ERR_AUTH",
+                        message: format!("{node_id} refused this node: {message}"),
+                    });
+                    return None;
+                }
+                _ => return None,
+            };
+            if let Some(secret) = &config.secret {
+                let genuine = proof.is_some_and(|p| {
+                    handshake::verify(
+                        secret,
+                        Role::Dialer,
+                        &config.cluster_id,
+                        &node_id,
+                        &peer_nonce,
+                        &my_nonce,
+                        &p,
+                    )
+                });
+                if !genuine {
+                    let message = format!("{node_id} did not prove it knows the cluster secret");
+                    self.refuse(&mut ws, "ERR_AUTH", message).await;
+                    return None;
+                }
             }
             let welcome = codec::encode(&Frame::Welcome {
                 node_id: config.node_id.clone(),
@@ -174,6 +187,74 @@ impl Server {
         writer.abort();
     }
 }
+
+impl Server {
+    /// Why a peer announcing itself with this hello is not let in, if it is not.
+    fn refusal(
+        &self,
+        protocol: u32,
+        cluster_id: &str,
+        node_id: &str,
+    ) -> Option<(&'static str, String)> {
+        let config = &self.config;
+        if protocol != PROTOCOL_VERSION {
+            return Some((
+                "ERR_PROTOCOL",
+                format!("protocol {protocol} not supported, this node speaks {PROTOCOL_VERSION}"),
+            ));
+        }
+        if cluster_id != config.cluster_id {
+            return Some((
+                "ERR_AUTH",
+                format!(
+                    "node {node_id} belongs to cluster '{cluster_id}', this node to '{}'",
+                    config.cluster_id
+                ),
+            ));
+        }
+        if !valid_node_id(node_id) {
+            return Some(("ERR_AUTH", "invalid node id in handshake".to_string()));
+        }
+        // Once in a cluster, only its members get in. A fresh node lets anyone of its cluster in:
+        // that is how the node that adds it reaches it.
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let has_members = membership.nodes().next().is_some();
+        if has_members
+            && membership
+                .get_node(&NodeName(node_id.to_string()))
+                .is_none()
+        {
+            return Some((
+                ERR_NOT_MEMBER,
+                format!("{node_id} is not a member of this node's cluster"),
+            ));
+        }
+        None
+    }
+
+    /// Tells the peer why it is refused, reports it, and hangs up.
+    async fn refuse<S>(&self, ws: &mut WebSocketStream<S>, code: &str, message: String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.events.emit(Event::Warning {
+            code: "ERR_AUTH",
+            message: format!("refused a connection: {message}"),
+        });
+        if let Ok(bytes) = codec::encode(&Frame::Refused {
+            code: code.to_string(),
+            message,
+        }) {
+            let _ = ws.send(Message::binary(bytes)).await;
+        }
+        let _ = ws.close(None).await;
+    }
+}
+
+/// The refusal code for a peer that is not a member: to a fresh node probing before it founds a
+/// cluster, it means "this peer already belongs to a cluster".
+pub const ERR_NOT_MEMBER: &str = "ERR_NOT_MEMBER";
 
 async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, rpc: Rpc) -> Reply {
     match rpc {
