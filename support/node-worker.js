@@ -193,6 +193,25 @@ const ops = {
   async load(args) {
     return load(args);
   },
+  /** Writes as fast as it can with `concurrency` in flight, reporting each ack as it happens. */
+  async stream({ concurrency, prefix }) {
+    let seq = 0;
+    let acked = [];
+    const flush = setInterval(() => {
+      if (acked.length) send({ event: 'acked', payload: acked });
+      acked = [];
+    }, 5);
+    const worker = async () => {
+      for (;;) {
+        const n = seq++;
+        const r = await raft.replicateCommand({ type: 'stream', seq: n }, { operationId: `${prefix}-${n}` });
+        acked.push([n, r.logIndex]);
+      }
+    };
+    for (let i = 0; i < concurrency; i++) worker().catch(() => {});
+    void flush;
+    return null;
+  },
   async state() {
     return raft.getState();
   },
