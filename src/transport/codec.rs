@@ -206,4 +206,80 @@ mod tests {
         hostile.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode(&hostile, 1 << 20).is_err());
     }
+
+    mod fuzz {
+        //! Property tests standing in for a fuzzer on the two inputs a stranger controls: the
+        //! bytes of a frame and the fields of a handshake.
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::transport::handshake::{self, Role};
+
+        fn sample_frames() -> Vec<Vec<u8>> {
+            let frames = vec![
+                Frame::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    cluster_id: "cluster".into(),
+                    node_id: "node-1".into(),
+                    nonce: vec![1; 32],
+                },
+                Frame::Proof {
+                    proof: Some(vec![2; 32]),
+                },
+                Frame::Request {
+                    id: 1,
+                    rpc: Rpc::Probe,
+                },
+                Frame::Refused {
+                    code: "ERR_AUTH".into(),
+                    message: "no".into(),
+                },
+            ];
+            frames.iter().filter_map(|f| encode(f).ok()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                let _ = decode(&bytes, 1 << 20);
+            }
+
+            #[test]
+            fn mutated_frames_never_panic(
+                which in 0usize..4,
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                cut in any::<usize>(),
+                tail in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let frames = sample_frames();
+                let mut bytes = frames[which % frames.len()].clone();
+                for (at, value) in flips {
+                    if !bytes.is_empty() {
+                        let i = at % bytes.len();
+                        bytes[i] ^= value;
+                    }
+                }
+                let keep = cut % (bytes.len() + 1);
+                bytes.truncate(keep);
+                bytes.extend(tail);
+                let _ = decode(&bytes, 1 << 20);
+            }
+
+            #[test]
+            fn handshake_rejects_what_it_did_not_sign(
+                secret in proptest::collection::vec(any::<u8>(), 0..64),
+                cluster in "[a-z]{0,12}",
+                node in "[a-z0-9-]{0,12}",
+                own in proptest::collection::vec(any::<u8>(), 0..48),
+                other in proptest::collection::vec(any::<u8>(), 0..48),
+                proof in proptest::collection::vec(any::<u8>(), 0..48),
+            ) {
+                let genuine = handshake::prove(&secret, Role::Dialer, &cluster, &node, &own, &other);
+                prop_assume!(proof != genuine);
+                prop_assert!(!handshake::verify(&secret, Role::Dialer, &cluster, &node, &own, &other, &proof));
+            }
+        }
+    }
 }
