@@ -216,7 +216,7 @@ mod tests {
         use crate::transport::handshake::{self, Role};
 
         fn sample_frames() -> Vec<Vec<u8>> {
-            let frames = vec![
+            let frames = [
                 Frame::Hello {
                     protocol: PROTOCOL_VERSION,
                     cluster_id: "cluster".into(),
