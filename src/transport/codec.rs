@@ -215,6 +215,13 @@ mod tests {
         use super::super::*;
         use crate::transport::handshake::{self, Role};
 
+        fn fuzz_cases() -> u32 {
+            std::env::var("FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4000)
+        }
+
         fn sample_frames() -> Vec<Vec<u8>> {
             let frames = [
                 Frame::Hello {
@@ -239,7 +246,8 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(4000))]
+            // FUZZ_CASES=<n> for a long run; every test run does a short one.
+            #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
             #[test]
             fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
