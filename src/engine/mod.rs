@@ -112,6 +112,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The leader this node knows, with its address.
+fn known_leader(m: &RaftMetrics<TypeConfig>) -> Option<(NodeName, PeerAddr)> {
+    let leader = m.current_leader.as_ref()?;
+    let addr = m.membership_config.membership().get_node(leader)?.clone();
+    Some((leader.clone(), addr))
+}
+
 /// True once the node has applied the membership it runs under.
 fn membership_applied(m: &RaftMetrics<TypeConfig>) -> bool {
     let membership_log = m.membership_config.log_id().map(|l| l.index());
@@ -486,10 +493,7 @@ impl Node {
         let _guard = self.membership_lock.lock().await;
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) {
-            let leader = m.current_leader.as_ref().and_then(|l| {
-                let addr = m.membership_config.membership().get_node(l)?.clone();
-                Some((l.clone(), addr))
-            });
+            let leader = known_leader(&m);
             let Some((leader, addr)) = leader.filter(|_| forward) else {
                 return Err(self.not_leader(&m));
             };
@@ -592,10 +596,7 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
-            let leader = m.current_leader.as_ref().and_then(|l| {
-                let addr = m.membership_config.membership().get_node(l)?.clone();
-                Some((l.clone(), addr))
-            });
+            let leader = known_leader(&m);
             return match leader {
                 Some((leader, addr)) if forward && leader != self.id => {
                     self.forward(&leader, &addr, json, op_id, registry, timeout)
