@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
+use crate::lock;
 use crate::types::{PeerAddr, RegistryWrite};
 
 /// Receives each batch of events as a JSON array. Strong: while a node runs, its event callback
@@ -220,11 +221,7 @@ fn index(i: Option<u64>) -> Option<f64> {
 #[napi]
 impl NativeNode {
     fn node(&self) -> Result<Arc<Node>> {
-        let guard = match self.node.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard
+        lock(&self.node)
             .clone()
             .ok_or_else(|| js_error(NodeError::new(ERR::SHUTDOWN, "the node is stopped")))
     }
@@ -376,17 +373,11 @@ impl NativeNode {
     /// Stops the node and releases the event callback. Idempotent.
     #[napi]
     pub async fn stop(&self) -> Result<()> {
-        let node = match self.node.lock() {
-            Ok(mut n) => n.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let node = lock(&self.node).take();
         if let Some(node) = node {
             node.stop().await;
         }
-        let stop = match self.stop_pump.lock() {
-            Ok(mut s) => s.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let stop = lock(&self.stop_pump).take();
         if let Some(tx) = stop {
             let _ = tx.send(());
         }

@@ -9,3 +9,12 @@ pub mod events;
 pub mod storage;
 pub mod transport;
 pub mod types;
+
+/// Locks a mutex, also after a thread panicked while holding it: every critical section here
+/// leaves its data consistent, so the data behind a poisoned lock is still good to use.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::events::{Event, EventSink};
+use crate::lock;
 
 pub struct AppSnapshots {
     enabled: AtomicBool,
@@ -39,10 +40,7 @@ impl AppSnapshots {
     }
 
     pub fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        match self.gate.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.gate)
     }
 
     /// Queues a request for the application's state as of `index` (call with the gate held).
@@ -57,10 +55,7 @@ impl AppSnapshots {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        match self.pending.lock() {
-            Ok(mut p) => p.insert(id, tx),
-            Err(poisoned) => poisoned.into_inner().insert(id, tx),
-        };
+        lock(&self.pending).insert(id, tx);
         events.emit(Event::SnapshotRequest { id, index });
         Some(rx)
     }
@@ -81,10 +76,7 @@ impl AppSnapshots {
 
     /// The application's answer to request `id`. False when no such request is waiting.
     pub fn provide(&self, id: u64, state: Option<String>) -> bool {
-        let tx = match self.pending.lock() {
-            Ok(mut p) => p.remove(&id),
-            Err(poisoned) => poisoned.into_inner().remove(&id),
-        };
+        let tx = lock(&self.pending).remove(&id);
         match tx {
             Some(tx) => tx.send(state).is_ok(),
             None => false,

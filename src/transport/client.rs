@@ -17,6 +17,7 @@ use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
 use super::{ws_config, TransportConfig};
 use crate::events::{Event, EventSink};
+use crate::lock;
 use crate::types::{NodeName, PeerAddr};
 
 /// Why a call to a peer did not get an answer.
@@ -75,17 +76,11 @@ impl PeerConn {
 
     /// Why the peer last refused our handshake (`ERR_...: message`), if it did.
     pub fn refusal(&self) -> Option<String> {
-        match self.refusal.lock() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock(&self.refusal).clone()
     }
 
     fn set_refusal(&self, why: Option<String>) {
-        match self.refusal.lock() {
-            Ok(mut r) => *r = why,
-            Err(poisoned) => *poisoned.into_inner() = why,
-        }
+        *lock(&self.refusal) = why;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -158,15 +153,9 @@ impl PeerPool {
     /// The connection to `target`, created (and its task started) on first use; an address
     /// change replaces the old connection.
     pub fn get(&self, target: &NodeName, addr: &PeerAddr) -> Arc<PeerConn> {
-        let mut peers = match self.peers.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut peers = lock(&self.peers);
         if let Some(conn) = peers.get(target) {
-            let same_addr = match conn.addr.lock() {
-                Ok(a) => *a == *addr,
-                Err(poisoned) => *poisoned.into_inner() == *addr,
-            };
+            let same_addr = *lock(&conn.addr) == *addr;
             if same_addr {
                 return conn.clone();
             }
@@ -196,20 +185,14 @@ impl PeerPool {
 
     /// Drops the connection to a peer that left the cluster.
     pub fn forget(&self, target: &NodeName) {
-        let removed = match self.peers.lock() {
-            Ok(mut p) => p.remove(target),
-            Err(poisoned) => poisoned.into_inner().remove(target),
-        };
+        let removed = lock(&self.peers).remove(target);
         if let Some(conn) = removed {
             conn.close();
         }
     }
 
     pub fn connected_peers(&self) -> Vec<String> {
-        let peers = match self.peers.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let peers = lock(&self.peers);
         peers
             .values()
             .filter(|c| c.is_connected())
@@ -218,10 +201,7 @@ impl PeerPool {
     }
 
     pub fn close_all(&self) {
-        let drained: Vec<_> = match self.peers.lock() {
-            Ok(mut p) => p.drain().map(|(_, c)| c).collect(),
-            Err(poisoned) => poisoned.into_inner().drain().map(|(_, c)| c).collect(),
-        };
+        let drained: Vec<_> = lock(&self.peers).drain().map(|(_, c)| c).collect();
         for conn in drained {
             conn.close();
         }
@@ -357,10 +337,7 @@ async fn run_connection(
     let mut backoff = config.reconnect_min;
     let mut reported_refusal: Option<String> = None;
     while !conn.closed.load(Ordering::Acquire) {
-        let addr = match conn.addr.lock() {
-            Ok(a) => a.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let addr = lock(&conn.addr).clone();
         conn.link.send_replace(Link::Dialing);
         let dialed = dial(&addr, &local, &config).await;
         if !matches!(dialed, Ok((_, ref id)) if *id == conn.target.0) {
