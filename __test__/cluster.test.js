@@ -121,6 +121,28 @@ test('a follower refuses writes with ERR_NOT_LEADER and the leader id; a retried
   }
 });
 
+test('writes forwarded the moment leadership is handed over reach the new leader and apply once', async () => {
+  const cluster = await new Cluster(3).start();
+  try {
+    let leader = await cluster.form();
+    // The old leader learns of the new one a moment before the new one's own view catches up;
+    // a write forwarded in that moment must not be refused.
+    for (let round = 0; round < 12; round++) {
+      const to = cluster.nodes.find((n) => n !== leader);
+      const r = await leader.call('transferThenWrite', { to: to.nodeId, command: { type: 'handover', seq: round }, operationId: `handover-${round}` });
+      assert.equal(r.committed, true);
+      leader = to;
+    }
+    await waitApplied(cluster, cluster.nodes, 12);
+    for (const seq of await appliedSequences(cluster.nodes)) {
+      const ids = seq.map(([, id]) => id).filter((id) => id && id.startsWith('handover-'));
+      assert.deepEqual(ids, Array.from({ length: 12 }, (_, i) => `handover-${i}`));
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
 test('kill -9 of the leader: a new leader commits and no acknowledged command is lost; the old leader rejoins and catches up by snapshot', async () => {
   // A small snapshot threshold, so the writes made while node-1 is down purge the log past it.
   const cluster = await new Cluster(3, { config: { snapshotThreshold: 100, logsKeptAfterSnapshot: 0 } }).start();

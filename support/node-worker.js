@@ -184,6 +184,11 @@ const ops = {
   async replicate({ command, operationId, forward, timeoutMs }) {
     return raft.replicateCommand(command, { operationId, forward, timeoutMs });
   },
+  /** Hands leadership over and, without a pause, sends a write through the new leader. */
+  async transferThenWrite({ to, command, operationId }) {
+    await raft.transferLeadership(to);
+    return raft.replicateCommand(command, { operationId, forward: true });
+  },
   async ping({ nodeId, timeoutMs }) {
     return raft.ping(nodeId, timeoutMs);
   },
@@ -235,6 +240,10 @@ function plain(payload) {
   if (payload && payload.error instanceof Error) return { ...payload, error: serializeError(payload.error) };
   return payload;
 }
+
+// A parent that dies (or is killed) takes its nodes with it, as a crash would: nothing waits
+// for orphans, and their data directories stay as a crash leaves them.
+process.on('disconnect', () => process.exit(0));
 
 process.on('message', async (msg) => {
   const { id, op, args } = msg;

@@ -112,6 +112,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a request refused by the leader we know waits for our view to move on before it
+/// asks again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
 /// The leader this node knows, with its address.
 fn known_leader(m: &RaftMetrics<TypeConfig>) -> Option<(NodeName, PeerAddr)> {
     let leader = m.current_leader.as_ref()?;
@@ -493,25 +497,22 @@ impl Node {
         let _guard = self.membership_lock.lock().await;
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) {
-            let leader = known_leader(&m);
-            let Some((leader, addr)) = leader.filter(|_| forward) else {
+            if !forward {
                 return Err(self.not_leader(&m));
-            };
-            let rpc = Rpc::RemoveMember { node_id: id };
-            return match self
-                .pool
-                .get(&leader, &addr)
-                .call(rpc, self.config.add_peer_timeout)
+            }
+            let deadline = Instant::now() + self.config.add_peer_timeout;
+            return self
+                .call_leader(deadline, true, |_| Rpc::RemoveMember {
+                    node_id: id.clone(),
+                })
                 .await
-            {
-                Ok(Reply::Done(result)) => result.map_err(NodeError::from),
-                Ok(other) => Err(NodeError::new(ERR::TIMEOUT, format!("{leader}: {other:?}"))),
-                Err(e) => Err(NodeError::new(
-                    ERR::NOT_LEADER,
-                    format!("could not reach leader {leader}: {e}"),
-                )
-                .with_leader(Some(leader.0.clone()))),
-            };
+                .and_then(|reply| match reply {
+                    Reply::Done(result) => result.map_err(NodeError::from),
+                    other => Err(NodeError::new(
+                        ERR::TIMEOUT,
+                        format!("the leader gave no answer to a forwarded removal: {other:?}"),
+                    )),
+                });
         }
         let membership = m.membership_config.membership();
         if membership.get_node(&peer).is_none() {
@@ -596,14 +597,10 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
-            let leader = known_leader(&m);
-            return match leader {
-                Some((leader, addr)) if forward && leader != self.id => {
-                    self.forward(&leader, &addr, json, op_id, registry, timeout)
-                        .await
-                }
-                _ => Err(self.not_leader(&m)),
-            };
+            if !forward {
+                return Err(self.not_leader(&m));
+            }
+            return self.forward(json, op_id, registry, timeout).await;
         }
         if let Some(id) = &op_id {
             if let Some(first) = StateMachine::find_op(&self.store, id)
@@ -631,37 +628,97 @@ impl Node {
 
     async fn forward(
         &self,
-        leader: &NodeName,
-        addr: &PeerAddr,
         json: String,
         op_id: Option<String>,
         registry: Option<RegistryWrite>,
         timeout: Duration,
     ) -> Result<Applied, NodeError> {
-        let rpc = Rpc::Forward {
-            json,
-            op_id,
-            registry,
-            timeout_ms: timeout.as_millis() as u64,
-        };
+        // Sending it again after leadership moved is safe only when the operation id lets the
+        // new leader recognise a write the old one may already have committed.
+        let retry = op_id.is_some();
         // A little beyond the leader's own deadline, so its answer (even a timeout) gets back.
+        let deadline = Instant::now() + timeout + Duration::from_millis(500);
         let reply = self
-            .pool
-            .get(leader, addr)
-            .call(rpc, timeout + Duration::from_millis(500))
-            .await;
+            .call_leader(deadline, retry, |left| Rpc::Forward {
+                json: json.clone(),
+                op_id: op_id.clone(),
+                registry: registry.clone(),
+                timeout_ms: left.saturating_sub(Duration::from_millis(500)).as_millis() as u64,
+            })
+            .await?;
         match reply {
-            Ok(Reply::Forwarded(result)) => result.map_err(NodeError::from),
-            Ok(other) => Err(NodeError::new(
+            Reply::Forwarded(result) => result.map_err(NodeError::from),
+            other => Err(NodeError::new(
                 ERR::TIMEOUT,
-                format!("leader {leader} gave no answer to a forwarded write: {other:?}"),
+                format!("the leader gave no answer to a forwarded write: {other:?}"),
             )),
-            Err(e) => Err(NodeError::new(
-                ERR::NOT_LEADER,
-                format!("could not reach leader {leader} to forward the write: {e}"),
-            )
-            .with_leader(Some(leader.0.clone()))),
         }
+    }
+
+    /// Sends a request to the leader this node knows. With `retry`, a leader that answers
+    /// ERR_NOT_LEADER (leadership moved while the request travelled) is followed to the leader it
+    /// names, until `deadline`. `make_rpc` gets the time left.
+    async fn call_leader(
+        &self,
+        deadline: Instant,
+        retry: bool,
+        make_rpc: impl Fn(Duration) -> Rpc,
+    ) -> Result<Reply, NodeError> {
+        let mut asked: Option<NodeName> = None;
+        loop {
+            let m = self.metrics();
+            let target = known_leader(&m).filter(|(leader, _)| *leader != self.id);
+            let Some((leader, addr)) = target else {
+                return Err(self.not_leader(&m));
+            };
+            if asked.take().as_ref() == Some(&leader) {
+                // It refused, yet we still see it lead: one of the two views trails the other.
+                // Give ours a moment to move on, then ask again.
+                let backoff = (Instant::now() + RETRY_BACKOFF).min(deadline);
+                if self
+                    .wait_for(backoff, |m| m.current_leader.as_ref() != Some(&leader))
+                    .await
+                {
+                    continue;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = self
+                .pool
+                .get(&leader, &addr)
+                .call(make_rpc(left), left)
+                .await
+                .map_err(|e| {
+                    NodeError::new(
+                        ERR::NOT_LEADER,
+                        format!("could not reach leader {leader}: {e}"),
+                    )
+                    .with_leader(Some(leader.0.clone()))
+                })?;
+            let refused = match &reply {
+                Reply::Forwarded(Err(e)) | Reply::Done(Err(e)) => {
+                    ERR::from_wire(&e.code) == ERR::NOT_LEADER
+                }
+                _ => false,
+            };
+            if !(refused && retry) || Instant::now() >= deadline {
+                return Ok(reply);
+            }
+            asked = Some(leader);
+        }
+    }
+
+    /// A forwarded request comes because its sender saw this node lead; this node's own view can
+    /// trail that by a moment (an election or transfer that just finished). Waits, until
+    /// `deadline`, for the view to settle on a leader before the request is judged.
+    pub async fn settle_leadership(&self, deadline: Instant) {
+        let me = self.id.clone();
+        self.wait_for(deadline, |m| match &m.current_leader {
+            Some(leader) if *leader == me => m.state == ServerState::Leader,
+            Some(_) => true,
+            None => false,
+        })
+        .await;
     }
 
     /// Round trip to a member, for health checks. Fails when it does not answer in time.

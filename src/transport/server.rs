@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::raft::AppendEntriesResponse;
 
@@ -256,6 +256,10 @@ impl Server {
 /// cluster, it means "this peer already belongs to a cluster".
 pub const ERR_NOT_MEMBER: &str = "ERR_NOT_MEMBER";
 
+/// How long a forwarded request waits for this node's view of the leader to catch up with the
+/// sender's: an election finishes well inside it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
 async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, rpc: Rpc) -> Reply {
     match rpc {
         Rpc::Append(req) => match raft.append_entries(req).await {
@@ -304,21 +308,23 @@ async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, r
             timeout_ms,
         } => match node.upgrade() {
             // Not forwarded again: a node that is not the leader answers ERR_NOT_LEADER itself.
-            Some(n) => Reply::Forwarded(
-                n.replicate(
-                    json,
-                    op_id,
-                    registry,
-                    Duration::from_millis(timeout_ms),
-                    false,
+            Some(n) => {
+                let timeout = Duration::from_millis(timeout_ms);
+                n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                    .await;
+                Reply::Forwarded(
+                    n.replicate(json, op_id, registry, timeout, false)
+                        .await
+                        .map_err(WireError::from),
                 )
-                .await
-                .map_err(WireError::from),
-            ),
+            }
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::RemoveMember { node_id } => match node.upgrade() {
-            Some(n) => Reply::Done(n.remove_peer(node_id, false).await.map_err(WireError::from)),
+            Some(n) => {
+                n.settle_leadership(Instant::now() + SETTLE_LIMIT).await;
+                Reply::Done(n.remove_peer(node_id, false).await.map_err(WireError::from))
+            }
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::Probe => {
