@@ -69,17 +69,19 @@ pub async fn watch_metrics(
     }
 }
 
-/// A leader that finds the cluster in a joint config (a membership change whose second step
-/// never ran, e.g. because leadership moved in between) completes it: until then a quorum needs
-/// majorities of both configs, and losing one more node can stall the cluster.
+/// A node that becomes leader and finds the cluster in a joint config (a membership change whose
+/// second step never ran because leadership moved in between) completes it: until then a quorum
+/// needs majorities of both configs, and losing one more node can stall the cluster. A joint
+/// config that appears while this node already leads is its own change under way, which openraft
+/// completes itself; a second completion racing it would make that change report failure.
 fn finish_membership_change(raft: &Raft, prev: &Seen, now: &Seen) {
     let Some(target) = &now.unfinished_change else {
         return;
     };
-    let leading = now.state == Some(ServerState::Leader);
-    let was =
-        prev.state == Some(ServerState::Leader) && prev.unfinished_change.as_ref() == Some(target);
-    if !leading || was {
+    // A new term counts too: the metrics stream may fold a brief step-down into one update.
+    let became_leader = now.state == Some(ServerState::Leader)
+        && (prev.state != Some(ServerState::Leader) || prev.term != now.term);
+    if !became_leader {
         return;
     }
     let raft = raft.clone();
