@@ -112,6 +112,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long start waits for openraft's first metrics report; it comes within milliseconds.
+const FIRST_METRICS_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a request refused by the leader we know waits for our view to move on before it
 /// asks again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -216,6 +219,10 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::new(ERR::STORAGE, format!("raft failed to start: {e}")))?;
+        // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
+        // Wait for the first real report, so the state read right after start is what is on disk.
+        let mut first_report = raft.metrics();
+        let _ = tokio::time::timeout(FIRST_METRICS_LIMIT, first_report.changed()).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(watcher::watch_metrics(
@@ -266,6 +273,14 @@ impl Node {
     pub fn registry(&self, prefix: &str) -> Result<Vec<(String, String)>, NodeError> {
         self.store
             .registry_entries(prefix)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// Where this replica's state machine applied operation `op_id`: `(index, term)`, or `None`
+    /// when it has not applied it (or its id expired from the registry).
+    pub fn operation(&self, op_id: &str) -> Result<Option<(u64, u64)>, NodeError> {
+        StateMachine::find_op(&self.store, op_id)
+            .map(|found| found.map(|op| (op.index, op.term)))
             .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
     }
 
@@ -603,12 +618,10 @@ impl Node {
             return self.forward(json, op_id, registry, timeout).await;
         }
         if let Some(id) = &op_id {
-            if let Some(first) = StateMachine::find_op(&self.store, id)
-                .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?
-            {
+            if let Some((index, term)) = self.operation(id)? {
                 return Ok(Applied {
-                    index: first.index,
-                    term: first.term,
+                    index,
+                    term,
                     duplicate: true,
                 });
             }
