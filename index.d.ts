@@ -170,6 +170,8 @@ export declare class RaftCoordinator extends EventEmitter {
   setSnapshotProvider(provider: ((info: { lastIncludedIndex: number }) => unknown) | null): void;
   /** Replicated registry records whose key starts with `prefix`. */
   getRegistry(prefix?: string): Array<{ key: string; value: Command }>;
+  /** Where this node applied operation `operationId`, or null when it has not (yet). */
+  getOperation(operationId: string): { logIndex: number; term: number } | null;
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer in time. */
   ping(nodeId: string, timeoutMs?: number): Promise<number>;
   /** Snapshots now and purges the log, keeping `keep` entries before the snapshot. */

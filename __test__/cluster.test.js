@@ -98,6 +98,12 @@ test('a follower refuses writes with ERR_NOT_LEADER and the leader id; a retried
     for (const seq of await appliedSequences(cluster.nodes)) {
       assert.equal(seq.filter(([, id]) => id === 'op-7').length, 1);
     }
+    // Every replica can say where it applied an id, and where it did not.
+    for (const n of cluster.nodes) {
+      const [found, unknown] = await n.call('operations', { operationIds: ['op-7', 'never-sent'] });
+      assert.deepEqual(found, { logIndex: first.logIndex, term: first.term });
+      assert.equal(unknown, null);
+    }
     // A retry of the same id through a follower also resolves to the first result.
     const viaFollower = await follower.call('replicate', { command: { type: 'once' }, operationId: 'op-7', forward: true });
     assert.equal(viaFollower.duplicate, true);

@@ -370,6 +370,20 @@ class RaftCoordinator extends ManagedEmitter {
     return this._native.registry(prefix).map(([key, json]) => ({ key, value: JSON.parse(json) }));
   }
 
+  /**
+   * Where this node's state machine applied operation `operationId`: `{logIndex, term}`, or null
+   * when it has not (yet) applied it here. Ids are remembered for `operationTtlMs`.
+   */
+  getOperation(operationId) {
+    if (this._stopped) throw this._shutdownError();
+    if (typeof operationId !== 'string' || operationId.length === 0) {
+      throw invalidOperation('operationId', 'expected a non-empty string');
+    }
+    if (this._native === null) return null;
+    const found = this._native.operation(operationId);
+    return found ? { logIndex: found.index, term: found.term } : null;
+  }
+
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer. */
   ping(nodeId, timeoutMs = 2000) {
     return this._run(() => {

@@ -55,6 +55,12 @@ pub struct NativeApplied {
 }
 
 #[napi(object)]
+pub struct NativeAppliedOperation {
+    pub index: f64,
+    pub term: f64,
+}
+
+#[napi(object)]
 pub struct NativeMember {
     pub node_id: String,
     pub host: String,
@@ -305,6 +311,16 @@ impl NativeNode {
     pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {
         let entries = self.node()?.registry(&prefix).map_err(js_error)?;
         Ok(entries.into_iter().map(|(k, v)| vec![k, v]).collect())
+    }
+
+    /// Where this replica applied operation `op_id` (`index`, `term`), or null.
+    #[napi]
+    pub fn operation(&self, op_id: String) -> Result<Option<NativeAppliedOperation>> {
+        let found = self.node()?.operation(&op_id).map_err(js_error)?;
+        Ok(found.map(|(index, term)| NativeAppliedOperation {
+            index: index as f64,
+            term: term as f64,
+        }))
     }
 
     /// Round-trip time to a member in ms; rejects when it does not answer within `timeout_ms`.

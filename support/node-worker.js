@@ -189,6 +189,10 @@ const ops = {
     await raft.transferLeadership(to);
     return raft.replicateCommand(command, { operationId, forward: true });
   },
+  /** Where this node applied each of `operationIds` (null where it has not). */
+  async operations({ operationIds }) {
+    return operationIds.map((id) => raft.getOperation(id));
+  },
   async ping({ nodeId, timeoutMs }) {
     return raft.ping(nodeId, timeoutMs);
   },

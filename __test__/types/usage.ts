@@ -43,6 +43,8 @@ async function main(): Promise<void> {
       void leader;
     }
   }
+  const where: { logIndex: number; term: number } | null = raft.getOperation('op-1');
+  void where;
   const state: RaftState = raft.getState();
   const voters: string[] = state.membership.voters;
   void voters;
