@@ -41,6 +41,8 @@ class NodeProcess {
     this.nextId = 1;
     this.events = [];
     this.waiters = [];
+    /** Optional observer of every event, across restarts (`events` starts afresh each start). */
+    this.onEvent = null;
   }
 
   get host() {
@@ -80,6 +82,7 @@ class NodeProcess {
     }
     const entry = { name: msg.event, payload: msg.payload, at: Date.now() };
     this.events.push(entry);
+    if (this.onEvent) this.onEvent(entry);
     this.waiters = this.waiters.filter((w) => {
       if (w.name === entry.name && w.pred(entry.payload)) {
         w.resolve(entry.payload);

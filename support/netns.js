@@ -66,6 +66,35 @@ class TestNetwork {
     ip('link', 'set', this.hosts[i - 1].outer, 'up');
   }
 
+  /**
+   * Drops everything host `from` sends to host `to` (1-based), one way only: a blackhole route in
+   * `from`'s namespace. What `to` sends still arrives, as with a half-broken link.
+   */
+  block(from, to) {
+    ip('-n', this.hosts[from - 1].ns, 'route', 'add', 'blackhole', `${this.hosts[to - 1].addr}/32`);
+  }
+
+  unblock(from, to) {
+    ip('-n', this.hosts[from - 1].ns, 'route', 'del', 'blackhole', `${this.hosts[to - 1].addr}/32`);
+  }
+
+  /** Splits the hosts into groups (arrays of 1-based host numbers) that cannot reach each other. */
+  split(groups) {
+    const blocked = [];
+    for (const a of groups) {
+      for (const b of groups) {
+        if (a === b) continue;
+        for (const from of a) {
+          for (const to of b) {
+            this.block(from, to);
+            blocked.push([from, to]);
+          }
+        }
+      }
+    }
+    return blocked;
+  }
+
   teardown() {
     for (const h of this.hosts) {
       try {
