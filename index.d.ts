@@ -49,6 +49,8 @@ export interface RaftCoordinatorConfig {
   clusterId?: string;
   /** Shared secret (16+ characters): every peer proves it knows it at the handshake; it never crosses the wire. */
   secret?: string;
+  /** Mutual TLS between nodes (PEM files): this node's certificate chain and key, and the CA that signed every member's certificate. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
   /** Default 150 ms. */
   electionTimeoutMin?: number;
   /** Default 300 ms. */

@@ -29,13 +29,13 @@ class ConsensusError extends Error {
   }
 }
 
-/** Turns an error thrown by the native layer (message = JSON {code, message, leaderId}). */
+/** Turns an error thrown by the native layer (message = JSON {code, message, leaderId, field}). */
 function fromNative(err) {
   if (err instanceof ConsensusError) return err;
   try {
     const parsed = JSON.parse(err && err.message);
     if (parsed && typeof parsed.code === 'string') {
-      return new ConsensusError(parsed.code, parsed.message, { leaderId: parsed.leaderId ?? undefined });
+      return new ConsensusError(parsed.code, parsed.message, { leaderId: parsed.leaderId ?? undefined, field: parsed.field ?? undefined });
     }
   } catch {
     // not one of ours: fall through

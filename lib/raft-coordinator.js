@@ -33,6 +33,7 @@ const KNOWN_KEYS = [
   'dataDir',
   'clusterId',
   'secret',
+  'tls',
   'electionTimeoutMin',
   'electionTimeoutMax',
   'heartbeatInterval',
@@ -47,6 +48,21 @@ const KNOWN_KEYS = [
   'maxFrameBytes',
   'maxConnections',
 ];
+
+/**
+ * Mutual TLS between nodes: this node's certificate chain and key, and the CA that signed every
+ * member's certificate (PEM files). The files are read at initialize().
+ */
+function normalizeTls(tls) {
+  if (tls === undefined) return undefined;
+  v.checkObject(tls, 'tls');
+  v.checkKnownKeys(tls, ['certFile', 'keyFile', 'caFile'], 'tls');
+  const file = (key) => {
+    if (tls[key] === undefined) throw invalidConfig(`tls.${key}`, 'required when tls is set');
+    return path.resolve(v.string(tls[key], `tls.${key}`, { maxLength: 4096 }));
+  };
+  return { certFile: file('certFile'), keyFile: file('keyFile'), caFile: file('caFile') };
+}
 
 /** Validates a RaftCoordinator config and fills in defaults. Throws ERR_INVALID_CONFIG. */
 function normalizeConfig(config) {
@@ -64,6 +80,7 @@ function normalizeConfig(config) {
   // crosses the wire. Short secrets are refused: they would be guessable offline.
   const secret = config.secret === undefined ? undefined : v.string(config.secret, 'secret', { maxLength: 4096 });
   if (secret !== undefined && secret.length < 16) throw invalidConfig('secret', 'must be at least 16 characters');
+  const tls = normalizeTls(config.tls);
   const heartbeatInterval = v.integer(config.heartbeatInterval, 'heartbeatInterval', {
     min: 1,
     max: 60000,
@@ -110,6 +127,7 @@ function normalizeConfig(config) {
     dataDir,
     clusterId,
     secret,
+    tls,
     electionTimeoutMin,
     electionTimeoutMax,
     heartbeatInterval,
@@ -240,6 +258,9 @@ class RaftCoordinator extends ManagedEmitter {
             dataDir: c.dataDir,
             clusterId: c.clusterId,
             secret: c.secret,
+            tlsCertFile: c.tls?.certFile,
+            tlsKeyFile: c.tls?.keyFile,
+            tlsCaFile: c.tls?.caFile,
             electionTimeoutMin: c.electionTimeoutMin,
             electionTimeoutMax: c.electionTimeoutMax,
             heartbeatInterval: c.heartbeatInterval,

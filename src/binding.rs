@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
+use crate::transport::tls::TlsFiles;
 use crate::types::{PeerAddr, RegistryWrite};
 
 /// Receives each batch of events as a JSON array. Strong: while a node runs, its event callback
@@ -45,6 +46,9 @@ pub struct NativeConfig {
     pub map_size_mb: u32,
     pub max_frame_bytes: u32,
     pub max_connections: u32,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[napi(object)]
@@ -142,6 +146,21 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         map_size_bytes: (c.map_size_mb as usize) << 20,
         max_frame_bytes: c.max_frame_bytes as usize,
         max_connections: c.max_connections as usize,
+        tls: match (c.tls_cert_file, c.tls_key_file, c.tls_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+                ca: ca.into(),
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(NodeError::new(
+                    ERR::INVALID_CONFIG,
+                    "tls: certFile, keyFile and caFile are all required",
+                )
+                .with_field("tls"))
+            }
+        },
     })
 }
 

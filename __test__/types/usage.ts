@@ -11,6 +11,13 @@ import {
 
 async function main(): Promise<void> {
   const raft: RaftCoordinator = createRaftCoordinator({ nodeId: 'node-1', port: 8080, host: '127.0.0.1' });
+  const secured = createRaftCoordinator({
+    nodeId: 'node-2',
+    port: 8081,
+    secret: 'a secret of sixteen+ chars',
+    tls: { certFile: 'node.pem', keyFile: 'node-key.pem', caFile: 'ca.pem' },
+  });
+  void secured;
   raft.on('leader_elected', ({ leaderId, term }) => {
     const id: string = leaderId;
     const t: number = term;

@@ -44,6 +44,8 @@ pub struct NodeError {
     pub code: &'static str,
     pub message: String,
     pub leader_id: Option<String>,
+    /// The config setting an ERR_INVALID_CONFIG concerns.
+    pub field: Option<&'static str>,
 }
 
 impl NodeError {
@@ -52,7 +54,13 @@ impl NodeError {
             code,
             message: message.into(),
             leader_id: None,
+            field: None,
         }
+    }
+
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
     }
 
     pub fn with_leader(mut self, leader_id: Option<String>) -> Self {
@@ -62,7 +70,13 @@ impl NodeError {
 
     /// The form that crosses into JavaScript, where `index.js` turns it into a `ConsensusError`.
     pub fn to_json(&self) -> String {
-        json!({"code": self.code, "message": self.message, "leaderId": self.leader_id}).to_string()
+        json!({
+            "code": self.code,
+            "message": self.message,
+            "leaderId": self.leader_id,
+            "field": self.field,
+        })
+        .to_string()
     }
 }
 

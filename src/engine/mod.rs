@@ -24,6 +24,7 @@ use crate::storage::{AppSnapshots, LogStore, OpenError, StateMachine, Store};
 use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
 use crate::transport::server::{Server, ERR_NOT_MEMBER};
+use crate::transport::tls::{Tls, TlsFiles};
 use crate::transport::{Network, TransportConfig};
 use crate::types::{Applied, Command, NodeName, PeerAddr, Raft, RegistryWrite, TypeConfig};
 
@@ -61,6 +62,8 @@ pub struct NodeConfig {
     pub map_size_bytes: usize,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// Mutual TLS between nodes.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A snapshot of what a node knows, for `getState()`.
@@ -186,6 +189,13 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::new(ERR::INVALID_CONFIG, e.to_string()))?;
 
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| {
+                NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
+                    .with_field(e.field)
+            })?)),
+            None => None,
+        };
         let transport = Arc::new(TransportConfig {
             node_id: config.node_id.clone(),
             cluster_id: config.cluster_id.clone(),
@@ -198,6 +208,7 @@ impl Node {
             keepalive_interval: Duration::from_millis(500),
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_millis(500),
+            tls,
         });
         let id = NodeName(config.node_id.clone());
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());

@@ -15,7 +15,8 @@ use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
-use super::{ws_config, TransportConfig};
+use super::tls::PeerStream;
+use super::{tls_refusal, ws_config, TransportConfig};
 use crate::events::{Event, EventSink};
 use crate::lock;
 use crate::types::{NodeName, PeerAddr};
@@ -208,7 +209,7 @@ impl PeerPool {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<PeerStream>;
 
 async fn dial(
     addr: &PeerAddr,
@@ -226,7 +227,17 @@ async fn dial(
         .map_err(|_| format!("connect {addr}: timed out"))?
         .map_err(|e| format!("connect {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (mut ws, _) = client_async_with_config(addr.url(), tcp, Some(ws_config(config)))
+        let stream = match &config.tls {
+            Some(tls) => tls.connect(&addr.host, tcp).await.map_err(|e| {
+                if tls_refusal(&e) {
+                    format!("ERR_AUTH: TLS with {addr} failed: {e}")
+                } else {
+                    format!("TLS with {addr}: {e}")
+                }
+            })?,
+            None => PeerStream::Plain(tcp),
+        };
+        let (mut ws, _) = client_async_with_config(addr.url(), stream, Some(ws_config(config)))
             .await
             .map_err(|e| format!("websocket handshake with {addr}: {e}"))?;
         let limit = config.max_frame_bytes as u64;

@@ -4,6 +4,7 @@ pub mod client;
 pub mod codec;
 pub mod handshake;
 pub mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,24 @@ pub struct TransportConfig {
     pub keepalive_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Mutual TLS on every connection, when configured.
+    pub tls: Option<Arc<tls::Tls>>,
+}
+
+/// A TLS handshake that failed over a certificate (ours or theirs), as opposed to the network.
+pub fn tls_refusal(e: &std::io::Error) -> bool {
+    use tokio_rustls::rustls::Error as TlsError;
+    let rejected = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>());
+    matches!(
+        rejected,
+        Some(
+            TlsError::InvalidCertificate(_)
+                | TlsError::NoCertificatesPresented
+                | TlsError::AlertReceived(_)
+        )
+    )
 }
 
 pub fn ws_config(config: &TransportConfig) -> WebSocketConfig {

@@ -17,7 +17,8 @@ use tokio_tungstenite::{accept_async_with_config, WebSocketStream};
 use super::client::next_frame;
 use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
-use super::{valid_node_id, ws_config, TransportConfig};
+use super::tls::PeerStream;
+use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
 use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
@@ -65,7 +66,24 @@ impl Server {
         let config = &self.config;
         let limit = config.max_frame_bytes as u64;
         let handshake = async {
-            let mut ws = accept_async_with_config(tcp, Some(ws_config(config)))
+            let stream = match &config.tls {
+                Some(tls) => match tls.accept(tcp).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        // A peer whose certificate we reject (or that rejects ours) is reported;
+                        // a scanner or a dropped connection is not news.
+                        if tls_refusal(&e) {
+                            self.events.emit(Event::Warning {
+                                code: "ERR_AUTH",
+                                message: format!("refused a TLS connection: {e}"),
+                            });
+                        }
+                        return None;
+                    }
+                },
+                None => PeerStream::Plain(tcp),
+            };
+            let mut ws = accept_async_with_config(stream, Some(ws_config(config)))
                 .await
                 .ok()?;
             let Ok(Frame::Hello {

@@ -1,0 +1,112 @@
+'use strict';
+// Mutual TLS between nodes: members with certificates of the cluster's CA form a cluster and
+// replicate; a peer with a certificate from another CA, or without TLS, gets nothing, and the
+// refusal is reported as ERR_AUTH on both sides. Bad TLS settings are ERR_INVALID_CONFIG.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { Cluster, NodeProcess, freePort } = require('../support/cluster');
+const { createRaftCoordinator } = require('..');
+
+const fixtures = path.join(__dirname, 'fixtures', 'tls');
+const tlsOf = (who) => ({
+  certFile: path.join(fixtures, `${who}-node.pem`),
+  keyFile: path.join(fixtures, `${who}-node-key.pem`),
+  caFile: path.join(fixtures, `${who}-ca.pem`),
+});
+
+/** What a node's Raft port answers to a plain WebSocket upgrade request, until it hangs up. */
+function plainUpgrade(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const got = [];
+    const timer = setTimeout(() => socket.destroy(), 10000);
+    socket.on('connect', () =>
+      socket.write(
+        'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      ),
+    );
+    socket.on('data', (d) => got.push(d));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(got).toString('latin1'));
+    });
+  });
+}
+
+test('with TLS a cluster forms and replicates; a stranger certificate or a plain peer is refused on both sides', async () => {
+  const cluster = await new Cluster(3, { config: { tls: tlsOf('cluster'), addPeerTimeoutMs: 3000 } }).start();
+  try {
+    const leader = await cluster.form();
+    const load = await leader.call('load', { count: 200, concurrency: 10, prefix: 'tls' });
+    assert.equal(load.acked.length, 200);
+
+    // The port speaks TLS only: a plain WebSocket upgrade gets no upgrade.
+    const answer = await plainUpgrade(leader.port);
+    assert.doesNotMatch(answer, /101 Switching Protocols/);
+
+    const outsiders = [
+      ['node-4', { tls: tlsOf('stranger') }],
+      ['node-5', {}],
+    ];
+    for (const [nodeId, config] of outsiders) {
+      const outsider = new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(cluster.root, nodeId), config });
+      try {
+        await outsider.start();
+        const added = leader.call('addPeer', { nodeId, host: outsider.host, port: outsider.port }).catch((e) => e);
+        if (config.tls) {
+          // Both sides check the other's certificate against their own CA.
+          const onLeader = await leader.waitEvent('warning', (w) => w.code === 'ERR_AUTH' && w.message.includes(nodeId), 15000);
+          assert.match(onLeader.message, /TLS/);
+          const onOutsider = await outsider.waitEvent('warning', (w) => w.code === 'ERR_AUTH', 15000);
+          assert.match(onOutsider.message, /TLS/);
+        }
+        const err = await added;
+        assert.equal(err.code, 'ERR_TIMEOUT', `${nodeId}: ${err.message}`);
+        const s = await leader.call('state');
+        assert.ok(!s.membership.voters.includes(nodeId), `${nodeId} never became a voter`);
+        assert.equal((await outsider.call('state')).lastLogIndex, 0, `${nodeId} received no entries`);
+        await leader.call('removePeer', { nodeId });
+      } finally {
+        await outsider.stop();
+      }
+    }
+    const after = await leader.call('load', { count: 50, concurrency: 5, prefix: 'after' });
+    assert.equal(after.acked.length, 50);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('bad TLS settings are ERR_INVALID_CONFIG naming the setting', async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-tls-config-'));
+  const good = tlsOf('cluster');
+  const make = (tls) => createRaftCoordinator({ nodeId: 'tls-config', port: 0, dataDir, tls });
+  try {
+    assert.throws(() => make({ certFile: good.certFile, keyFile: good.keyFile }), { code: 'ERR_INVALID_CONFIG', field: 'tls.caFile' });
+    assert.throws(() => make({ ...good, certFile: 42 }), { code: 'ERR_INVALID_CONFIG', field: 'tls.certFile' });
+    assert.throws(() => make('on'), { code: 'ERR_INVALID_CONFIG', field: 'tls' });
+    const cases = [
+      [{ ...good, certFile: path.join(fixtures, 'missing.pem') }, 'tls.certFile'],
+      [{ ...good, caFile: good.keyFile }, 'tls.caFile'],
+      // A key that is not the certificate's.
+      [{ ...good, keyFile: path.join(fixtures, 'stranger-node-key.pem') }, 'tls.keyFile'],
+    ];
+    for (const [tls, field] of cases) {
+      const raft = make(tls);
+      await assert.rejects(raft.initialize(), (err) => {
+        assert.equal(err.code, 'ERR_INVALID_CONFIG');
+        assert.equal(err.field, field, err.message);
+        return true;
+      });
+      await raft.stop();
+    }
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,175 @@
+//! Optional mutual TLS between nodes, for Raft traffic that leaves the machine. Every node has a
+//! certificate signed by the cluster's CA; each side of a connection checks the other's against
+//! that CA, and the dialer also checks that the certificate names the address it dialed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+
+/// Where a node's TLS material lives, all PEM.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// This node's certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA (or CAs) that signed every member's certificate.
+    pub ca: PathBuf,
+}
+
+/// A node's TLS configuration, both as listener and as dialer.
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// A configuration problem, naming the setting it concerns.
+#[derive(Debug)]
+pub struct TlsConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn config_error(field: &'static str, path: &Path, what: impl std::fmt::Display) -> TlsConfigError {
+    TlsConfigError {
+        field,
+        message: format!("{}: {what}", path.display()),
+    }
+}
+
+impl Tls {
+    pub fn load(files: &TlsFiles) -> Result<Tls, TlsConfigError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| config_error("tls.certFile", &files.cert, e))?;
+        if certs.is_empty() {
+            return Err(config_error(
+                "tls.certFile",
+                &files.cert,
+                "no certificate in it",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
+        let mut roots = RootCertStore::empty();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| config_error("tls.caFile", &files.ca, e))?;
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| config_error("tls.caFile", &files.ca, e))?;
+        }
+        if roots.is_empty() {
+            return Err(config_error(
+                "tls.caFile",
+                &files.ca,
+                "no certificate in it",
+            ));
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| config_error("tls.caFile", &files.ca, e))?;
+        let server_config = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_error("tls.certFile", &files.cert, e))?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
+        let client_config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_error("tls.certFile", &files.cert, e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server_config)),
+            connector: TlsConnector::from(Arc::new(client_config)),
+        })
+    }
+
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<PeerStream> {
+        Ok(PeerStream::TlsServer(Box::new(
+            self.acceptor.accept(tcp).await?,
+        )))
+    }
+
+    /// `host` is the address the peer is known by; its certificate must name it.
+    pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<PeerStream> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(PeerStream::TlsClient(Box::new(
+            self.connector.connect(name, tcp).await?,
+        )))
+    }
+}
+
+/// A connection between nodes: plain TCP, or TLS from either side.
+pub enum PeerStream {
+    Plain(TcpStream),
+    TlsServer(Box<server::TlsStream<TcpStream>>),
+    TlsClient(Box<client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            PeerStream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            PeerStream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            PeerStream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            PeerStream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
