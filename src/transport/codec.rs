@@ -135,8 +135,9 @@ mod tests {
         openraft::impls::Vote::new(3, "node-1".into())
     }
 
-    #[test]
-    fn every_rpc_round_trips() {
+    /// One frame of every kind the wire carries, named: the round-trip test's cases and the
+    /// seeds of the fuzz corpus.
+    fn seed_frames() -> Vec<(&'static str, Frame)> {
         let entry = Entry {
             log_id: RaftLogId::new(CommittedLeaderId::new(3), 7),
             payload: EntryPayload::Normal(Command {
@@ -146,49 +147,158 @@ mod tests {
                 registry: None,
             }),
         };
-        let frames = vec![
-            Frame::Hello {
-                protocol: PROTOCOL_VERSION,
-                cluster_id: "c".into(),
-                node_id: "n".into(),
-                nonce: vec![7; 32],
-            },
-            Frame::Challenge {
-                node_id: "m".into(),
-                nonce: vec![8; 32],
-                proof: Some(vec![9; 32]),
-            },
-            Frame::Request {
-                id: 9,
-                rpc: Rpc::Append(AppendEntriesRequest {
-                    vote: vote(),
-                    prev_log_id: None,
-                    entries: vec![entry],
-                    leader_commit: None,
-                }),
-            },
-            Frame::Request {
-                id: 10,
-                rpc: Rpc::Snapshot {
-                    vote: vote(),
-                    last_log_id: None,
-                    last_membership: StoredMembership::default(),
-                    data: vec![1, 2, 3],
+        let wire_error = WireError {
+            code: "ERR_NOT_LEADER".into(),
+            message: "not the leader".into(),
+            leader_id: Some("node-2".into()),
+        };
+        vec![
+            (
+                "hello",
+                Frame::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    cluster_id: "c".into(),
+                    node_id: "n".into(),
+                    nonce: vec![7; 32],
                 },
-            },
-            Frame::Response {
-                id: 11,
-                reply: Reply::Probe(ProbeReply {
-                    initialized: true,
-                    leader_id: Some("node-1".into()),
-                    voters: vec!["node-1".into()],
-                }),
-            },
-        ];
-        for frame in frames {
+            ),
+            (
+                "challenge",
+                Frame::Challenge {
+                    node_id: "m".into(),
+                    nonce: vec![8; 32],
+                    proof: Some(vec![9; 32]),
+                },
+            ),
+            (
+                "proof",
+                Frame::Proof {
+                    proof: Some(vec![2; 32]),
+                },
+            ),
+            (
+                "welcome",
+                Frame::Welcome {
+                    node_id: "node-2".into(),
+                },
+            ),
+            (
+                "refused",
+                Frame::Refused {
+                    code: "ERR_AUTH".into(),
+                    message: "no".into(),
+                },
+            ),
+            (
+                "request-append",
+                Frame::Request {
+                    id: 9,
+                    rpc: Rpc::Append(AppendEntriesRequest {
+                        vote: vote(),
+                        prev_log_id: Some(RaftLogId::new(CommittedLeaderId::new(3), 6)),
+                        entries: vec![entry],
+                        leader_commit: None,
+                    }),
+                },
+            ),
+            (
+                "request-vote",
+                Frame::Request {
+                    id: 10,
+                    rpc: Rpc::Vote(VoteRequest::new(
+                        vote(),
+                        Some(RaftLogId::new(CommittedLeaderId::new(2), 4)),
+                    )),
+                },
+            ),
+            (
+                "request-prevote",
+                Frame::Request {
+                    id: 11,
+                    rpc: Rpc::PreVote(VoteRequest::new(vote(), None)),
+                },
+            ),
+            (
+                "request-snapshot",
+                Frame::Request {
+                    id: 12,
+                    rpc: Rpc::Snapshot {
+                        vote: vote(),
+                        last_log_id: None,
+                        last_membership: StoredMembership::default(),
+                        data: vec![1, 2, 3],
+                    },
+                },
+            ),
+            (
+                "request-probe",
+                Frame::Request {
+                    id: 13,
+                    rpc: Rpc::Probe,
+                },
+            ),
+            (
+                "request-forward",
+                Frame::Request {
+                    id: 14,
+                    rpc: Rpc::Forward {
+                        json: r#"{"type":"t"}"#.into(),
+                        op_id: Some("op-1".into()),
+                        registry: None,
+                        timeout_ms: 5000,
+                    },
+                },
+            ),
+            (
+                "request-remove-member",
+                Frame::Request {
+                    id: 15,
+                    rpc: Rpc::RemoveMember {
+                        node_id: "node-3".into(),
+                    },
+                },
+            ),
+            (
+                "response-probe",
+                Frame::Response {
+                    id: 16,
+                    reply: Reply::Probe(ProbeReply {
+                        initialized: true,
+                        leader_id: Some("node-1".into()),
+                        voters: vec!["node-1".into()],
+                    }),
+                },
+            ),
+            (
+                "response-forwarded",
+                Frame::Response {
+                    id: 17,
+                    reply: Reply::Forwarded(Err(wire_error.clone())),
+                },
+            ),
+            (
+                "response-done",
+                Frame::Response {
+                    id: 18,
+                    reply: Reply::Done(Err(wire_error)),
+                },
+            ),
+            (
+                "response-failed",
+                Frame::Response {
+                    id: 19,
+                    reply: Reply::Failed("stopped".into()),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_rpc_round_trips() {
+        for (name, frame) in seed_frames() {
             let bytes = encode(&frame).expect("encode");
             let back = decode(&bytes, 1 << 20).expect("decode");
-            assert_eq!(format!("{frame:?}"), format!("{back:?}"));
+            assert_eq!(format!("{frame:?}"), format!("{back:?}"), "{name}");
         }
     }
 
@@ -222,27 +332,49 @@ mod tests {
                 .unwrap_or(4000)
         }
 
-        fn sample_frames() -> Vec<Vec<u8>> {
-            let frames = [
-                Frame::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    cluster_id: "cluster".into(),
-                    node_id: "node-1".into(),
-                    nonce: vec![1; 32],
-                },
-                Frame::Proof {
-                    proof: Some(vec![2; 32]),
-                },
-                Frame::Request {
-                    id: 1,
-                    rpc: Rpc::Probe,
-                },
-                Frame::Refused {
-                    code: "ERR_AUTH".into(),
-                    message: "no".into(),
-                },
-            ];
-            frames.iter().filter_map(|f| encode(f).ok()).collect()
+        const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/frames");
+
+        /// The corpus kept in the repository: every seed frame, plus any input a fuzz run found
+        /// worth keeping (add its bytes as a file; the mutation test starts from each).
+        fn corpus() -> &'static [Vec<u8>] {
+            static INPUTS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+            INPUTS.get_or_init(read_corpus)
+        }
+
+        fn read_corpus() -> Vec<Vec<u8>> {
+            let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(CORPUS)
+                .expect("fuzz/corpus/frames is in the repository")
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    std::fs::read(e.path()).ok().map(|bytes| (name, bytes))
+                })
+                .collect();
+            inputs.sort();
+            inputs.into_iter().map(|(_, bytes)| bytes).collect()
+        }
+
+        /// The corpus holds every seed frame as the codec encodes it today; a codec change
+        /// that leaves it stale fails here. FUZZ_WRITE_CORPUS=1 rewrites the seeds.
+        #[test]
+        fn corpus_holds_every_seed_frame() {
+            let rewrite = std::env::var_os("FUZZ_WRITE_CORPUS").is_some();
+            for (name, frame) in super::seed_frames() {
+                let bytes = encode(&frame).expect("encode");
+                let path = format!("{CORPUS}/{name}.bin");
+                if rewrite {
+                    std::fs::create_dir_all(CORPUS).expect("create the corpus directory");
+                    std::fs::write(&path, &bytes).expect("write a corpus file");
+                }
+                let kept = std::fs::read(&path).unwrap_or_default();
+                assert_eq!(
+                    kept, bytes,
+                    "{path} is stale: rerun with FUZZ_WRITE_CORPUS=1"
+                );
+            }
+            for input in read_corpus() {
+                let _ = decode(&input, 1 << 20);
+            }
         }
 
         proptest! {
@@ -256,13 +388,14 @@ mod tests {
 
             #[test]
             fn mutated_frames_never_panic(
-                which in 0usize..4,
+                which in any::<usize>(),
                 flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
                 cut in any::<usize>(),
                 tail in proptest::collection::vec(any::<u8>(), 0..64),
             ) {
-                let frames = sample_frames();
-                let mut bytes = frames[which % frames.len()].clone();
+                let inputs = corpus();
+                prop_assume!(!inputs.is_empty());
+                let mut bytes = inputs[which % inputs.len()].clone();
                 for (at, value) in flips {
                     if !bytes.is_empty() {
                         let i = at % bytes.len();
