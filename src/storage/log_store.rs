@@ -3,22 +3,28 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
 use super::{blocking, decode, encode, storage_err, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use crate::lock;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    /// The newest commit point openraft reported, written to disk with the next log append.
+    committed: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>) -> Self {
-        LogStore { store }
+        LogStore {
+            store,
+            committed: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn get_raft_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -93,13 +99,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_raft_meta(KEY_VOTE, vote)
     }
 
-    /// Recorded so a restarted node re-applies every committed entry at once, without waiting
-    /// to hear a commit index from a leader.
+    /// Lets a restarted node re-apply committed entries at once, without waiting to hear a
+    /// commit index from a leader. openraft calls this on its core task at every commit, so it
+    /// costs no fsync of its own: the value rides along with the next log append. On disk it may
+    /// trail the true commit point, which is safe (the state machine persists what it applied;
+    /// the rest is applied once a leader's commit index arrives); it is never ahead of it.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.put_raft_meta(KEY_COMMITTED, &committed)
+        *lock(&self.committed) = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(known) = *lock(&self.committed) {
+            return Ok(Some(known));
+        }
         Ok(self
             .get_raft_meta::<Option<LogId>>(KEY_COMMITTED)?
             .flatten())
@@ -121,6 +134,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let bytes = encode(&entry)?;
                 s.log
                     .put(&mut wtxn, &entry.log_id.index(), &bytes)
+                    .map_err(storage_err)?;
+            }
+            let committed = *lock(&self.committed);
+            if committed.is_some() {
+                s.raft
+                    .put(&mut wtxn, KEY_COMMITTED, &encode(&committed)?)
                     .map_err(storage_err)?;
             }
             // The commit fsyncs: the entries are durable before openraft is told they are.
