@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run chaos -- --seconds N --nodes 3|5 --seed S [--clients K] [--out file.json]
+// npm run chaos -- --seconds N --nodes 3|5 --seed S [--clients K] [--out file.json] [--link-cuts]
 //
 // Drives a real cluster (one OS process per node) through its public API while a seeded nemesis
 // kills, pauses, partitions, restarts and re-members nodes; then heals everything, waits for the
@@ -9,6 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { Cluster } = require('../support/cluster');
 const { available, TestNetwork } = require('../support/netns');
+const { LinkCutNetwork, FAULT_HOOKS_ENV } = require('../support/link-cuts');
 const { build } = require('./build');
 const { checkHistory } = require('../support/history');
 const { ErrorCode } = require('..');
@@ -23,11 +24,16 @@ const CONVERGENCE_LIMIT_MS = 60000;
 const NODE_CONFIG = { snapshotThreshold: 500, logsKeptAfterSnapshot: 100, addPeerTimeoutMs: 15000, commandTimeoutMs: 2000 };
 
 function parseArgs(argv) {
-  const opts = { seconds: 60, nodes: 3, seed: Math.floor(Math.random() * 2 ** 31), clients: 8, out: null };
+  const opts = { seconds: 60, nodes: 3, seed: Math.floor(Math.random() * 2 ** 31), clients: 8, out: null, linkCuts: false };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, '');
+    // Partitions by the in-process fault hook even where network namespaces are available.
+    if (key === 'link-cuts') {
+      opts.linkCuts = true;
+      continue;
+    }
     const value = argv[++i];
-    if (!(key in opts) || value === undefined) throw new Error(`unknown or incomplete option --${key}`);
+    if (!(key in opts) || key === 'linkCuts' || value === undefined) throw new Error(`unknown or incomplete option --${key}`);
     opts[key] = key === 'out' ? value : Number(value);
     if (key !== 'out' && !Number.isInteger(opts[key])) throw new Error(`--${key} expects an integer`);
   }
@@ -79,7 +85,8 @@ class ChaosRun {
     this.lifetimes = []; // one per node process: what it delivered, in order
     this.paused = new Set();
     this.removed = new Set();
-    this.network = null;
+    this.network = null; // network namespaces, when the nodes run in them
+    this.partitions = null; // what the nemesis partitions with: the namespaces or the link cuts
     this.partitionsWhy = null;
   }
 
@@ -99,17 +106,21 @@ class ChaosRun {
 
   async setup() {
     const net = available();
-    if (net.ok) {
+    if (net.ok && !this.opts.linkCuts) {
       this.network = new TestNetwork(this.opts.nodes).setup();
     } else {
-      this.partitionsWhy = net.why;
+      this.partitionsWhy = this.opts.linkCuts ? '--link-cuts' : net.why;
+      // The node processes inherit this and accept link cuts.
+      process.env[FAULT_HOOKS_ENV] = '1';
       console.log('!'.repeat(78));
-      console.log(`!! NO REAL PARTITIONS: ${net.why}.`);
-      console.log('!! Nodes run on loopback; partition faults are skipped, the others run.');
+      console.log(`!! NO REAL PARTITIONS (${this.partitionsWhy}).`);
+      console.log('!! Nodes run on loopback; partitions are simulated in-process by refusing and');
+      console.log('!! dropping connections between chosen nodes. Every other fault is real.');
       console.log('!'.repeat(78));
     }
     this.cluster = new Cluster(this.opts.nodes, { config: NODE_CONFIG, network: this.network });
     await this.cluster.start();
+    this.partitions = this.network ?? new LinkCutNetwork(this.cluster.nodes);
     for (const node of this.cluster.nodes) {
       this.trackLifetime(node);
       node.onEvent = (e) => {
@@ -117,7 +128,7 @@ class ChaosRun {
       };
     }
     await this.cluster.form();
-    this.log(`${this.opts.nodes} nodes formed a cluster${this.network ? ' in their own network namespaces' : ' on loopback'}`);
+    this.log(`${this.opts.nodes} nodes formed a cluster${this.network ? ' in their own network namespaces' : ' on loopback, partitions by link cuts'}`);
   }
 
   sawLeader(term, leaderId) {
@@ -230,9 +241,7 @@ class ChaosRun {
   }
 
   faultKinds() {
-    const kinds = ['kill-leader', 'kill-any', 'pause-leader', 'pause-any', 'restart', 'remove-and-readd'];
-    if (this.network) kinds.push('isolate-leader', 'isolate-follower', 'split', 'one-way');
-    return kinds;
+    return ['kill-leader', 'kill-any', 'pause-leader', 'pause-any', 'restart', 'remove-and-readd', 'isolate-leader', 'isolate-follower', 'split', 'one-way'];
   }
 
   async restart(node) {
@@ -295,9 +304,9 @@ class ChaosRun {
         const victim = kind === 'isolate-leader' ? leader : r.pick(followers);
         if (!victim) return note('no target');
         note(`isolate ${victim.nodeId} for ${holdMs} ms`);
-        this.network.isolate(this.hostOf(victim));
+        await this.partitions.isolate(this.hostOf(victim));
         await sleep(holdMs);
-        this.network.heal(this.hostOf(victim));
+        await this.partitions.heal(this.hostOf(victim));
         return note(`${victim.nodeId} reconnected`);
       }
       case 'split': {
@@ -305,17 +314,17 @@ class ChaosRun {
         const minority = hosts.slice(0, Math.floor((hosts.length - 1) / 2) || 1);
         const majority = hosts.slice(minority.length);
         note(`split {${minority.map((h) => `node-${h}`)}} | {${majority.map((h) => `node-${h}`)}} for ${holdMs} ms`);
-        const blocked = this.network.split([minority, majority]);
+        const blocked = await this.partitions.split([minority, majority]);
         await sleep(holdMs);
-        for (const [from, to] of blocked) this.network.unblock(from, to);
+        for (const [from, to] of blocked) await this.partitions.unblock(from, to);
         return note('split healed');
       }
       case 'one-way': {
         const [from, to] = r.shuffle(this.cluster.nodes.map((_, i) => i + 1));
         note(`drop everything node-${from} sends to node-${to} for ${holdMs} ms`);
-        this.network.block(from, to);
+        await this.partitions.block(from, to);
         await sleep(holdMs);
-        this.network.unblock(from, to);
+        await this.partitions.unblock(from, to);
         return note('one-way link healed');
       }
       case 'remove-and-readd': {
@@ -455,7 +464,7 @@ class ChaosRun {
       seconds: this.opts.seconds,
       nodes: this.opts.nodes,
       clients: this.opts.clients,
-      network: this.network ? 'network namespaces' : `loopback (no partitions: ${this.partitionsWhy})`,
+      network: this.network ? 'network namespaces' : `loopback, partitions by in-process link cuts (${this.partitionsWhy})`,
       operations: { attempted: this.ops.length, acknowledged: count('ok'), indeterminate: count('indeterminate'), failed: count('error') },
       retries: this.ops.reduce((n, op) => n + op.attempts - 1, 0),
       faults: this.faultCounts,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
+use crate::transport::link_cuts::Cuts;
 use crate::transport::tls::TlsFiles;
 use crate::types::{PeerAddr, RegistryWrite};
 
@@ -330,6 +331,17 @@ impl NativeNode {
     pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {
         let entries = self.node()?.registry(&prefix).map_err(js_error)?;
         Ok(entries.into_iter().map(|(k, v)| vec![k, v]).collect())
+    }
+
+    /// Fault injection for chaos runs without network namespaces: peers not to dial, and peers
+    /// not to accept. Refused unless the process started with `UNRDF_CONSENSUS_FAULT_HOOKS=1`.
+    #[napi]
+    pub fn set_link_cuts(&self, outbound: Vec<String>, inbound: Vec<String>) -> Result<()> {
+        let cuts = Cuts {
+            outbound: outbound.into_iter().collect(),
+            inbound: inbound.into_iter().collect(),
+        };
+        self.node()?.set_link_cuts(cuts).map_err(js_error)
     }
 
     /// Where this replica applied operation `op_id` (`index`, `term`), or null.

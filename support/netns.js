@@ -24,6 +24,11 @@ function available() {
   }
 }
 
+/** Every [from, to] pair of hosts in different groups: what a split between the groups blocks. */
+function crossGroupPairs(groups) {
+  return groups.flatMap((a) => groups.filter((b) => b !== a).flatMap((b) => a.flatMap((from) => b.map((to) => [from, to]))));
+}
+
 /** A bridge and `count` namespaces, hosts 10.<a>.<b>.1..count on a private /24 of our own. */
 class TestNetwork {
   constructor(count) {
@@ -80,18 +85,8 @@ class TestNetwork {
 
   /** Splits the hosts into groups (arrays of 1-based host numbers) that cannot reach each other. */
   split(groups) {
-    const blocked = [];
-    for (const a of groups) {
-      for (const b of groups) {
-        if (a === b) continue;
-        for (const from of a) {
-          for (const to of b) {
-            this.block(from, to);
-            blocked.push([from, to]);
-          }
-        }
-      }
-    }
+    const blocked = crossGroupPairs(groups);
+    for (const [from, to] of blocked) this.block(from, to);
     return blocked;
   }
 
@@ -116,4 +111,4 @@ class TestNetwork {
   }
 }
 
-module.exports = { available, TestNetwork };
+module.exports = { available, TestNetwork, crossGroupPairs };

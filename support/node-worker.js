@@ -4,6 +4,7 @@
 // process, as a daemon on the leader would.
 const { createRaftCoordinator, createClusterManager, ConsensusManager } = require('..');
 const { Daemon } = require('../examples/lib/daemon');
+const { fromNative } = require('../lib/errors');
 
 let raft = null;
 let daemon = null;
@@ -192,6 +193,15 @@ const ops = {
   /** Where this node applied each of `operationIds` (null where it has not). */
   async operations({ operationIds }) {
     return operationIds.map((id) => raft.getOperation(id));
+  },
+  /** Fault injection (chaos runs without network namespaces); refused unless enabled. */
+  async cutLinks({ outbound, inbound }) {
+    try {
+      raft._native.setLinkCuts(outbound, inbound);
+    } catch (err) {
+      throw fromNative(err);
+    }
+    return null;
   },
   async ping({ nodeId, timeoutMs }) {
     return raft.ping(nodeId, timeoutMs);

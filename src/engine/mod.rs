@@ -23,6 +23,7 @@ use crate::events::EventSink;
 use crate::storage::{AppSnapshots, LogStore, OpenError, StateMachine, Store};
 use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
+use crate::transport::link_cuts::{Cuts, LinkCuts, FAULT_HOOKS_ENV};
 use crate::transport::server::{Server, ERR_NOT_MEMBER};
 use crate::transport::tls::{Tls, TlsFiles};
 use crate::transport::{Network, TransportConfig};
@@ -209,6 +210,7 @@ impl Node {
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_millis(500),
             tls,
+            link_cuts: LinkCuts::from_env(),
         });
         let id = NodeName(config.node_id.clone());
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());
@@ -293,6 +295,21 @@ impl Node {
         StateMachine::find_op(&self.store, op_id)
             .map(|found| found.map(|op| (op.index, op.term)))
             .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// Fault injection: stop dialing the `outbound` peers and accepting the `inbound` ones, and
+    /// drop such connections now. Only in a process started with the fault-hook variable set.
+    pub fn set_link_cuts(&self, cuts: Cuts) -> Result<(), NodeError> {
+        let Some(link_cuts) = &self.pool.config().link_cuts else {
+            return Err(NodeError::new(
+                ERR::INVALID_OPERATION,
+                format!(
+                    "link cuts are for fault tests; start the process with {FAULT_HOOKS_ENV}=1"
+                ),
+            ));
+        };
+        link_cuts.set(cuts);
+        Ok(())
     }
 
     /// Whether snapshots ask the application for its state (see `provide_app_snapshot`).

@@ -15,6 +15,7 @@ use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
+use super::link_cuts::{outbound_cut, until_cut};
 use super::tls::PeerStream;
 use super::{tls_refusal, ws_config, TransportConfig};
 use crate::events::{Event, EventSink};
@@ -142,6 +143,10 @@ pub struct PeerPool {
 }
 
 impl PeerPool {
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
     pub fn new(local: NodeName, config: Arc<TransportConfig>, events: EventSink) -> Arc<Self> {
         Arc::new(PeerPool {
             local,
@@ -350,7 +355,15 @@ async fn run_connection(
     while !conn.closed.load(Ordering::Acquire) {
         let addr = lock(&conn.addr).clone();
         conn.link.send_replace(Link::Dialing);
-        let dialed = dial(&addr, &local, &config).await;
+        let cut = config
+            .link_cuts
+            .as_ref()
+            .is_some_and(|c| c.is_cut(&conn.target.0, outbound_cut));
+        let dialed = if cut {
+            Err(format!("the link to {} is cut (fault hook)", conn.target))
+        } else {
+            dial(&addr, &local, &config).await
+        };
         if !matches!(dialed, Ok((_, ref id)) if *id == conn.target.0) {
             conn.link.send_replace(Link::Down);
         }
@@ -423,6 +436,8 @@ async fn serve_connection(
     let silent_limit = config.keepalive_interval * 3;
     let mut last_heard = Instant::now();
     let write_timeout = config.keepalive_interval * 2;
+    let cut = until_cut(config.link_cuts.as_ref(), &conn.target.0, outbound_cut);
+    tokio::pin!(cut);
     loop {
         if conn.closed.load(Ordering::Acquire) {
             let _ = sink.close().await;
@@ -478,6 +493,7 @@ async fn serve_connection(
                 }
             }
             _ = conn.wake.notified() => {}
+            _ = &mut cut => return,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod codec;
 pub mod handshake;
+pub mod link_cuts;
 pub mod server;
 pub mod tls;
 
@@ -44,6 +45,8 @@ pub struct TransportConfig {
     pub reconnect_max: Duration,
     /// Mutual TLS on every connection, when configured.
     pub tls: Option<Arc<tls::Tls>>,
+    /// In-process fault injection, when the environment enables it.
+    pub link_cuts: Option<link_cuts::LinkCuts>,
 }
 
 /// A TLS handshake that failed over a certificate (ours or theirs), as opposed to the network.

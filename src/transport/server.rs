@@ -17,6 +17,7 @@ use tokio_tungstenite::{accept_async_with_config, WebSocketStream};
 use super::client::next_frame;
 use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
+use super::link_cuts::{inbound_cut, until_cut};
 use super::tls::PeerStream;
 use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
 use crate::engine::{now_ms, Node};
@@ -99,6 +100,13 @@ impl Server {
                 self.refuse(&mut ws, code, message).await;
                 return None;
             }
+            if config
+                .link_cuts
+                .as_ref()
+                .is_some_and(|c| c.is_cut(&node_id, inbound_cut))
+            {
+                return None;
+            }
             let my_nonce = handshake::nonce()?;
             let my_proof = config.secret.as_ref().map(|secret| {
                 handshake::prove(
@@ -151,11 +159,14 @@ impl Server {
             })
             .ok()?;
             ws.send(Message::binary(welcome)).await.ok()?;
-            Some(ws)
+            Some((ws, node_id))
         };
-        let Ok(Some(ws)) = tokio::time::timeout(config.handshake_timeout, handshake).await else {
+        let Ok(Some((ws, peer))) = tokio::time::timeout(config.handshake_timeout, handshake).await
+        else {
             return;
         };
+        let cut = until_cut(config.link_cuts.as_ref(), &peer, inbound_cut);
+        tokio::pin!(cut);
 
         let (mut sink, mut stream) = ws.split();
         // Replies come from concurrently running handlers; one writer task owns the sink.
@@ -180,6 +191,7 @@ impl Server {
             let next = tokio::select! {
                 next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
                 _ = stop.changed() => break,
+                _ = &mut cut => break,
             };
             let bytes = match next {
                 Ok(Some(Ok(Message::Binary(bytes)))) => bytes,

@@ -1,0 +1,76 @@
+//! In-process fault injection for machines where real partitions (network namespaces) are not
+//! available: a node can be told to stop talking to some peers. Off unless the process starts
+//! with `UNRDF_CONSENSUS_FAULT_HOOKS=1`; chaos runs use it only where they say so loudly.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// The environment variable that enables link cuts in a node process.
+pub const FAULT_HOOKS_ENV: &str = "UNRDF_CONSENSUS_FAULT_HOOKS";
+
+/// Which peers this node is cut off from, per direction of connection set-up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cuts {
+    /// Peers this node does not dial; its connections to them are dropped.
+    pub outbound: BTreeSet<String>,
+    /// Peers whose connections this node does not accept; those it holds are dropped.
+    pub inbound: BTreeSet<String>,
+}
+
+#[derive(Clone)]
+pub struct LinkCuts {
+    cuts: Arc<watch::Sender<Cuts>>,
+}
+
+impl std::fmt::Debug for LinkCuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cuts.borrow().fmt(f)
+    }
+}
+
+impl LinkCuts {
+    /// Link cuts when the environment enables them, else `None`.
+    pub fn from_env() -> Option<LinkCuts> {
+        let enabled = std::env::var(FAULT_HOOKS_ENV).is_ok_and(|v| v == "1");
+        enabled.then(|| LinkCuts {
+            cuts: Arc::new(watch::Sender::new(Cuts::default())),
+        })
+    }
+
+    pub fn set(&self, cuts: Cuts) {
+        self.cuts.send_replace(cuts);
+    }
+
+    pub fn is_cut(&self, peer: &str, direction: fn(&Cuts, &str) -> bool) -> bool {
+        direction(&self.cuts.borrow(), peer)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Cuts> {
+        self.cuts.subscribe()
+    }
+}
+
+/// Resolves once `peer` gets cut in `direction`; never when link cuts are off.
+pub async fn until_cut(cuts: Option<&LinkCuts>, peer: &str, direction: fn(&Cuts, &str) -> bool) {
+    let Some(mut rx) = cuts.map(LinkCuts::subscribe) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if direction(&rx.borrow_and_update(), peer) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+pub fn outbound_cut(cuts: &Cuts, peer: &str) -> bool {
+    cuts.outbound.contains(peer)
+}
+
+pub fn inbound_cut(cuts: &Cuts, peer: &str) -> bool {
+    cuts.inbound.contains(peer)
+}
