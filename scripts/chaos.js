@@ -245,9 +245,11 @@ class ChaosRun {
   }
 
   async restart(node) {
+    // The new lifetime starts before the process does: a poll of the new process must not
+    // read it against the old lifetime's offset.
+    this.trackLifetime(node);
     try {
       await node.start();
-      this.trackLifetime(node);
     } catch (err) {
       this.violation('restart-failed', `${node.nodeId}: ${err.message}`);
     }
@@ -451,8 +453,28 @@ class ChaosRun {
     await observer;
     const convergeMs = await this.converge();
     this.convergenceMs = convergeMs === null ? null : Date.now() - healedAt;
-    await this.pollDeliveries();
+    await this.collectFinalDeliveries();
     await this.check();
+  }
+
+  /**
+   * Events reach JavaScript a moment after the native state says they were applied: poll until
+   * every live node delivered up to the last acknowledged operation (or a bounded wait ends;
+   * whatever is still missing then is the checker's to report).
+   */
+  async collectFinalDeliveries() {
+    const last = Math.max(0, ...this.ops.filter((op) => op.outcome === 'ok').map((op) => op.index));
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      await this.pollDeliveries();
+      const behind = this.cluster.nodes.filter((node) => {
+        const life = node.lifetime;
+        const delivered = life.entries.length ? life.entries[life.entries.length - 1][0] : -1;
+        return Math.max(delivered, life.snapshotIndex) < last;
+      });
+      if (behind.length === 0 || Date.now() > deadline) return;
+      await sleep(50);
+    }
   }
 
   summary() {
