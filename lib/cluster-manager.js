@@ -300,7 +300,6 @@ class ClusterManager extends ManagedEmitter {
       throw new ConsensusError(ErrorCode.SHUTDOWN, 'the ClusterManager is not initialized; await initialize(raftCoordinator) first');
     }
   }
-
 }
 
 function createClusterManager(config) {

@@ -586,7 +586,6 @@ class ConsensusManager extends ManagedEmitter {
       throw new ConsensusError(ErrorCode.SHUTDOWN, `the ConsensusManager of ${this.nodeId} is shut down`);
     }
   }
-
 }
 
 function escapeLabel(value) {

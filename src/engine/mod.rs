@@ -119,6 +119,10 @@ pub fn now_ms() -> u64 {
 /// How long start waits for openraft's first metrics report; it comes within milliseconds.
 const FIRST_METRICS_LIMIT: Duration = Duration::from_secs(5);
 
+/// A forwarded write waits this much beyond the leader's own deadline, so the leader's answer
+/// (even a timeout) gets back.
+const FORWARD_REPLY_MARGIN: Duration = Duration::from_millis(500);
+
 /// How long a request refused by the leader we know waits for our view to move on before it
 /// asks again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -677,14 +681,13 @@ impl Node {
         // Sending it again after leadership moved is safe only when the operation id lets the
         // new leader recognise a write the old one may already have committed.
         let retry = op_id.is_some();
-        // A little beyond the leader's own deadline, so its answer (even a timeout) gets back.
-        let deadline = Instant::now() + timeout + Duration::from_millis(500);
+        let deadline = Instant::now() + timeout + FORWARD_REPLY_MARGIN;
         let reply = self
             .call_leader(deadline, retry, |left| Rpc::Forward {
                 json: json.clone(),
                 op_id: op_id.clone(),
                 registry: registry.clone(),
-                timeout_ms: left.saturating_sub(Duration::from_millis(500)).as_millis() as u64,
+                timeout_ms: left.saturating_sub(FORWARD_REPLY_MARGIN).as_millis() as u64,
             })
             .await?;
         match reply {

@@ -320,7 +320,11 @@ async fn dial(
         .map_err(|_| format!("handshake with {addr} timed out"))?
 }
 
-async fn send_frame(ws: &mut Ws, frame: &Frame) -> Result<(), String> {
+/// One frame of the handshake, on either side of it.
+pub(super) async fn send_frame<S>(ws: &mut WebSocketStream<S>, frame: &Frame) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let bytes = codec::encode(frame)?;
     ws.send(Message::binary(bytes))
         .await
@@ -393,11 +397,10 @@ async fn run_connection(
                     reported_refusal = Some(why);
                 }
             }
-            Err(why) => {
-                if why.starts_with("ERR_") {
-                    conn.set_refusal(Some(why.clone()));
-                }
-                if why.starts_with("ERR_") && reported_refusal.as_deref() != Some(why.as_str()) {
+            // A refusal (as opposed to a network failure) is remembered, and reported once.
+            Err(why) if why.starts_with("ERR_") => {
+                conn.set_refusal(Some(why.clone()));
+                if reported_refusal.as_deref() != Some(why.as_str()) {
                     events.emit(Event::Warning {
                         code: "ERR_AUTH",
                         message: format!("{} refused us: {why}", conn.target),
@@ -405,6 +408,7 @@ async fn run_connection(
                     reported_refusal = Some(why);
                 }
             }
+            Err(_) => {}
         }
         // Not connected: fail whatever was queued, then wait for the backoff or a wake-up.
         while let Ok(out) = queue.try_recv() {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{accept_async_with_config, WebSocketStream};
 
-use super::client::next_frame;
+use super::client::{next_frame, send_frame};
 use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
 use super::handshake::{self, Role};
 use super::link_cuts::{inbound_cut, until_cut};
@@ -118,13 +118,12 @@ impl Server {
                     &peer_nonce,
                 )
             });
-            let challenge = codec::encode(&Frame::Challenge {
+            let challenge = Frame::Challenge {
                 node_id: config.node_id.clone(),
                 nonce: my_nonce.clone(),
                 proof: my_proof,
-            })
-            .ok()?;
-            ws.send(Message::binary(challenge)).await.ok()?;
+            };
+            send_frame(&mut ws, &challenge).await.ok()?;
             let proof = match next_frame(&mut ws, limit).await {
                 Ok(Frame::Proof { proof }) => proof,
                 Ok(Frame::Refused { message, .. }) => {
@@ -154,11 +153,10 @@ impl Server {
                     return None;
                 }
             }
-            let welcome = codec::encode(&Frame::Welcome {
+            let welcome = Frame::Welcome {
                 node_id: config.node_id.clone(),
-            })
-            .ok()?;
-            ws.send(Message::binary(welcome)).await.ok()?;
+            };
+            send_frame(&mut ws, &welcome).await.ok()?;
             Some((ws, node_id))
         };
         let Ok(Some((ws, peer))) = tokio::time::timeout(config.handshake_timeout, handshake).await
@@ -272,12 +270,11 @@ impl Server {
             code: "ERR_AUTH",
             message: format!("refused a connection: {message}"),
         });
-        if let Ok(bytes) = codec::encode(&Frame::Refused {
+        let refused = Frame::Refused {
             code: code.to_string(),
             message,
-        }) {
-            let _ = ws.send(Message::binary(bytes)).await;
-        }
+        };
+        let _ = send_frame(ws, &refused).await;
         let _ = ws.close(None).await;
     }
 }

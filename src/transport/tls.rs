@@ -52,35 +52,30 @@ fn config_error(field: &'static str, path: &Path, what: impl std::fmt::Display) 
     }
 }
 
+/// Every certificate in a PEM file; at least one.
+fn read_certificates(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| config_error(field, path, e))?;
+    if certs.is_empty() {
+        return Err(config_error(field, path, "no certificate in it"));
+    }
+    Ok(certs)
+}
+
 impl Tls {
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsConfigError> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-            .and_then(|certs| certs.collect())
-            .map_err(|e| config_error("tls.certFile", &files.cert, e))?;
-        if certs.is_empty() {
-            return Err(config_error(
-                "tls.certFile",
-                &files.cert,
-                "no certificate in it",
-            ));
-        }
+        let certs = read_certificates("tls.certFile", &files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
         let mut roots = RootCertStore::empty();
-        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
-            .and_then(|certs| certs.collect())
-            .map_err(|e| config_error("tls.caFile", &files.ca, e))?;
-        for ca in cas {
+        for ca in read_certificates("tls.caFile", &files.ca)? {
             roots
                 .add(ca)
                 .map_err(|e| config_error("tls.caFile", &files.ca, e))?;
-        }
-        if roots.is_empty() {
-            return Err(config_error(
-                "tls.caFile",
-                &files.ca,
-                "no certificate in it",
-            ));
         }
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
