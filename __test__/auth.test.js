@@ -4,8 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
-const path = require('node:path');
-const { Cluster, NodeProcess, freePort } = require('../support/cluster');
+const { Cluster } = require('../support/cluster');
 
 const SECRET = 'correct horse battery staple';
 
@@ -158,12 +157,7 @@ test('with the right secret a cluster forms and replicates; a node with a wrong 
     const load = await leader.call('load', { count: 200, concurrency: 10, prefix: 'auth' });
     assert.equal(load.acked.length, 200);
 
-    const wrong = new NodeProcess({
-      nodeId: 'node-4',
-      port: await freePort(),
-      dataDir: path.join(cluster.root, 'node-4'),
-      config: { secret: 'wrong horse battery staple', addPeerTimeoutMs: 2000 },
-    });
+    const wrong = await cluster.outsider('node-4', { secret: 'wrong horse battery staple', addPeerTimeoutMs: 2000 });
     try {
       await wrong.start();
       // The leader tries to add it: the impostor cannot prove the secret, so the leader refuses
@@ -190,12 +184,7 @@ test('with the right secret a cluster forms and replicates; a node with a wrong 
 
 test('a node without the secret cannot join a cluster that has one, and vice versa', async () => {
   const cluster = await new Cluster(2, { config: { secret: SECRET, addPeerTimeoutMs: 2000 } }).start();
-  const open = new NodeProcess({
-    nodeId: 'open-node',
-    port: await freePort(),
-    dataDir: path.join(cluster.root, 'open-node'),
-    config: { addPeerTimeoutMs: 2000 },
-  });
+  const open = await cluster.outsider('open-node', { addPeerTimeoutMs: 2000 });
   try {
     const leader = await cluster.form();
     await open.start();
@@ -212,12 +201,7 @@ test('a node that is not a member is refused, and a fresh node does not found a 
   const cluster = await new Cluster(3).start();
   try {
     await cluster.form();
-    const outsider = new NodeProcess({
-      nodeId: 'outsider',
-      port: await freePort(),
-      dataDir: path.join(cluster.root, 'outsider'),
-      config: { addPeerTimeoutMs: 2000 },
-    });
+    const outsider = await cluster.outsider('outsider', { addPeerTimeoutMs: 2000 });
     try {
       await outsider.start();
       // A fresh node asked to add a member of an existing cluster must not found a second one.

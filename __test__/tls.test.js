@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { Cluster, NodeProcess, freePort } = require('../support/cluster');
+const { Cluster } = require('../support/cluster');
 const { createRaftCoordinator } = require('..');
 
 const fixtures = path.join(__dirname, 'fixtures', 'tls');
@@ -55,7 +55,7 @@ test('with TLS a cluster forms and replicates; a stranger certificate or a plain
       ['node-5', {}],
     ];
     for (const [nodeId, config] of outsiders) {
-      const outsider = new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(cluster.root, nodeId), config });
+      const outsider = await cluster.outsider(nodeId, config);
       try {
         await outsider.start();
         const added = leader.call('addPeer', { nodeId, host: outsider.host, port: outsider.port }).catch((e) => e);

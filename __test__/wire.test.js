@@ -5,8 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const net = require('node:net');
-const path = require('node:path');
-const { Cluster, NodeProcess, freePort } = require('../support/cluster');
+const { Cluster } = require('../support/cluster');
 
 /** Opens a TCP connection, sends `chunks`, resolves when the server closes it. */
 function sendAndAwaitClose(port, chunks, { timeoutMs = 15000 } = {}) {
@@ -76,12 +75,7 @@ test('garbage, HTTP, truncated and oversized frames, and a foreign cluster get t
     }
     // A node of another cluster that tries to add a member is refused at the handshake; both
     // sides report ERR_AUTH and the member stays in its own cluster.
-    const intruder = new NodeProcess({
-      nodeId: 'intruder',
-      port: await freePort(),
-      dataDir: path.join(cluster.root, 'intruder'),
-      config: { clusterId: 'other-cluster', addPeerTimeoutMs: 1500 },
-    });
+    const intruder = await cluster.outsider('intruder', { clusterId: 'other-cluster', addPeerTimeoutMs: 1500 });
     try {
       await intruder.start();
       await intruder.call('addPeer', { nodeId: 'node-2', host: follower.host, port: follower.port, fireAndForget: true });

@@ -199,6 +199,15 @@ class Cluster {
     return this.nodes.find((n) => n.nodeId === nodeId);
   }
 
+  /**
+   * A node process beside the cluster, not one of its members (a stranger, an impostor, a node
+   * to add later): a free port on 127.0.0.1, a data directory under the cluster's root. Not
+   * started, and not stopped by `stop()`.
+   */
+  async outsider(nodeId, config = {}) {
+    return new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(this.root, nodeId), config });
+  }
+
   /** node-1 adds every other node, as the guide's Step 2 does. */
   async form() {
     const [first, ...rest] = this.nodes;
