@@ -291,7 +291,7 @@ class ConsensusManager extends ManagedEmitter {
     return { state: r.state, logIndex: r.logIndex, term: r.term, execution: r.execution };
   }
 
-  _onApplied({ command, entry }) {
+  _onApplied({ command, entry, redelivered }) {
     if (command.type !== CommandType.OPERATION) return;
     const op = command.operation;
     const record = this._setState(op.id, OperationState.COMMITTED, entry.index, entry.term);
@@ -299,11 +299,16 @@ class ConsensusManager extends ManagedEmitter {
       record.result = { operationId: op.id, replicated: true, committed: true, logIndex: entry.index, term: entry.term };
     }
     this._counters.committed++;
-    this._emitSafely('consensus:operation_committed', { operation: op, logIndex: entry.index, term: entry.term });
+    this._emitSafely('consensus:operation_committed', {
+      operation: op,
+      logIndex: entry.index,
+      term: entry.term,
+      redelivered: redelivered === true,
+    });
     this._maybeCompact();
   }
 
-  _onSnapshotInstalled({ lastIncludedIndex, term, appState }) {
+  _onSnapshotInstalled({ lastIncludedIndex, term, appState, redelivered }) {
     if (this.config.restore && appState !== null && appState !== undefined) {
       try {
         const restored = this.config.restore(appState, { lastIncludedIndex, term });
@@ -314,7 +319,7 @@ class ConsensusManager extends ManagedEmitter {
         this._emitSafely('consensus:warning', err);
       }
     }
-    this._emitSafely('consensus:snapshot_installed', { lastIncludedIndex, term });
+    this._emitSafely('consensus:snapshot_installed', { lastIncludedIndex, term, redelivered: redelivered === true });
   }
 
   _onExecution(event, success) {

@@ -47,6 +47,7 @@ const KNOWN_KEYS = [
   'mapSizeMb',
   'maxFrameBytes',
   'maxConnections',
+  'appliedIndex',
 ];
 
 /**
@@ -120,6 +121,10 @@ function normalizeConfig(config) {
     else throw invalidConfig('bootstrap', `expected 'auto', true or false, got ${JSON.stringify(config.bootstrap)}`);
   }
   const int = (key, min, max) => v.integer(config[key], key, { min, max, fallback: DEFAULTS[key] });
+  const appliedIndex =
+    typeof config.appliedIndex === 'function' || config.appliedIndex === undefined
+      ? config.appliedIndex
+      : v.integer(config.appliedIndex, 'appliedIndex', { min: 0, max: Number.MAX_SAFE_INTEGER });
   return {
     nodeId,
     host,
@@ -141,7 +146,19 @@ function normalizeConfig(config) {
     mapSizeMb: int('mapSizeMb', 1, 1024 * 1024),
     maxFrameBytes: int('maxFrameBytes', 64 * 1024, 2 ** 31 - 1),
     maxConnections: int('maxConnections', 1, 65535),
+    appliedIndex,
   };
+}
+
+/** The log index an event hands over: its entry, or the last entry a snapshot covers. */
+function deliveryIndex(name, payload) {
+  return name === 'command_applied' ? payload.entry.index : payload.lastIncludedIndex;
+}
+
+/** Reads `appliedIndex` (a number, or a function returning one) as a log index. */
+function readAppliedIndex(appliedIndex) {
+  const value = typeof appliedIndex === 'function' ? appliedIndex() : appliedIndex;
+  return v.integer(value, 'appliedIndex', { min: 0, max: Number.MAX_SAFE_INTEGER });
 }
 
 /**
@@ -163,6 +180,13 @@ class RaftCoordinator extends ManagedEmitter {
     // node that catches up right after initialize() loses none of them to setup order.
     this._held = [];
     this._holding = true;
+    // Delivery (DESIGN's Delivery rules): the highest index whose command_applied listeners ran
+    // (or, while events are held, that arrived), what was last reported to the node, and the
+    // writes of this node waiting for their own entry to be delivered (read-your-writes).
+    this._deliveredIndex = -1;
+    this._receivedIndex = -1;
+    this._reportedIndex = -1;
+    this._deliveryWaiters = [];
     this.on('newListener', (name) => {
       if (name === 'command_applied' && this._holding) process.nextTick(() => this._releaseHeld());
     });
@@ -174,11 +198,59 @@ class RaftCoordinator extends ManagedEmitter {
     const held = this._held;
     this._held = [];
     for (const [name, payload] of held) this._deliverStateMachineEvent(name, payload);
+    this._reportDelivered();
   }
 
   _deliverStateMachineEvent(name, payload) {
-    if (name === SNAPSHOT_REQUEST) this._answerSnapshotRequest(payload);
-    else this._emitSafely(name, payload);
+    if (name === SNAPSHOT_REQUEST) {
+      this._answerSnapshotRequest(payload);
+      return;
+    }
+    this._emitSafely(name, payload);
+    // Listeners have run (one that threw is reported as an uncaughtException): delivered.
+    this._deliveredIndex = Math.max(this._deliveredIndex, deliveryIndex(name, payload));
+  }
+
+  /**
+   * Tells the node how far delivery got, so it need not hand those entries over again after a
+   * crash and may let them leave the log. With `appliedIndex` as a function, no further than
+   * the daemon says it holds durably.
+   */
+  _reportDelivered() {
+    let through = this._deliveredIndex;
+    if (typeof this.config.appliedIndex === 'function') {
+      try {
+        through = Math.min(through, readAppliedIndex(this.config.appliedIndex));
+      } catch (err) {
+        if (!this._warnedAppliedIndex) {
+          this._warnedAppliedIndex = true;
+          this._emitSafely('warning', new ConsensusError(ErrorCode.INVALID_CONFIG, `appliedIndex() failed: ${err.message}`, { field: 'appliedIndex' }));
+        }
+      }
+    }
+    if (through > this._reportedIndex && this._native && !this._stopped) {
+      this._reportedIndex = through;
+      this._native.delivered(through);
+    }
+    this._wakeDeliveryWaiters();
+  }
+
+  _wakeDeliveryWaiters() {
+    if (this._deliveryWaiters.length === 0) return;
+    const reached = this._holding ? this._receivedIndex : this._deliveredIndex;
+    const still = [];
+    for (const w of this._deliveryWaiters) {
+      if (w.index <= reached || this._stopped) w.resolve();
+      else still.push(w);
+    }
+    this._deliveryWaiters = still;
+  }
+
+  /** Resolves once this node's command_applied listeners ran for `index` (read-your-writes). */
+  _whenDelivered(index) {
+    const reached = this._holding ? this._receivedIndex : this._deliveredIndex;
+    if (index <= reached || this._stopped) return undefined;
+    return new Promise((resolve) => this._deliveryWaiters.push({ index, resolve }));
   }
 
   /**
@@ -208,9 +280,14 @@ class RaftCoordinator extends ManagedEmitter {
   }
 
   _emitStateMachineEvent(name, payload) {
+    if (name !== SNAPSHOT_REQUEST) this._receivedIndex = Math.max(this._receivedIndex, deliveryIndex(name, payload));
     if (this._holding) {
       if (this._held.length >= MAX_HELD_EVENTS) {
-        this._held.shift();
+        // Nobody listens: what is dropped counts as delivered, so the log does not keep it.
+        const [droppedName, droppedPayload] = this._held.shift();
+        if (droppedName !== SNAPSHOT_REQUEST) {
+          this._deliveredIndex = Math.max(this._deliveredIndex, deliveryIndex(droppedName, droppedPayload));
+        }
         if (!this._warnedHeldOverflow) {
           this._warnedHeldOverflow = true;
           this._emitSafely(
@@ -249,9 +326,17 @@ class RaftCoordinator extends ManagedEmitter {
     if (this._native) return;
     if (!this._starting) {
       const c = this.config;
+      let appliedIndex;
+      try {
+        appliedIndex = c.appliedIndex === undefined ? undefined : readAppliedIndex(c.appliedIndex);
+      } catch (err) {
+        throw err instanceof ConsensusError ? err : invalidConfig('appliedIndex', `appliedIndex() failed: ${err.message}`);
+      }
       this._starting = native
         .startNode(
           {
+            appliedIndex,
+            appSnapshots: typeof this._snapshotProvider === 'function',
             nodeId: c.nodeId,
             host: c.host,
             port: c.port,
@@ -279,6 +364,11 @@ class RaftCoordinator extends ManagedEmitter {
         .then(
           (node) => {
             this._native = node;
+            const resumedAfter = node.resumedAfter() ?? -1;
+            this._deliveredIndex = Math.max(this._deliveredIndex, resumedAfter);
+            this._receivedIndex = Math.max(this._receivedIndex, resumedAfter);
+            this._reportedIndex = Math.max(this._reportedIndex, resumedAfter);
+            this._reportDelivered();
             if (this._snapshotProvider) node.enableAppSnapshots(true);
             this.emit('initialized', { nodeId: c.nodeId, port: node.state().port });
           },
@@ -379,6 +469,8 @@ class RaftCoordinator extends ManagedEmitter {
     const applied = await this._run(() =>
       this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete),
     );
+    // Read-your-writes: the caller's next read of its own state sees this write.
+    if (applied.here) await this._whenDelivered(applied.index);
     const result = { committed: true, logIndex: applied.index, term: applied.term };
     if (applied.duplicate) result.duplicate = true;
     return result;
@@ -483,6 +575,8 @@ class RaftCoordinator extends ManagedEmitter {
   stop() {
     if (!this._stopping) {
       this._stopped = true;
+      // Their writes committed; a stopped node will not deliver them any more.
+      this._wakeDeliveryWaiters();
       this._stopping = (async () => {
         if (this._starting) {
           try {
@@ -537,6 +631,7 @@ class RaftCoordinator extends ManagedEmitter {
             command: e.command,
             entry: { index: e.index, term: e.term },
             operationId: e.opId ?? undefined,
+            redelivered: e.redelivered,
           });
           break;
         case 'snapshot_installed':
@@ -544,6 +639,7 @@ class RaftCoordinator extends ManagedEmitter {
             lastIncludedIndex: e.lastIncludedIndex,
             term: e.term,
             appState: e.appState,
+            redelivered: e.redelivered,
           });
           break;
         case 'snapshot_request':
@@ -579,6 +675,7 @@ class RaftCoordinator extends ManagedEmitter {
           break;
       }
     }
+    this._reportDelivered();
   }
 }
 

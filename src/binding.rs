@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
+use crate::storage::ResumeFrom;
 use crate::transport::link_cuts::Cuts;
 use crate::transport::tls::TlsFiles;
 use crate::types::{PeerAddr, RegistryWrite};
@@ -50,6 +51,11 @@ pub struct NativeConfig {
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
     pub tls_ca_file: Option<String>,
+    /// The application holds every entry up to this index durably: delivery resumes after it.
+    /// Absent: the node's own delivery cursor decides.
+    pub applied_index: Option<f64>,
+    /// Snapshots ask for the application's state from the first one on.
+    pub app_snapshots: Option<bool>,
 }
 
 #[napi(object)]
@@ -57,6 +63,8 @@ pub struct NativeApplied {
     pub index: f64,
     pub term: f64,
     pub duplicate: bool,
+    /// This node's state machine applied it (false: the leader it was forwarded to did).
+    pub here: bool,
 }
 
 #[napi(object)]
@@ -128,7 +136,22 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
             format!("port: {} is not a valid port", c.port),
         )
     })?;
+    let resume_from = match c.applied_index {
+        None => ResumeFrom::Cursor,
+        Some(i) if i.is_finite() && i >= 0.0 && i.fract() == 0.0 => {
+            ResumeFrom::AppliedIndex(i as u64)
+        }
+        Some(i) => {
+            return Err(NodeError::new(
+                ERR::INVALID_CONFIG,
+                format!("appliedIndex: expected a log index (an integer >= 0), got {i}"),
+            )
+            .with_field("appliedIndex"))
+        }
+    };
     Ok(NodeConfig {
+        resume_from,
+        app_snapshots: c.app_snapshots.unwrap_or(false),
         node_id: c.node_id,
         host: c.host,
         port,
@@ -302,15 +325,32 @@ impl NativeNode {
         let timeout = timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or_else(|| node.command_timeout());
-        let applied = node
+        let written = node
             .replicate(json, op_id, registry, timeout, forward.unwrap_or(false))
             .await
             .map_err(js_error)?;
         Ok(NativeApplied {
-            index: applied.index as f64,
-            term: applied.term as f64,
-            duplicate: applied.duplicate,
+            index: written.applied.index as f64,
+            term: written.applied.term as f64,
+            duplicate: written.applied.duplicate,
+            here: written.here,
         })
+    }
+
+    /// Delivery in this run starts after this index (null: from the start of the log).
+    #[napi]
+    pub fn resumed_after(&self) -> Result<Option<f64>> {
+        Ok(index(self.node()?.resumed_after()))
+    }
+
+    /// JavaScript ran the listeners of every event up to log index `index` (and, for a daemon
+    /// with `appliedIndex`, the daemon holds them): the delivery cursor may move past it.
+    #[napi]
+    pub fn delivered(&self, index: f64) -> Result<()> {
+        if index.is_finite() && index >= 0.0 {
+            self.node()?.delivered(index as u64);
+        }
+        Ok(())
     }
 
     /// Makes every snapshot ask JavaScript for the application's state (`snapshot_request`).

@@ -15,12 +15,16 @@ pub enum Event {
         /// JSON text exactly as the application submitted it.
         command: String,
         op_id: Option<String>,
+        /// Handed over again after a restart: a previous run of this node may have delivered it.
+        redelivered: bool,
     },
     SnapshotInstalled {
         index: u64,
         term: u64,
         /// The application's state (JSON) carried by the snapshot, if it provided one.
         app: Option<String>,
+        /// Handed over at start-up from the local snapshot, not just received from a leader.
+        redelivered: bool,
     },
     /// A snapshot is being built: the application is asked for its state as of `index`.
     SnapshotRequest {
@@ -78,6 +82,7 @@ impl Event {
                 term,
                 command,
                 op_id,
+                redelivered,
             } => {
                 // The command is already JSON; embed it as is instead of parsing and re-encoding.
                 let op = match op_id {
@@ -85,15 +90,20 @@ impl Event {
                     None => "null".to_string(),
                 };
                 out.push_str(&format!(
-                    r#"{{"type":"command_applied","index":{index},"term":{term},"opId":{op},"command":{command}}}"#
+                    r#"{{"type":"command_applied","index":{index},"term":{term},"opId":{op},"redelivered":{redelivered},"command":{command}}}"#
                 ));
                 return;
             }
-            Event::SnapshotInstalled { index, term, app } => {
+            Event::SnapshotInstalled {
+                index,
+                term,
+                app,
+                redelivered,
+            } => {
                 // The application's state is JSON already; embed it without re-encoding.
                 let app = app.as_deref().unwrap_or("null");
                 out.push_str(&format!(
-                    r#"{{"type":"snapshot_installed","lastIncludedIndex":{index},"term":{term},"appState":{app}}}"#
+                    r#"{{"type":"snapshot_installed","lastIncludedIndex":{index},"term":{term},"redelivered":{redelivered},"appState":{app}}}"#
                 ));
                 return;
             }
@@ -184,6 +194,7 @@ mod tests {
                 term: 1,
                 command: r#"{"type":"x","n":[1,2]}"#.into(),
                 op_id: Some("a\"b".into()),
+                redelivered: true,
             },
             Event::LeaderElected {
                 leader_id: "node-1".into(),
@@ -194,6 +205,7 @@ mod tests {
             serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
         assert_eq!(v[0]["command"]["n"][1], 2);
         assert_eq!(v[0]["opId"], "a\"b");
+        assert_eq!(v[0]["redelivered"], true);
         assert_eq!(v[1]["leaderId"], "node-1");
     }
 }

@@ -4,6 +4,7 @@
 // process, as a daemon on the leader would.
 const { createRaftCoordinator, createClusterManager, ConsensusManager } = require('..');
 const { Daemon } = require('../examples/lib/daemon');
+const { StyleDaemon } = require('./style-daemons');
 const { fromNative } = require('../lib/errors');
 
 let raft = null;
@@ -84,8 +85,18 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 
 const ops = {
   async init({ config, guide }) {
-    raft = createRaftCoordinator(config);
-    if (guide) {
+    if (guide && guide.daemonStyle) {
+      // A daemon of one of the Delivery styles in place of the guide's example daemon.
+      daemon = new StyleDaemon(guide.daemonStyle, config);
+      raft = createRaftCoordinator({ ...config, ...daemon.raftOptions() });
+      cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster });
+      consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...daemon.consensusOptions() });
+      daemon.attach(consensus);
+      guide = { ...guide, styled: true };
+    } else {
+      raft = createRaftCoordinator(config);
+    }
+    if (guide && !guide.styled) {
       // The guide's stack: daemon, coordinator, cluster manager, consensus manager.
       const stateFile = guide.daemonState ? require('node:path').join(config.dataDir, 'daemon-executed.log') : undefined;
       if (stateFile) require('node:fs').mkdirSync(config.dataDir, { recursive: true });
@@ -143,6 +154,10 @@ const ops = {
   },
   async executed() {
     return daemon.executed;
+  },
+  /** What a Delivery-style daemon holds: [logIndex, operationId, redelivered] in its order. */
+  async holdings() {
+    return daemon.held;
   },
   async healthyNodes() {
     return cluster.getHealthyNodes().map((n) => n.nodeId);

@@ -1,6 +1,7 @@
 //! A Raft node's lifecycle: storage, transport and openraft wired together, membership changes
 //! with the bootstrap rules, command replication, and metrics turned into events.
 
+mod cursor;
 mod error;
 mod watcher;
 
@@ -20,7 +21,9 @@ use tokio::sync::{watch, Mutex};
 pub use error::{NodeError, ERR};
 
 use crate::events::EventSink;
-use crate::storage::{AppSnapshots, LogStore, OpenError, StateMachine, Store};
+use crate::storage::{
+    AppSnapshots, Delivery, LogStore, OpenError, ResumeFrom, StateMachine, Store,
+};
 use crate::transport::client::PeerPool;
 use crate::transport::codec::{Reply, Rpc};
 use crate::transport::link_cuts::{Cuts, LinkCuts, FAULT_HOOKS_ENV};
@@ -65,6 +68,18 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Mutual TLS between nodes.
     pub tls: Option<TlsFiles>,
+    /// Where delivery to the application resumes at start.
+    pub resume_from: ResumeFrom,
+    /// Snapshots carry the application's state from the start (no snapshot without it).
+    pub app_snapshots: bool,
+}
+
+/// A write's outcome, and whether this node's own state machine applied it (it led) or the
+/// leader it was forwarded to did.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub applied: Applied,
+    pub here: bool,
 }
 
 /// A snapshot of what a node knows, for `getState()`.
@@ -107,6 +122,9 @@ pub struct Node {
     /// When this node last accepted entries or a heartbeat from a leader (ms since epoch).
     leader_contact_ms: Arc<AtomicU64>,
     app_snapshots: Arc<AppSnapshots>,
+    delivery: Arc<Delivery>,
+    /// Delivery in this run starts after this index.
+    resumed_after: Option<u64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -219,12 +237,29 @@ impl Node {
         let id = NodeName(config.node_id.clone());
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());
         let network = Network { pool: pool.clone() };
-        let log_store = LogStore::new(store.clone());
+        // What a previous run may not have handed to the application goes out first, ahead of
+        // anything Raft applies in this run.
+        let delivery = Delivery::retaining();
+        let replayed = store
+            .replay_undelivered(config.resume_from, &delivery, &events)
+            .map_err(|e| NodeError::new(ERR::STORAGE, format!("cannot resume delivery: {e}")))?;
+        if let Some((first, last)) = replayed.missing {
+            events.emit(crate::events::Event::Warning {
+                code: ERR::STORAGE,
+                message: format!(
+                    "entries {first} to {last} are no longer in the log and no snapshot covers them, so they cannot be delivered again; delivery resumed at {}",
+                    last + 1
+                ),
+            });
+        }
+        let log_store = LogStore::new(store.clone(), delivery.clone());
         let app_snapshots = Arc::new(AppSnapshots::new(Duration::from_secs(60)));
+        app_snapshots.enable(config.app_snapshots);
         let state_machine = StateMachine::new(
             store.clone(),
             events.clone(),
             app_snapshots.clone(),
+            delivery.clone(),
             config.op_ttl_ms,
         );
         let raft = Raft::new(
@@ -242,6 +277,12 @@ impl Node {
         let _ = tokio::time::timeout(FIRST_METRICS_LIMIT, first_report.changed()).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(cursor::write_cursor(
+            store.clone(),
+            delivery.clone(),
+            events.clone(),
+            stop_rx.clone(),
+        ));
         tokio::spawn(watcher::watch_metrics(
             raft.clone(),
             id.clone(),
@@ -266,6 +307,8 @@ impl Node {
             membership_lock: Mutex::new(()),
             leader_contact_ms: leader_contact_ms.clone(),
             app_snapshots,
+            delivery,
+            resumed_after: replayed.resumed_after,
         });
         let server = Arc::new(Server {
             raft,
@@ -314,6 +357,16 @@ impl Node {
         };
         link_cuts.set(cuts);
         Ok(())
+    }
+
+    /// The index after which this run's delivery started (what earlier runs handed over).
+    pub fn resumed_after(&self) -> Option<u64> {
+        self.resumed_after
+    }
+
+    /// JavaScript ran the listeners of every entry up to `index`.
+    pub fn delivered(&self, index: u64) {
+        self.delivery.ack(index);
     }
 
     /// Whether snapshots ask the application for its state (see `provide_app_snapshot`).
@@ -641,21 +694,29 @@ impl Node {
         registry: Option<RegistryWrite>,
         timeout: Duration,
         forward: bool,
-    ) -> Result<Applied, NodeError> {
+    ) -> Result<Written, NodeError> {
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
             if !forward {
                 return Err(self.not_leader(&m));
             }
-            return self.forward(json, op_id, registry, timeout).await;
+            let applied = self.forward(json, op_id, registry, timeout).await?;
+            return Ok(Written {
+                applied,
+                here: false,
+            });
         }
+        let here = |applied| Written {
+            applied,
+            here: true,
+        };
         if let Some(id) = &op_id {
             if let Some((index, term)) = self.operation(id)? {
-                return Ok(Applied {
+                return Ok(here(Applied {
                     index,
                     term,
                     duplicate: true,
-                });
+                }));
             }
         }
         let command = Command {
@@ -665,7 +726,7 @@ impl Node {
             registry,
         };
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => Ok(here(resp.data)),
             Ok(Err(e)) => Err(self.write_error(e)),
             Err(_) => Err(self.no_progress_error(timeout)),
         }
@@ -910,7 +971,13 @@ impl Node {
                 .as_ref()
                 .or(m.local_committed.as_ref())
                 .map(|l| l.index()),
-            last_applied: m.last_applied.as_ref().map(|l| l.index()),
+            // The state machine's own mark moves before its events are queued, so a caller that
+            // saw an entry's event also sees it applied here; openraft's metrics trail a little.
+            last_applied: m
+                .last_applied
+                .as_ref()
+                .map(|l| l.index())
+                .max(self.delivery.applied()),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
             purged_index: purged,
             log_length,

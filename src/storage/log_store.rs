@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::{blocking, decode, encode, storage_err, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use super::{
+    blocking, decode, encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE,
+};
 use crate::lock;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -17,13 +19,17 @@ pub struct LogStore {
     store: Arc<Store>,
     /// The newest commit point openraft reported, written to disk with the next log append.
     committed: Arc<Mutex<Option<LogId>>>,
+    /// How far the application has been handed the log: purged entries it may still need stay
+    /// on disk (invisible to openraft) until it has them.
+    delivery: Arc<Delivery>,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<Store>, delivery: Arc<Delivery>) -> Self {
         LogStore {
             store,
             committed: Arc::new(Mutex::new(None)),
+            delivery,
         }
     }
 
@@ -58,7 +64,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let bounds = index_bounds(&range);
+        let (mut start, end) = index_bounds(&range);
+        // Entries kept for delivery after a purge are not openraft's any more.
+        if let Some(purged) = self.delivery.purged() {
+            let first = purged + 1;
+            let before_first = match start {
+                Bound::Included(i) => i < first,
+                Bound::Excluded(i) => i < purged,
+                Bound::Unbounded => true,
+            };
+            if before_first {
+                start = Bound::Included(first);
+            }
+        }
+        let bounds = (start, end);
         let mut entries = Vec::new();
         for item in s.log.range(&rtxn, &bounds).map_err(storage_err)? {
             let (_, bytes) = item.map_err(storage_err)?;
@@ -77,6 +96,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_raft_meta(KEY_PURGED)?;
+        if let Some(purged) = &last_purged_log_id {
+            self.delivery.set_purged(purged.index());
+        }
         let last = {
             let s = &self.store;
             let rtxn = s.env.read_txn().map_err(storage_err)?;
@@ -85,8 +107,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 None => None,
             }
         };
+        // Entries kept for delivery sit at or below the purge point: the purge point is last then.
+        let last = match (last, last_purged_log_id) {
+            (Some(l), Some(p)) if l.index() <= p.index() => Some(p),
+            (l, p) => l.or(p),
+        };
         Ok(LogState {
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id: last,
             last_purged_log_id,
         })
     }
@@ -167,9 +194,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         s.raft
             .put(&mut wtxn, KEY_PURGED, &bytes)
             .map_err(storage_err)?;
-        s.log
-            .delete_range(&mut wtxn, &(..=log_id.index()))
-            .map_err(storage_err)?;
-        wtxn.commit().map_err(storage_err)
+        if let Some(through) = self.delivery.deletable_through() {
+            s.log
+                .delete_range(&mut wtxn, &(..=log_id.index().min(through)))
+                .map_err(storage_err)?;
+        }
+        wtxn.commit().map_err(storage_err)?;
+        self.delivery.set_purged(log_id.index());
+        Ok(())
     }
 }

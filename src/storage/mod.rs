@@ -3,7 +3,8 @@
 //! Databases:
 //! - `log`: Raft log entries, keyed by index (big-endian, so LMDB's order is log order).
 //! - `raft`: vote, committed and purge markers.
-//! - `applied`: the state machine's last-applied log id and membership.
+//! - `applied`: the state machine's last-applied log id and membership, and the delivery cursor
+//!   (see `delivery`).
 //! - `ops`: operation id -> where it took effect (idempotence registry).
 //! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
 //! - `registry`: replicated key -> JSON records (cluster membership metadata).
@@ -13,6 +14,7 @@
 //! that made it returns.
 
 mod app_state;
+mod delivery;
 mod log_store;
 mod state_machine;
 
@@ -28,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use app_state::AppSnapshots;
+pub use delivery::{Delivery, Replayed, ResumeFrom};
 pub use log_store::LogStore;
 pub use state_machine::{OpRecord, StateMachine};
 
@@ -142,7 +145,7 @@ impl Store {
             .map_err(io)?
             .unwrap_commit();
 
-        Ok(Arc::new(Store {
+        let store = Store {
             env,
             log,
             raft,
@@ -153,7 +156,29 @@ impl Store {
             snapshot,
             _dir_lock: dir_lock,
             path: dir.to_path_buf(),
-        }))
+        };
+        store.mark_new_directory().map_err(OpenError::Io)?;
+        Ok(Arc::new(store))
+    }
+
+    /// A directory without Raft state starts with an empty delivery cursor: nothing delivered.
+    /// (A directory with state but no cursor was written before delivery was tracked.)
+    fn mark_new_directory(&self) -> io::Result<()> {
+        if self.has_raft_state()? {
+            return Ok(());
+        }
+        let mut wtxn = self.env.write_txn().map_err(storage_err)?;
+        if self
+            .applied
+            .get(&wtxn, KEY_DELIVERED)
+            .map_err(storage_err)?
+            .is_none()
+        {
+            self.applied
+                .put(&mut wtxn, KEY_DELIVERED, &[])
+                .map_err(storage_err)?;
+        }
+        wtxn.commit().map_err(storage_err)
     }
 
     pub fn path(&self) -> &Path {
@@ -205,6 +230,7 @@ const KEY_PURGED: &str = "purged";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
+const KEY_DELIVERED: &str = "delivered";
 const KEY_SNAPSHOT_META: &str = "meta";
 const KEY_SNAPSHOT_DATA: &str = "data";
 

@@ -11,8 +11,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    blocking, decode, encode, storage_err, AppSnapshots, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
-    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    blocking, decode, encode, storage_err, AppSnapshots, Delivery, Store, KEY_LAST_APPLIED,
+    KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
 use crate::types::{
@@ -29,13 +29,13 @@ pub struct OpRecord {
 
 /// The state machine's whole state as carried by a snapshot.
 #[derive(Debug, Serialize, Deserialize)]
-struct SnapshotPayload {
-    last_applied: Option<LogId>,
+pub(crate) struct SnapshotPayload {
+    pub last_applied: Option<LogId>,
     membership: StoredMembership,
     ops: Vec<(String, OpRecord)>,
     registry: Vec<(String, String)>,
     /// The application's state (JSON) as of `last_applied`, when it registered a provider.
-    app: Option<String>,
+    pub app: Option<String>,
 }
 
 /// Snapshot meta as stored: our own struct so the on-disk form does not depend on openraft's
@@ -50,6 +50,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     events: EventSink,
     app: Arc<AppSnapshots>,
+    delivery: Arc<Delivery>,
     /// Registry entries older than this (by proposal time, relative to the newest applied
     /// proposal) are forgotten; a retry after that is treated as a new operation.
     op_ttl_ms: u64,
@@ -67,12 +68,14 @@ impl StateMachine {
         store: Arc<Store>,
         events: EventSink,
         app: Arc<AppSnapshots>,
+        delivery: Arc<Delivery>,
         op_ttl_ms: u64,
     ) -> Self {
         StateMachine {
             store,
             events,
             app,
+            delivery,
             op_ttl_ms,
         }
     }
@@ -175,6 +178,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
         wtxn.commit().map_err(storage_err)?;
+        // With the application's state inside, this snapshot can restore it: the entries it
+        // covers need not be kept for delivery.
+        if let (Some(_), Some(last)) = (&payload.app, &payload.last_applied) {
+            self.sm.delivery.set_covered(last.index());
+        }
         Ok(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),
@@ -269,6 +277,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 term,
                                 command: cmd.json,
                                 op_id: cmd.op_id,
+                                redelivered: false,
                             });
                         }
                     }
@@ -303,6 +312,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let _gate = self.app.gate();
         blocking(|| wtxn.commit()).map_err(storage_err)?;
+        if let Some(last) = &last_applied {
+            self.delivery.set_applied(last.index());
+        }
         for event in applied_events {
             self.events.emit(event);
         }
@@ -315,6 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 store: self.store.clone(),
                 events: self.events.clone(),
                 app: self.app.clone(),
+                delivery: self.delivery.clone(),
                 op_ttl_ms: self.op_ttl_ms,
             },
         }
@@ -353,10 +366,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         wtxn.commit().map_err(storage_err)?;
 
         if let Some(last) = &meta.last_log_id {
+            // The application is handed this snapshot instead of the entries it covers.
+            self.delivery.set_covered(last.index());
+            self.delivery.set_applied(last.index());
             self.events.emit(Event::SnapshotInstalled {
                 index: last.index(),
                 term: last.committed_leader_id().term,
                 app: payload.app,
+                redelivered: false,
             });
         }
         Ok(())

@@ -342,6 +342,7 @@ async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, r
                 Reply::Forwarded(
                     n.replicate(json, op_id, registry, timeout, false)
                         .await
+                        .map(|written| written.applied)
                         .map_err(WireError::from),
                 )
             }

@@ -1,0 +1,137 @@
+'use strict';
+// Delivery to the daemon (DESIGN's Delivery rules) on 3 node processes: kill -9 of random nodes
+// at random moments while clients write at full speed, 50 times for each daemon style. After
+// the last restart every node's daemon holds every acknowledged operation: the appliedIndex
+// and in-memory styles exactly once, the cursor style with repeats only where marked
+// `redelivered`; the in-memory style rebuilds the same state on every node.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Cluster } = require('../support/cluster');
+
+const TRIALS = Number(process.env.DELIVERY_TRIALS || 50);
+const CLIENTS = 16;
+const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ERR_SHUTDOWN']);
+
+function settings(style) {
+  const consensus = { operationTimeoutMs: 3000, partitionDetectionMs: 1000 };
+  if (style === 'memory') {
+    // Snapshots and purges all the time: restarts rebuild from a snapshot plus the log after it.
+    return { config: { snapshotThreshold: 400 }, consensus: { ...consensus, logCompactionThreshold: 800, maxLogSize: 4000 } };
+  }
+  // A daemon without snapshot/restore must catch up from the log: keep enough of it.
+  return {
+    config: { snapshotThreshold: 1000, logsKeptAfterSnapshot: 50000 },
+    consensus: { ...consensus, logCompactionThreshold: 2000, maxLogSize: 100000 },
+  };
+}
+
+/** Clients that write operations with unique ids through whichever node leads, retrying each id. */
+function startClients(cluster, acked, stats) {
+  let stopping = false;
+  let seq = 0;
+  let leader = cluster.nodes[0];
+  const pick = (leaderId) => {
+    const named = leaderId && cluster.node(leaderId);
+    if (named && named.running) return named;
+    const running = cluster.nodes.filter((n) => n.running);
+    return running[Math.floor(Math.random() * running.length)] ?? cluster.nodes[0];
+  };
+  const client = async () => {
+    while (!stopping) {
+      const id = `op-${seq++}`;
+      const deadline = Date.now() + 30000;
+      for (;;) {
+        const node = leader.running ? leader : pick(null);
+        try {
+          const r = await node.call('replicateOperation', { operation: { id, type: 'task', payload: { n: seq } } }, 10000);
+          acked.set(id, r.logIndex);
+          break;
+        } catch (err) {
+          stats.retries++;
+          if (err.code && !RETRYABLE.has(err.code)) throw err;
+          leader = pick(err.leaderId);
+          if (Date.now() > deadline) {
+            stats.indeterminate++;
+            break;
+          }
+          await new Promise((r) => setTimeout(r, err.code === 'ERR_NOT_LEADER' ? 5 : 50));
+        }
+      }
+    }
+  };
+  const running = Promise.all(Array.from({ length: CLIENTS }, client));
+  return async () => {
+    stopping = true;
+    await running;
+  };
+}
+
+for (const style of ['cursor', 'appliedIndex', 'memory']) {
+  test(`kill -9 during writes, ${TRIALS} times: every daemon holds every acknowledged operation (${style})`, { timeout: 900000 }, async () => {
+    const { config, consensus } = settings(style);
+    const cluster = new Cluster(3, {
+      config,
+      guide: { daemonStyle: style, consensus, cluster: { healthCheckInterval: 1000 } },
+    });
+    const acked = new Map(); // operation id -> log index
+    const stats = { retries: 0, indeterminate: 0, kills: 0 };
+    try {
+      await cluster.start();
+      await cluster.form();
+      const stopClients = startClients(cluster, acked, stats);
+      for (let trial = 0; trial < TRIALS; trial++) {
+        await new Promise((r) => setTimeout(r, 150 + Math.random() * 350));
+        const leader = await cluster.leader(20000).catch(() => null);
+        const victim = leader && Math.random() < 0.5 ? leader : cluster.nodes[Math.floor(Math.random() * 3)];
+        await victim.kill('SIGKILL');
+        stats.kills++;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 300));
+        await victim.start();
+      }
+      await stopClients();
+      assert.ok(acked.size > 1000, `only ${acked.size} operations were acknowledged`);
+      const top = Math.max(...acked.values());
+
+      // Every node caught up, and its daemon took everything up to the last acknowledged entry.
+      const holdings = await cluster.waitFor(
+        async () => {
+          const all = await Promise.all(cluster.nodes.map((n) => n.call('holdings')));
+          return all.every((h) => h.some(([index]) => index >= top)) ? all : null;
+        },
+        60000,
+        200,
+      );
+      for (const [i, held] of holdings.entries()) {
+        const nodeId = cluster.nodes[i].nodeId;
+        const seen = new Map(); // id -> index
+        let last = -1;
+        for (const [index, id, redelivered] of held) {
+          if (seen.has(id)) {
+            assert.ok(style === 'cursor', `${nodeId} (${style}) holds ${id} twice`);
+            assert.ok(redelivered, `${nodeId} received ${id} again without the redelivered mark`);
+            assert.equal(seen.get(id), index, `${nodeId} holds ${id} at two indexes`);
+            continue;
+          }
+          if (style !== 'cursor' || !redelivered) assert.ok(index > last, `${nodeId} took index ${index} after ${last}`);
+          last = Math.max(last, index);
+          seen.set(id, index);
+        }
+        for (const [id, index] of acked) {
+          assert.equal(seen.get(id), index, `${nodeId} (${style}) does not hold ${id}, acknowledged at ${index}`);
+        }
+      }
+      if (style === 'memory') {
+        // Rebuilt from snapshots and log: the same state on every node, up to a common index.
+        const upTo = (held) => held.filter(([index]) => index <= top).map(([index, id]) => `${index}:${id}`);
+        const [first, ...rest] = holdings.map(upTo);
+        for (const other of rest) assert.deepEqual(other, first);
+      }
+      console.log(
+        `# ${style}: ${acked.size} acknowledged operations, ${stats.kills} kill -9, ${stats.retries} client retries, ` +
+          `${stats.indeterminate} indeterminate; held per node: ${holdings.map((h) => h.length).join(', ')}`,
+      );
+    } finally {
+      await cluster.stop();
+    }
+  });
+}
