@@ -135,3 +135,15 @@ for (const style of ['cursor', 'appliedIndex', 'memory']) {
     }
   });
 }
+
+test('read-your-writes: a write on the leader resolves after its own command_applied, with lastApplied at its index', { timeout: 120000 }, async () => {
+  const cluster = new Cluster(3);
+  try {
+    await cluster.start();
+    const leader = await cluster.form();
+    const missed = await leader.call('readYourWrites', { count: 1000 }, 110000);
+    assert.deepEqual(missed, { event: 0, state: 0 });
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -227,6 +227,28 @@ const ops = {
   async load(args) {
     return load(args);
   },
+  /**
+   * `count` writes, each awaited: counts those whose own command_applied had not fired, or
+   * whose index getState().lastApplied had not reached, when the write resolved.
+   */
+  async readYourWrites({ count }) {
+    let delivered = -1;
+    const onApplied = ({ entry }) => {
+      delivered = Math.max(delivered, entry.index);
+    };
+    raft.on('command_applied', onApplied);
+    const missed = { event: 0, state: 0 };
+    try {
+      for (let n = 0; n < count; n++) {
+        const { logIndex } = await raft.replicateCommand({ type: 'ryw', n });
+        if (delivered < logIndex) missed.event++;
+        if (raft.getState().lastApplied < logIndex) missed.state++;
+      }
+    } finally {
+      raft.off('command_applied', onApplied);
+    }
+    return missed;
+  },
   /** Writes as fast as it can with `concurrency` in flight, reporting each ack as it happens. */
   async stream({ concurrency, prefix }) {
     let seq = 0;
