@@ -8,14 +8,16 @@
  *   what the clients did: `ok` ones were acknowledged at `index`/`term`.
  * @param {Map<string, Map<string, {logIndex: number, term: number}|null>>} history.replicas
  *   per node, where its state machine applied each operation id (null: not applied).
- * @param {Array<{nodeId: string, entries: Array<[number, number, string|null]>, snapshotIndex: number,
- *   wholeRun: boolean}>} history.lifetimes per node process, what it delivered in order
- *   (`[index, term, operationId]`), the highest snapshot it installed, and whether it ran from
- *   start to end of the run.
+ * @param {Array<{nodeId: string, entries: Array<[number, number, string|null]>}>} history.lifetimes
+ *   per node process, what it delivered in order (`[index, term, operationId]`).
+ * @param {Map<string, Array<[number, string]>>} history.daemons per node, at the end of the run,
+ *   what its daemon holds (`[index, operationId]` in the order it took them): every node, also
+ *   one killed, restarted or wiped and re-added, must hold every acknowledged operation once,
+ *   in log order (what a snapshot covered arrives through the daemon's restore).
  * @param {Map<number, Set<string>>} history.leadersByTerm every leader seen in each term.
  * @returns {Array<{kind: string, detail: string}>}
  */
-function checkHistory({ ops, replicas, lifetimes, leadersByTerm }) {
+function checkHistory({ ops, replicas, lifetimes, daemons, leadersByTerm }) {
   const violations = [];
   const violation = (kind, detail) => violations.push({ kind, detail });
 
@@ -64,12 +66,22 @@ function checkHistory({ ops, replicas, lifetimes, leadersByTerm }) {
         violation('delivered-elsewhere', `${life.nodeId} delivered ${opId} at ${index}, which holds ${idAt.get(index)}`);
       }
     }
-    if (!life.wholeRun) continue;
-    for (const op of ops) {
-      // A node that fell far behind receives a snapshot instead of the entries it covers.
-      if (op.outcome === 'ok' && !delivered.has(op.id) && op.index > life.snapshotIndex) {
-        violation('not-delivered', `${life.nodeId} ran throughout but never delivered ${op.id}`);
+  }
+
+  for (const [nodeId, held] of daemons) {
+    const at = new Map(); // operation id -> index the daemon holds it at
+    let last = -1;
+    for (const [index, opId] of held) {
+      if (at.has(opId)) violation('daemon-twice', `${nodeId}'s daemon holds ${opId} twice`);
+      if (index <= last) violation('daemon-order', `${nodeId}'s daemon took index ${index} after ${last}`);
+      last = Math.max(last, index);
+      at.set(opId, index);
+      if (indexOf.has(opId) && indexOf.get(opId) !== index) {
+        violation('daemon-elsewhere', `${nodeId}'s daemon holds ${opId} at ${index}; the replicas hold it at ${indexOf.get(opId)}`);
       }
+    }
+    for (const op of ops) {
+      if (op.outcome === 'ok' && !at.has(op.id)) violation('not-delivered', `${nodeId}'s daemon does not hold ${op.id}`);
     }
   }
 
