@@ -31,6 +31,8 @@ const selfKey = (nodeId) => `${SELF_PREFIX}${nodeId}`;
 // Retries of the self-record write back off up to this; a cluster without a leader for longer
 // still gets the record within a second of having one again.
 const SELF_RETRY_MAX_MS = 1000;
+// A dial on loopback or a LAN completes well within this.
+const REDIAL_WAIT_MS = 100;
 
 function normalizeConfig(config) {
   v.checkObject(config, 'config');
@@ -144,6 +146,7 @@ class ClusterManager extends ManagedEmitter {
     this._added = new Map(); // nodeId -> the addNode record (cluster/node/)
     this._discovered = new Map(); // nodeId -> a Raft member seen by autoDiscovery (not replicated)
     this._health = new Map(); // nodeId -> {health, failures, lastCheck, rttMs}
+    this._probing = new Set(); // nodeIds with a health check in flight
     this._shutdown = false;
     this._checks = { total: 0, failed: 0 };
     this._publishing = null;
@@ -370,7 +373,7 @@ class ClusterManager extends ManagedEmitter {
   /** A Raft member appeared (peer_added): with autoDiscovery it joins `nodes` right away. */
   _onMember({ nodeId, host, port }) {
     // A registered node that just became a Raft member can now answer health checks.
-    if (this.nodes.has(nodeId)) this._checkHealth();
+    if (this.nodes.has(nodeId)) this._checkNode(nodeId);
     if (!this.config.autoDiscovery || this.nodes.has(nodeId)) return;
     this._discovered.set(nodeId, { nodeId, host, port, capabilities: [], metadata: {} });
     this._refresh(nodeId);
@@ -400,7 +403,7 @@ class ClusterManager extends ManagedEmitter {
     if (!existing) {
       this._emitSafely('node_joined', { nodeId, metadata: entry, rejoined: false });
       // A new member's health is known at once, not only at the next interval.
-      if (this.raft && !entry.local) this._checkHealth();
+      if (this.raft && !entry.local) this._checkNode(nodeId);
     }
   }
 
@@ -427,44 +430,57 @@ class ClusterManager extends ManagedEmitter {
     }
   }
 
-  async _checkHealth() {
+  _checkHealth() {
     if (this._shutdown || !this.raft) return;
-    if (this._checking) {
-      this._recheck = true;
-      return;
-    }
-    this._checking = true;
-    this._recheck = false;
+    // Each node is checked on its own: a peer whose probe hangs until the timeout must not hold
+    // back what the others' answers say.
+    for (const nodeId of this.nodes.keys()) if (nodeId !== this.nodeId) this._checkNode(nodeId);
+    this._setHealth(this.nodeId, this.raft.getState().role === 'shutdown' ? NodeHealth.UNHEALTHY : NodeHealth.HEALTHY);
+  }
+
+  async _checkNode(nodeId) {
+    if (this._shutdown || !this.raft || this._probing.has(nodeId)) return;
+    this._probing.add(nodeId);
     try {
-      await Promise.all(
-        [...this.nodes.keys()]
-          .filter((id) => id !== this.nodeId)
-          .map(async (nodeId) => {
-            this._checks.total++;
-            const h = this._health.get(nodeId) ?? { health: NodeHealth.UNKNOWN, failures: 0 };
-            this._health.set(nodeId, h);
-            try {
-              h.rttMs = await this.raft.ping(nodeId, this.config.healthCheckTimeout);
-              h.failures = 0;
-              if (this.nodes.has(nodeId)) this._setHealth(nodeId, NodeHealth.HEALTHY);
-            } catch (err) {
-              if (err.code === ErrorCode.SHUTDOWN) return;
-              this._checks.failed++;
-              h.failures++;
-              if (!this.nodes.has(nodeId)) return;
-              this._setHealth(
-                nodeId,
-                h.failures >= this.config.maxFailedHealthChecks ? NodeHealth.UNHEALTHY : NodeHealth.DEGRADED,
-              );
-            }
-          }),
-      );
-      const self = this.raft.getState();
-      this._setHealth(this.nodeId, self.role === 'shutdown' ? NodeHealth.UNHEALTHY : NodeHealth.HEALTHY);
+      this._checks.total++;
+      const h = this._health.get(nodeId) ?? { health: NodeHealth.UNKNOWN, failures: 0 };
+      this._health.set(nodeId, h);
+      try {
+        h.rttMs = await this._probe(nodeId);
+        h.lastCheck = Date.now();
+        h.failures = 0;
+        if (this.nodes.has(nodeId)) this._setHealth(nodeId, NodeHealth.HEALTHY);
+      } catch (err) {
+        if (err.code === ErrorCode.SHUTDOWN || this._shutdown) return;
+        this._checks.failed++;
+        h.lastCheck = Date.now();
+        h.failures++;
+        if (!this.nodes.has(nodeId)) return;
+        this._setHealth(nodeId, h.failures >= this.config.maxFailedHealthChecks ? NodeHealth.UNHEALTHY : NodeHealth.DEGRADED);
+      }
     } finally {
-      this._checking = false;
+      this._probing.delete(nodeId);
     }
-    if (this._recheck && !this._shutdown) this._checkHealth();
+  }
+
+  /**
+   * One health probe. Without a live connection to the peer (a follower sends nothing to a
+   * member that came back, so nothing redials it but this probe) the transport fails at once
+   * and starts a dial; one more try once that dial had time to finish lets a returning member
+   * be seen in this check rather than an interval later.
+   */
+  async _probe(nodeId) {
+    const timeout = this.config.healthCheckTimeout;
+    const started = Date.now();
+    try {
+      return await this.raft.ping(nodeId, timeout);
+    } catch (err) {
+      const left = timeout - (Date.now() - started);
+      if (err.code !== ErrorCode.TIMEOUT || left < timeout / 2) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(REDIAL_WAIT_MS, left / 2)).unref());
+      if (this._shutdown) throw err;
+      return this.raft.ping(nodeId, Math.max(1, Math.floor(timeout - (Date.now() - started))));
+    }
   }
 
   _assertRunning() {
