@@ -95,6 +95,17 @@ async function guide(): Promise<void> {
   await clusterMgr1.initialize(raftNode1);
   await consensus1.initialize();
   clusterMgr1.addNode({ nodeId: 'node-2', host: '127.0.0.1', port: 8081, capabilities: ['task-execution'] });
+  const clusterMgr2: ClusterManager = createClusterManager({
+    nodeId: 'node-2',
+    capabilities: ['task-execution', 'event-processing'],
+    metadata: { zone: 'eu-1', weight: 2 },
+  });
+  const caps: string[] = clusterMgr2.config.capabilities;
+  const meta: Record<string, unknown> = clusterMgr2.config.metadata;
+  void [caps, meta];
+  // @ts-expect-error capabilities are strings
+  createClusterManager({ nodeId: 'node-3', capabilities: [1] });
+  for (const n of clusterMgr1.getNodes()) void [n.nodeId, n.host, n.port, n.capabilities.join(','), n.metadata, n.local];
   const state: ConsensusState = consensus1.getConsensusState();
   const healthy: boolean = state.partitionState === PartitionState.HEALTHY;
   void healthy;
