@@ -254,6 +254,8 @@ export interface ClusterManagerEvents {
   node_unhealthy: [{ nodeId: string }];
   health_degraded: [{ nodeId: string; health: NodeHealthValue }];
   node_add_failed: [{ nodeId: string; error: ConsensusError }];
+  /** Something unexpected stopped this node's own record from being written (the manager goes on). */
+  warning: [Error];
   shutdown: [{ nodeId: string }];
 }
 

@@ -114,6 +114,7 @@ async function guide(): Promise<void> {
   consensus1.on('log:compacted', ({ entriesRemoved }) => void entriesRemoved);
   consensus1.on('consensus:operation_committed', ({ operation, logIndex }) => void [operation.id, logIndex]);
   clusterMgr1.on('node_joined', ({ nodeId, rejoined }) => void [nodeId, rejoined]);
+  clusterMgr1.on('warning', (err) => void err.message);
   const result = await consensus1.replicateOperation({ id: 'task-123', daemonId: 'daemon-1', type: 'data_import', payload: { batchSize: 1000 }, timestamp: Date.now() });
   const idx: number = result.logIndex;
   void idx;
