@@ -211,6 +211,13 @@ export interface ClusterManagerConfig {
   discoveryInterval?: number;
   /** How long addNode keeps trying while no leader is reachable. Default 30000 ms. */
   writeTimeoutMs?: number;
+  /**
+   * This node's capabilities, published in its own registry record once it is a member. When
+   * non-empty they win over those an addNode() call gave it; when empty, addNode's show. Default [].
+   */
+  capabilities?: string[];
+  /** This node's metadata (JSON-serializable), merged over addNode's key by key. Default {}. */
+  metadata?: Record<string, unknown>;
 }
 
 export interface NodeInfo {
@@ -247,6 +254,8 @@ export interface ClusterManagerEvents {
   node_unhealthy: [{ nodeId: string }];
   health_degraded: [{ nodeId: string; health: NodeHealthValue }];
   node_add_failed: [{ nodeId: string; error: ConsensusError }];
+  /** Something unexpected stopped this node's own record from being written (the manager goes on). */
+  warning: [Error];
   shutdown: [{ nodeId: string }];
 }
 
@@ -254,7 +263,10 @@ export declare class ClusterManager extends EventEmitter {
   constructor(config: ClusterManagerConfig);
   readonly config: Required<ClusterManagerConfig>;
   readonly nodeId: string;
-  /** nodeId -> node record. */
+  /**
+   * nodeId -> node record: each member's own record (address, config capabilities and metadata)
+   * merged with what addNode() registered for it; the same on every node.
+   */
   readonly nodes: Map<string, Omit<ClusterNode, 'health'>>;
   initialize(raftCoordinator: RaftCoordinator): Promise<void>;
   addNode(node: NodeInfo): Promise<Omit<ClusterNode, 'health'> | NodeInfo>;

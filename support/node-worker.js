@@ -101,7 +101,8 @@ const ops = {
       const stateFile = guide.daemonState ? require('node:path').join(config.dataDir, 'daemon-executed.log') : undefined;
       if (stateFile) require('node:fs').mkdirSync(config.dataDir, { recursive: true });
       daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test', stateFile });
-      cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster });
+      // `clusterByNode` gives one node a ClusterManager config of its own (capabilities, metadata).
+      cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster, ...guide.clusterByNode?.[config.nodeId] });
       const snapshots = guide.daemonState ? { snapshot: () => daemon.snapshot(), restore: (s) => daemon.restore(s) } : {};
       consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...snapshots });
       daemon.attach(consensus);

@@ -95,6 +95,17 @@ async function guide(): Promise<void> {
   await clusterMgr1.initialize(raftNode1);
   await consensus1.initialize();
   clusterMgr1.addNode({ nodeId: 'node-2', host: '127.0.0.1', port: 8081, capabilities: ['task-execution'] });
+  const clusterMgr2: ClusterManager = createClusterManager({
+    nodeId: 'node-2',
+    capabilities: ['task-execution', 'event-processing'],
+    metadata: { zone: 'eu-1', weight: 2 },
+  });
+  const caps: string[] = clusterMgr2.config.capabilities;
+  const meta: Record<string, unknown> = clusterMgr2.config.metadata;
+  void [caps, meta];
+  // @ts-expect-error capabilities are strings
+  createClusterManager({ nodeId: 'node-3', capabilities: [1] });
+  for (const n of clusterMgr1.getNodes()) void [n.nodeId, n.host, n.port, n.capabilities.join(','), n.metadata, n.local];
   const state: ConsensusState = consensus1.getConsensusState();
   const healthy: boolean = state.partitionState === PartitionState.HEALTHY;
   void healthy;
@@ -103,6 +114,7 @@ async function guide(): Promise<void> {
   consensus1.on('log:compacted', ({ entriesRemoved }) => void entriesRemoved);
   consensus1.on('consensus:operation_committed', ({ operation, logIndex }) => void [operation.id, logIndex]);
   clusterMgr1.on('node_joined', ({ nodeId, rejoined }) => void [nodeId, rejoined]);
+  clusterMgr1.on('warning', (err) => void err.message);
   const result = await consensus1.replicateOperation({ id: 'task-123', daemonId: 'daemon-1', type: 'data_import', payload: { batchSize: 1000 }, timestamp: Date.now() });
   const idx: number = result.logIndex;
   void idx;
