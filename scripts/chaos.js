@@ -13,6 +13,7 @@ const { LinkCutNetwork, FAULT_HOOKS_ENV } = require('../support/link-cuts');
 const { build } = require('./build');
 const { checkHistory } = require('../support/history');
 const { ErrorCode } = require('..');
+const { CommandType } = require('../lib/constants');
 
 const OUR_CODES = new Set(Object.values(ErrorCode));
 
@@ -22,6 +23,11 @@ const OPERATION_DEADLINE_MS = 20000;
 /** How long the healed cluster gets to agree before that counts as a violation. */
 const CONVERGENCE_LIMIT_MS = 60000;
 const NODE_CONFIG = { snapshotThreshold: 500, logsKeptAfterSnapshot: 100, addPeerTimeoutMs: 15000, commandTimeoutMs: 2000 };
+// Every node runs the guide's stack with a daemon that keeps its state in memory and is rebuilt
+// at each start from the latest snapshot and the log after it (appliedIndex: 0 with
+// snapshot/restore): whatever a node went through, its daemon must end holding every
+// acknowledged operation.
+const GUIDE = { daemonStyle: 'memory', cluster: { healthCheckInterval: 1000 }, consensus: { partitionDetectionMs: 1000 } };
 
 function parseArgs(argv) {
   const opts = { seconds: 60, nodes: 3, seed: Math.floor(Math.random() * 2 ** 31), clients: 8, out: null, linkCuts: false };
@@ -118,7 +124,7 @@ class ChaosRun {
       console.log('!! dropping connections between chosen nodes. Every other fault is real.');
       console.log('!'.repeat(78));
     }
-    this.cluster = new Cluster(this.opts.nodes, { config: NODE_CONFIG, network: this.network });
+    this.cluster = new Cluster(this.opts.nodes, { config: NODE_CONFIG, network: this.network, guide: GUIDE });
     await this.cluster.start();
     this.partitions = this.network ?? new LinkCutNetwork(this.cluster.nodes);
     for (const node of this.cluster.nodes) {
@@ -138,14 +144,11 @@ class ChaosRun {
 
   /** A node process just started: what it delivers from now on is a new lifetime. */
   trackLifetime(node) {
-    const lifetime = { nodeId: node.nodeId, entries: [], snapshotIndex: -1, read: 0, wholeRun: this.lifetimes.length < this.opts.nodes };
+    const lifetime = { nodeId: node.nodeId, entries: [], read: 0 };
     node.lifetime = lifetime;
     this.lifetimes.push(lifetime);
   }
 
-  endLifetime(node) {
-    if (node.lifetime) node.lifetime.wholeRun = false;
-  }
 
   /** Pulls what each live node delivered since the last poll. */
   async pollDeliveries() {
@@ -158,7 +161,6 @@ class ChaosRun {
           if (node.lifetime !== lifetime) return;
           for (const entry of got.entries) lifetime.entries.push(entry);
           lifetime.read += got.entries.length;
-          for (const snap of got.snapshots) lifetime.snapshotIndex = Math.max(lifetime.snapshotIndex, snap.lastIncludedIndex);
         } catch {
           // killed or paused meanwhile
         }
@@ -204,7 +206,14 @@ class ChaosRun {
           if (!node) throw new Error('no node process is running');
           const r = await node.call(
             'replicate',
-            { command: { type: 'chaos', id: op.id }, operationId: op.id, forward: true, timeoutMs: 2000 },
+            // An operation as ConsensusManager replicates it, sent through any node (forwarded to
+            // the leader), so every node's daemon receives it.
+            {
+              command: { type: CommandType.OPERATION, operation: { id: op.id, daemonId: `client-${k}`, type: 'chaos', payload: {}, timestamp: Date.now() } },
+              operationId: op.id,
+              forward: true,
+              timeoutMs: 2000,
+            },
             5000,
           );
           Object.assign(op, { outcome: 'ok', index: r.logIndex, term: r.term, end: this.elapsed() });
@@ -274,7 +283,6 @@ class ChaosRun {
         const victim = kind === 'kill-leader' ? leader : r.pick(up);
         if (!victim) return note('no target');
         note(`kill -9 ${victim.nodeId} for ${holdMs} ms`);
-        this.endLifetime(victim);
         await victim.kill('SIGKILL');
         await sleep(holdMs);
         await this.restart(victim);
@@ -296,7 +304,6 @@ class ChaosRun {
         const victim = r.pick(up);
         if (!victim) return note('no target');
         note(`graceful restart of ${victim.nodeId}`);
-        this.endLifetime(victim);
         await victim.stop();
         await this.restart(victim);
         return undefined;
@@ -339,7 +346,6 @@ class ChaosRun {
           return note(`removal refused (${err.code || err.message}); left as it is`);
         }
         this.removed.add(victim.nodeId);
-        this.endLifetime(victim);
         await victim.kill('SIGKILL');
         fs.rmSync(victim.dataDir, { recursive: true, force: true });
         await sleep(holdMs);
@@ -432,7 +438,13 @@ class ChaosRun {
       }
       where.set(node.nodeId, found);
     }
-    const found = checkHistory({ ops: this.ops, replicas: where, lifetimes: this.lifetimes, leadersByTerm: this.leadersByTerm });
+    const found = checkHistory({
+      ops: this.ops,
+      replicas: where,
+      lifetimes: this.lifetimes,
+      daemons: this.daemons,
+      leadersByTerm: this.leadersByTerm,
+    });
     for (const v of found) this.violation(v.kind, v.detail);
   }
 
@@ -459,8 +471,8 @@ class ChaosRun {
 
   /**
    * Events reach JavaScript a moment after the native state says they were applied: poll until
-   * every live node delivered up to the last acknowledged operation (or a bounded wait ends;
-   * whatever is still missing then is the checker's to report).
+   * every node's daemon took everything up to the last acknowledged operation (or a bounded wait
+   * ends; whatever is still missing then is the checker's to report).
    */
   async collectFinalDeliveries() {
     // A loop, not Math.max(...): a long run acknowledges more operations than a call takes arguments.
@@ -468,13 +480,17 @@ class ChaosRun {
     const deadline = Date.now() + 10000;
     for (;;) {
       await this.pollDeliveries();
-      const behind = this.cluster.nodes.filter((node) => {
-        const life = node.lifetime;
-        const delivered = life.entries.length ? life.entries[life.entries.length - 1][0] : -1;
-        return Math.max(delivered, life.snapshotIndex) < last;
-      });
+      this.daemons = new Map();
+      for (const node of this.cluster.nodes) {
+        const held = await node.call('holdings', {}, 60000).catch(() => []);
+        this.daemons.set(
+          node.nodeId,
+          held.map(([index, id]) => [index, id]),
+        );
+      }
+      const behind = [...this.daemons.values()].filter((held) => (held.length ? held[held.length - 1][0] : -1) < last);
       if (behind.length === 0 || Date.now() > deadline) return;
-      await sleep(50);
+      await sleep(100);
     }
   }
 
