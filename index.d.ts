@@ -77,6 +77,15 @@ export interface RaftCoordinatorConfig {
   maxFrameBytes?: number;
   /** Inbound connections accepted at once. Default 256. */
   maxConnections?: number;
+  /**
+   * Where delivery resumes at initialize(), for a daemon that stores the index of what it handled
+   * atomically with its effects: it holds every entry up to this index, so it receives each
+   * entry after it exactly once. A function is also asked, after each batch of events, how far the
+   * daemon holds durably: the node keeps later entries in its log until then. `0` with
+   * snapshot/restore rebuilds an in-memory daemon at every start. Absent: the node's own
+   * delivery cursor, with `redelivered: true` on what a crash left unproven.
+   */
+  appliedIndex?: number | (() => number);
 }
 
 /** A command: any JSON-serializable plain object with a string `type`. */
@@ -142,8 +151,10 @@ export interface RaftCoordinatorEvents {
   leader_lost: [{ previousLeaderId: string; term: number }];
   term_updated: [{ term: number }];
   became_follower: [{ term: number; leaderId: string | null }];
-  command_applied: [{ command: Command; entry: { index: number; term: number }; operationId?: string }];
-  snapshot_installed: [{ lastIncludedIndex: number; term: number; appState: unknown }];
+  /** Every committed command, on every node, in log order; `redelivered`: a previous run of this node may have delivered it already. */
+  command_applied: [{ command: Command; entry: { index: number; term: number }; operationId?: string; redelivered: boolean }];
+  /** The application's state up to `lastIncludedIndex` (caught up from a snapshot, or handed over again at start: `redelivered`). */
+  snapshot_installed: [{ lastIncludedIndex: number; term: number; appState: unknown; redelivered: boolean }];
   log_compacted: [{ upToIndex: number; entriesRemoved: number }];
   peer_connected: [{ nodeId: string }];
   peer_disconnected: [{ nodeId: string }];
@@ -158,7 +169,10 @@ type Listener<Args extends unknown[]> = (...args: Args) => void;
 
 export declare class RaftCoordinator extends EventEmitter {
   constructor(config: RaftCoordinatorConfig);
-  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap'>> & { bootstrap: 'auto' | 'always' | 'never' };
+  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex'>> & {
+    bootstrap: 'auto' | 'always' | 'never';
+    appliedIndex?: number | (() => number);
+  };
   readonly nodeId: string;
   readonly isLeader: boolean;
   readonly leaderId: string | null;
@@ -356,9 +370,9 @@ export interface ConsensusManagerEvents {
   'consensus:leader_elected': [{ leaderId: string; term: number; isLeader: boolean }];
   'consensus:leader_lost': [{ previousLeaderId: string; term: number }];
   'consensus:term_updated': [{ term: number }];
-  'consensus:operation_committed': [{ operation: CommittedOperation; logIndex: number; term: number }];
+  'consensus:operation_committed': [{ operation: CommittedOperation; logIndex: number; term: number; redelivered: boolean }];
   'consensus:operation_failed': [{ operationId: string; error: ConsensusError }];
-  'consensus:snapshot_installed': [{ lastIncludedIndex: number; term: number }];
+  'consensus:snapshot_installed': [{ lastIncludedIndex: number; term: number; redelivered: boolean }];
   'consensus:warning': [ConsensusError];
   'consensus:shutdown': [{ nodeId: string }];
   'partition:detected': [{ nodeId: string; health: string }];

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run demo`: the integration guide in motion. Three node processes, each with a daemon that
-// executes committed operations once (the guide's idempotent OperationHandler, with its executed
-// ids kept on disk and carried in consensus snapshots); a stream of operations; the leader killed
+// executes committed operations once: it stores each effect together with its log index and gives
+// the node that index as `appliedIndex`, so after a crash delivery resumes right after what it
+// holds; its state also travels in consensus snapshots. A stream of operations; the leader killed
 // with SIGKILL; a new leader; the old node restarted on its data directory and caught up. At the
 // end every acknowledged operation must have been executed exactly once on every node.
 'use strict';
@@ -52,7 +53,9 @@ async function main() {
 
     // What each daemon executed, as recorded on its disk.
     const counts = cluster.nodes.map((n) => {
-      const ids = fs.readFileSync(path.join(n.dataDir, 'daemon-executed.log'), 'utf8').split('\n').filter(Boolean);
+      // One line per executed operation: its log index and id.
+      const lines = fs.readFileSync(path.join(n.dataDir, 'daemon-executed.log'), 'utf8').split('\n').filter(Boolean);
+      const ids = lines.map((line) => line.split(' ')[1]);
       const seen = new Map();
       for (const id of ids) seen.set(id, (seen.get(id) || 0) + 1);
       return { node: n.nodeId, missing: acked.filter((id) => !seen.has(id)).length, twice: [...seen.values()].filter((c) => c > 1).length };

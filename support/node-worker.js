@@ -85,29 +85,34 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 
 const ops = {
   async init({ config, guide }) {
-    if (guide && guide.daemonStyle) {
-      // A daemon of one of the Delivery styles in place of the guide's example daemon.
-      daemon = new StyleDaemon(guide.daemonStyle, config);
-      raft = createRaftCoordinator({ ...config, ...daemon.raftOptions() });
-      cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster });
-      consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...daemon.consensusOptions() });
-      daemon.attach(consensus);
-      guide = { ...guide, styled: true };
-    } else {
-      raft = createRaftCoordinator(config);
-    }
-    if (guide && !guide.styled) {
-      // The guide's stack: daemon, coordinator, cluster manager, consensus manager.
-      const stateFile = guide.daemonState ? require('node:path').join(config.dataDir, 'daemon-executed.log') : undefined;
-      if (stateFile) require('node:fs').mkdirSync(config.dataDir, { recursive: true });
-      daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test', stateFile });
+    if (guide) {
+      // The guide's stack: daemon, coordinator, cluster manager, consensus manager. The daemon
+      // is the examples' one (with `daemonState`, kept on disk with the index of what it
+      // executed), or one of the Delivery styles.
+      let raftOptions = {};
+      let consensusOptions = {};
+      if (guide.daemonStyle) {
+        daemon = new StyleDaemon(guide.daemonStyle, config);
+        raftOptions = daemon.raftOptions();
+        consensusOptions = daemon.consensusOptions();
+      } else {
+        const stateFile = guide.daemonState ? require('node:path').join(config.dataDir, 'daemon-executed.log') : undefined;
+        if (stateFile) require('node:fs').mkdirSync(config.dataDir, { recursive: true });
+        daemon = new Daemon({ daemonId: `daemon-${config.nodeId}`, name: config.nodeId, nodeId: config.nodeId, clusterId: 'test', stateFile });
+        if (guide.daemonState) {
+          raftOptions = { appliedIndex: () => daemon.appliedIndex };
+          consensusOptions = { snapshot: (info) => daemon.snapshot(info), restore: (s, info) => daemon.restore(s, info) };
+        }
+      }
+      raft = createRaftCoordinator({ ...config, ...raftOptions });
       // `clusterByNode` gives one node a ClusterManager config of its own (capabilities, metadata).
       cluster = createClusterManager({ nodeId: config.nodeId, ...guide.cluster, ...guide.clusterByNode?.[config.nodeId] });
-      const snapshots = guide.daemonState ? { snapshot: () => daemon.snapshot(), restore: (s) => daemon.restore(s) } : {};
-      consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...snapshots });
+      consensus = new ConsensusManager(daemon, raft, cluster, { ...guide.consensus, ...consensusOptions });
       daemon.attach(consensus);
       for (const name of GUIDE_EVENTS) consensus.on(name, (payload) => send({ event: name, payload: plain(payload) }));
       for (const name of CLUSTER_EVENTS) cluster.on(name, (payload) => send({ event: name, payload: plain(payload) }));
+    } else {
+      raft = createRaftCoordinator(config);
     }
     for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
     raft.on('command_applied', ({ command, entry, operationId }) => {

@@ -18,13 +18,23 @@ async function main(): Promise<void> {
     tls: { certFile: 'node.pem', keyFile: 'node-key.pem', caFile: 'ca.pem' },
   });
   void secured;
+  // A daemon that stores the index with its effects resumes after it, exactly once.
+  let handledThrough = 0;
+  const exactlyOnce = createRaftCoordinator({ nodeId: 'node-4', port: 8083, appliedIndex: () => handledThrough });
+  exactlyOnce.on('command_applied', ({ entry }) => {
+    handledThrough = entry.index;
+  });
+  const inMemory = createRaftCoordinator({ nodeId: 'node-5', port: 8084, appliedIndex: 0 });
+  void inMemory;
   raft.on('leader_elected', ({ leaderId, term }) => {
     const id: string = leaderId;
     const t: number = term;
     void id;
     void t;
   });
-  raft.on('command_applied', ({ command, entry }) => {
+  raft.on('command_applied', ({ command, entry, redelivered }) => {
+    const again: boolean = redelivered;
+    void again;
     const type: string = command.type;
     const index: number = entry.index;
     void type;
@@ -112,7 +122,7 @@ async function guide(): Promise<void> {
   consensus1.on('consensus:leader_elected', ({ leaderId, term, isLeader }) => void [leaderId, term, isLeader]);
   consensus1.on('partition:detected', ({ nodeId, health }) => void [nodeId, health]);
   consensus1.on('log:compacted', ({ entriesRemoved }) => void entriesRemoved);
-  consensus1.on('consensus:operation_committed', ({ operation, logIndex }) => void [operation.id, logIndex]);
+  consensus1.on('consensus:operation_committed', ({ operation, logIndex, redelivered }) => void [operation.id, logIndex, redelivered]);
   clusterMgr1.on('node_joined', ({ nodeId, rejoined }) => void [nodeId, rejoined]);
   clusterMgr1.on('warning', (err) => void err.message);
   const result = await consensus1.replicateOperation({ id: 'task-123', daemonId: 'daemon-1', type: 'data_import', payload: { batchSize: 1000 }, timestamp: Date.now() });

@@ -31,8 +31,11 @@ class OperationHandler {
 class Daemon extends EventEmitter {
   /**
    * @param {{daemonId: string, name: string, nodeId: string, clusterId: string, stateFile?: string}} options
-   *   `stateFile` keeps the executed operation ids on disk (one per line), so a restarted daemon
-   *   knows what it executed before it went down.
+   *   `stateFile` is where the daemon keeps what it executed: one line per operation, its log
+   *   index and id, appended in the same write that records the effect. Its last index is the
+   *   daemon's `appliedIndex`: pass `appliedIndex: () => daemon.appliedIndex` to
+   *   createRaftCoordinator and, after a crash, delivery resumes right after what the daemon
+   *   holds, so it executes each operation exactly once.
    */
   constructor({ daemonId, name, nodeId, clusterId, stateFile }) {
     super();
@@ -45,23 +48,37 @@ class Daemon extends EventEmitter {
     this.activeCount = 0;
     /** Operation ids in the order this daemon executed them. */
     this.executed = [];
+    /** The log index of the last operation executed: everything up to it is in `stateFile`. */
+    this.appliedIndex = 0;
     this.handler = null;
     if (this.stateFile && fs.existsSync(this.stateFile)) {
-      this.executed = fs.readFileSync(this.stateFile, 'utf8').split('\n').filter(Boolean);
+      const text = fs.readFileSync(this.stateFile, 'utf8');
+      // A line cut short by a crash was never executed: drop it.
+      const whole = text.slice(0, text.lastIndexOf('\n') + 1);
+      if (whole.length < text.length) fs.writeFileSync(this.stateFile, whole);
+      for (const line of whole.split('\n').filter(Boolean)) {
+        const [index, id] = line.split(' ');
+        this.executed.push(id);
+        this.appliedIndex = Number(index);
+      }
     }
   }
 
   /** The daemon's state for a consensus snapshot: what it has executed. */
-  async snapshot() {
+  async snapshot({ lastIncludedIndex } = {}) {
     await this._chain;
-    return { executed: this.executed };
+    return { executed: this.executed, appliedIndex: lastIncludedIndex ?? this.appliedIndex };
   }
 
   /** Takes over the state of a snapshot (this node caught up past operations it never saw). */
-  restore(state) {
+  restore(state, { lastIncludedIndex } = {}) {
     this.executed = [...state.executed];
+    this.appliedIndex = lastIncludedIndex ?? state.appliedIndex ?? this.appliedIndex;
     this.handler.executedOps = new Set(this.executed);
-    if (this.stateFile) fs.writeFileSync(this.stateFile, this.executed.map((id) => `${id}\n`).join(''));
+    if (this.stateFile) {
+      // Every line carries the snapshot's index: the whole file is as of that point.
+      fs.writeFileSync(this.stateFile, this.executed.map((id) => `${this.appliedIndex} ${id}\n`).join(''));
+    }
   }
 
   async start() {
@@ -92,7 +109,9 @@ class Daemon extends EventEmitter {
     try {
       const outcome = await this.handler.executeOperation(operation.id, async () => {
         this.executed.push(operation.id);
-        if (this.stateFile) fs.appendFileSync(this.stateFile, `${operation.id}\n`);
+        // The effect and its log index in one write: after a crash both are there, or neither.
+        if (this.stateFile) fs.appendFileSync(this.stateFile, `${logIndex} ${operation.id}\n`);
+        this.appliedIndex = logIndex;
         return { logIndex, type: operation.type };
       });
       if (outcome.success) this.emit('operation:success', { operationId: operation.id, logIndex });
