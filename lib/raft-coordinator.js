@@ -497,6 +497,16 @@ class RaftCoordinator extends ManagedEmitter {
     return found ? { logIndex: found.index, term: found.term } : null;
   }
 
+  /**
+   * Reads the TLS certificate, key and CA files again, for certificates renewed on disk: new
+   * connections use them, open ones keep theirs until they reconnect. Rejects with
+   * ERR_INVALID_CONFIG naming the file when the new material does not load; the node then keeps
+   * the old.
+   */
+  reloadTls() {
+    return this._run(() => this._native.reloadTls());
+  }
+
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer. */
   ping(nodeId, timeoutMs = 2000) {
     return this._run(() => {

@@ -337,6 +337,12 @@ impl NativeNode {
         })
     }
 
+    /// Reads the TLS certificate, key and CA files again (see `Tls::reload`).
+    #[napi]
+    pub fn reload_tls(&self) -> Result<()> {
+        self.node()?.reload_tls().map_err(js_error)
+    }
+
     /// Delivery in this run starts after this index (null: from the start of the log).
     #[napi]
     pub fn resumed_after(&self) -> Result<Option<f64>> {

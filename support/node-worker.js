@@ -224,6 +224,10 @@ const ops = {
     }
     return null;
   },
+  async reloadTls() {
+    await raft.reloadTls();
+    return null;
+  },
   async ping({ nodeId, timeoutMs }) {
     return raft.ping(nodeId, timeoutMs);
   },

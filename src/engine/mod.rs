@@ -364,6 +364,21 @@ impl Node {
         self.resumed_after
     }
 
+    /// Reads the TLS files again: new connections use the new certificate, key and CA; open
+    /// ones keep theirs until they reconnect. A file that does not load changes nothing.
+    pub fn reload_tls(&self) -> Result<(), NodeError> {
+        let Some(tls) = &self.pool.config().tls else {
+            return Err(NodeError::new(
+                ERR::INVALID_OPERATION,
+                "this node was started without tls; there is nothing to reload",
+            ));
+        };
+        tls.reload().map_err(|e| {
+            NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
+                .with_field(e.field)
+        })
+    }
+
     /// JavaScript ran the listeners of every entry up to `index`.
     pub fn delivered(&self, index: u64) {
         self.delivery.ack(index);
