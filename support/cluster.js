@@ -176,6 +176,16 @@ class Cluster {
   }
 
   async start() {
+    await this.prepare();
+    await Promise.all(this.nodes.map((n) => n.start()));
+    return this;
+  }
+
+  /**
+   * Creates the node processes (ports and data directories chosen) without starting them, for
+   * tests that start nodes in an order or at moments of their own.
+   */
+  async prepare() {
     for (let i = 1; i <= this.size; i++) {
       const nodeId = `node-${i}`;
       this.nodes.push(
@@ -191,7 +201,6 @@ class Cluster {
         }),
       );
     }
-    await Promise.all(this.nodes.map((n) => n.start()));
     return this;
   }
 

@@ -809,12 +809,22 @@ impl Node {
         addr: &PeerAddr,
         deadline: Instant,
     ) -> Result<(), NodeError> {
-        // A node that was just added may not have heard from its leader yet.
+        // A node that was just added may not have heard from its leader yet, or heard from it
+        // before the log carrying the membership (and so the leader's address) arrived.
         let settle = (Instant::now() + LEADER_WAIT).min(deadline);
         self.wait_for(settle, |m| {
-            m.current_leader.is_some() && m.current_leader.as_ref() != Some(&self.id)
+            known_leader(m).is_some_and(|(leader, _)| leader != self.id)
         })
         .await;
+        // Nor be connected to it yet: an earlier dial (a claim while it was not running) may
+        // have left the link down until its next retry.
+        if let Some((leader, leader_addr)) = known_leader(&self.metrics()) {
+            let conn = self.pool.get(&leader, &leader_addr);
+            if !conn.is_connected() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = conn.dial_outcome(left.min(HANDSHAKE_CHECK)).await;
+            }
+        }
         let reply = self
             .call_leader(deadline, true, |left| Rpc::AddMember {
                 node_id: peer.0.clone(),
