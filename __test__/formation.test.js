@@ -169,6 +169,30 @@ test('advertiseHost: a node bound to 0.0.0.0 founds a cluster and the membership
   }
 });
 
+test('initialMembers is validated: this node listed with its port and advertised host, no duplicates, not with bootstrap', () => {
+  const a = { nodeId: 'a', host: '127.0.0.1', port: 7101 };
+  const b = { nodeId: 'b', host: '127.0.0.1', port: 7102 };
+  const invalid = (config, field, pattern) =>
+    assert.throws(() => createRaftCoordinator({ nodeId: 'a', port: 7101, ...config }), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_CONFIG');
+      assert.equal(err.field, field);
+      assert.match(err.message, pattern);
+      return true;
+    });
+  invalid({ initialMembers: [] }, 'initialMembers', /non-empty array/);
+  invalid({ initialMembers: [b] }, 'initialMembers', /must list this node \(a\)/);
+  invalid({ initialMembers: [a, b, { ...b, port: 7103 }] }, 'initialMembers', /b is listed twice/);
+  invalid({ initialMembers: [a, { ...b, port: 7101 }] }, 'initialMembers', /127.0.0.1:7101 is listed twice/);
+  invalid({ port: 7109, initialMembers: [a, b] }, 'initialMembers', /port 7101, but this node's port is 7109/);
+  invalid({ host: '127.0.0.2', initialMembers: [a, b] }, 'initialMembers', /advertises 127.0.0.2/);
+  invalid({ initialMembers: [a, { ...b, host: '0.0.0.0' }] }, 'initialMembers', /not an address peers can dial/);
+  invalid({ initialMembers: [a, b], bootstrap: true }, 'bootstrap', /leave bootstrap unset/);
+  // Port 0 binds the port the list gives this node; a wildcard host advertises another address.
+  const zero = createRaftCoordinator({ nodeId: 'a', port: 0, host: '0.0.0.0', advertiseHost: '127.0.0.1', initialMembers: [b, a] });
+  assert.equal(zero.config.port, 7101);
+  assert.equal(zero.config.advertiseHost, '127.0.0.1');
+});
+
 test('addPeer to a peer that refuses the handshake rejects within 2 s with the cause, and the fresh caller founds nothing', async () => {
   const SECRET = 'formation-secret-0123456789';
   const cluster = await new Cluster(1, { config: { secret: SECRET } }).start();

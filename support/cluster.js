@@ -153,7 +153,7 @@ class NodeProcess {
       // fall through to kill
     }
     this.child.disconnect();
-    const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(() => r(null), 5000))]);
+    const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(() => r(null), 5000).unref())]);
     if (!gone) await this.kill('SIGKILL');
   }
 }
