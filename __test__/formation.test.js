@@ -69,13 +69,20 @@ async function assertOneCluster(cluster, since, label) {
   const voters = states.map((s) => [...s.membership.voters].sort().join(','));
   assert.equal(new Set(voters).size, 1, `${label}: one membership (${voters.join(' | ')})`);
   assert.equal(voters[0], 'node-1,node-2,node-3');
-  const leader = cluster.node(states[0].leaderId);
-  const written = await leader.call('replicate', { command: { type: 'formed', label } });
+  // Leadership may still move after forming (an election on this busy machine); the write goes
+  // to whoever leads, and must then reach every node.
+  const written = await cluster.waitFor(async () => {
+    const leader = await cluster.leader();
+    return leader.call('replicate', { command: { type: 'formed', label } }).catch((err) => {
+      if (['ERR_NOT_LEADER', 'ERR_NO_QUORUM'].includes(err.code)) return null;
+      throw err;
+    });
+  });
   await cluster.waitFor(async () => {
     const seen = await Promise.all(cluster.nodes.map((n) => n.call('applied')));
     return seen.every((a) => a.entries.some(([index, , , type]) => index === written.logIndex && type === 'formed'));
   });
-  return { formedMs, leader: leader.nodeId, term: states[0].term };
+  return { formedMs, leader: states[0].leaderId, term: states[0].term };
 }
 
 function summary(name, figures) {
