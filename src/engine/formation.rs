@@ -32,11 +32,16 @@
 //!
 //! Each case leaves one of F1, F2 unable to found, a contradiction. A founder never promises
 //! (a node with state answers `Member`), and a promise is never taken back, so the answers a
-//! node learnt stay true. When a node's calls are spread over several runs (awaited one after
-//! another), the argument holds when the peers are listed in the same order on every node (all
-//! claim the same first peer, which grants at most once) or for three nodes (two founders would
-//! need two disjoint groups of a founder and a peer that stands behind it). With staggered starts
-//! where a peer may not be running yet, `initialMembers` is the safe way.
+//! node learnt stay true.
+//!
+//! When a node's calls are spread over several runs (awaited one after another), a founder's
+//! pending targets may be only some of its peers. If every peer is already listening, two
+//! founders would need two disjoint groups, each of a founder and a peer whose promise leads to
+//! it (the promise chains of one node end at one place): impossible among three nodes, and
+//! impossible when every node lists its peers in the same order (all claim the same first peer,
+//! which promises at most once, and founds only if it promised nobody). A peer with nothing
+//! listening does not hold founding back, so two nodes whose only pending target is the same
+//! stopped peer may both found: with staggered starts and awaited calls, use `initialMembers`.
 //!
 //! Promises live in memory: a fresh node that restarts forgets them. That is harmless for the
 //! nodes that call `addPeer` for each other (the restarted node claims the founder, which answers
