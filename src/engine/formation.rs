@@ -132,7 +132,7 @@ impl Formation {
         self.changed.subscribe()
     }
 
-    /// Registers the target of an `addPeer` call; undone by dropping the returned guard.
+    /// Registers the target of an `addPeer` call; [`Formation::release`] ends it.
     pub fn expect(&self, peer: NodeName, addr: PeerAddr) {
         {
             let mut inner = lock(&self.inner);
