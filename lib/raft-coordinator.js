@@ -89,7 +89,8 @@ function normalizeInitialMembers(members, { nodeId, advertiseHost, port }) {
   const list = members.map((m, i) => {
     const at = `${field}[${i}]`;
     if (!v.isPlainObject(m)) throw invalidConfig(field, `${at}: expected {nodeId, host, port}`);
-    v.checkKnownKeys(m, ['nodeId', 'host', 'port'], at);
+    const unknown = Object.keys(m).find((key) => !['nodeId', 'host', 'port'].includes(key));
+    if (unknown !== undefined) throw invalidConfig(field, `${at}: unknown key ${unknown} (known: nodeId, host, port)`);
     const entry = {
       nodeId: v.nodeId(m.nodeId, field),
       host: v.string(m.host, field, { maxLength: 253 }),
