@@ -1057,7 +1057,7 @@ impl Node {
             applied,
             here: true,
         };
-        if self.quorum_lost(&m) {
+        if self.quorum_lost(&m) && !self.fresh_lease(timeout).await {
             return Err(self.no_quorum_error());
         }
         if let Some(id) = &op_id {
@@ -1166,10 +1166,15 @@ impl Node {
     /// A forwarded request comes because its sender saw this node lead; this node's own view can
     /// trail that by a moment (an election or transfer that just finished). Waits, until
     /// `deadline`, for the view to settle on a leader before the request is judged.
+    ///
+    /// A leader just elected (a transfer that just finished) hears from its quorum only a moment
+    /// later, and on a busy machine that moment can outlast the lease that CheckQuorum allows.
+    /// The sender saw this node lead, so the request waits for the quorum to answer rather than
+    /// failing at once as a lone leader's own writes do.
     pub async fn settle_leadership(&self, deadline: Instant) {
         let me = self.id.clone();
         self.wait_for(deadline, |m| match &m.current_leader {
-            Some(leader) if *leader == me => m.state == ServerState::Leader,
+            Some(leader) if *leader == me => m.state == ServerState::Leader && !self.quorum_lost(m),
             Some(_) => true,
             None => false,
         })
@@ -1261,6 +1266,32 @@ impl Node {
         since_ack >= lease
     }
 
+    /// A leader elected moments ago whose quorum has not answered in this term yet (on a busy
+    /// machine that can take longer than the lease) waits for that first answer, up to
+    /// `timeout`. One whose quorum answered in this term and then went silent does not wait: its
+    /// writes fail at once.
+    async fn fresh_lease(&self, timeout: Duration) -> bool {
+        let m = self.metrics();
+        let term = m.current_term;
+        let since_elected = match *crate::lock(&self.leading_since) {
+            Some((t, since)) if t == term => since.elapsed(),
+            _ => Duration::ZERO,
+        };
+        let acked_this_term = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() < since_elected);
+        if acked_this_term {
+            return false;
+        }
+        let lease = Duration::from_millis(self.config.election_timeout_max_ms);
+        let deadline = Instant::now() + timeout.min(lease * 2);
+        self.wait_for(deadline, |m| {
+            m.current_term == term && m.state == ServerState::Leader && !self.quorum_lost(m)
+        })
+        .await
+    }
+
     fn no_quorum_error(&self) -> NodeError {
         NodeError::new(
             ERR::NO_QUORUM,
@@ -1287,9 +1318,15 @@ impl Node {
         if *stop.borrow_and_update() {
             return Err(stopped());
         }
-        tokio::select! {
+        let result = tokio::select! {
             result = work => result,
             _ = stop.wait_for(|stopping| *stopping) => Err(stopped()),
+        };
+        // Stopping ends the waits inside `work` too (Raft's metrics go away), which can make it
+        // fail in its own words a moment before the stop signal is seen: the cause is the stop.
+        match result {
+            Err(e) if *self.stop_tx.borrow() && e.code != ERR::SHUTDOWN => Err(stopped()),
+            other => other,
         }
     }
 
