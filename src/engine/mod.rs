@@ -3,6 +3,7 @@
 
 mod cursor;
 mod error;
+mod reads;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
 pub use error::{NodeError, ERR};
+pub use reads::LinearRead;
 
 use crate::events::EventSink;
 use crate::storage::{
@@ -716,6 +718,7 @@ impl Node {
                     index,
                     term,
                     duplicate: true,
+                    condition_failed: false,
                 }));
             }
         }
@@ -801,7 +804,7 @@ impl Node {
                     .with_leader(Some(leader.0.clone()))
                 })?;
             let refused = match &reply {
-                Reply::Forwarded(Err(e)) | Reply::Done(Err(e)) => {
+                Reply::Forwarded(Err(e)) | Reply::Done(Err(e)) | Reply::ReadIndex(Err(e)) => {
                     ERR::from_wire(&e.code) == ERR::NOT_LEADER
                 }
                 _ => false,

@@ -355,6 +355,15 @@ async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, r
             }
             None => Reply::Failed("node stopped".into()),
         },
+        Rpc::ReadIndex { timeout_ms } => match node.upgrade() {
+            Some(n) => {
+                let timeout = Duration::from_millis(timeout_ms);
+                n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                    .await;
+                Reply::ReadIndex(n.read_index(timeout).await.map_err(WireError::from))
+            }
+            None => Reply::Failed("node stopped".into()),
+        },
         Rpc::Probe => {
             let metrics = raft.metrics().borrow_watched().clone();
             let membership = metrics.membership_config.membership();
