@@ -198,3 +198,87 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, std::sync::Arc<Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 16 << 20).expect("open");
+        (dir, store)
+    }
+
+    fn write(store: &Store, index: u64, changes: &[(&str, Option<&str>)]) {
+        let mut wtxn = store.env.write_txn().expect("txn");
+        for (seq, (key, value)) in changes.iter().enumerate() {
+            store
+                .record_change(&mut wtxn, index, seq as u32, key, *value)
+                .expect("record");
+        }
+        let last: Option<LogId> = Some(openraft::LogId::new(
+            openraft::vote::leader_id_std::CommittedLeaderId::new(1),
+            index,
+        ));
+        store
+            .applied
+            .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&last).expect("encode"))
+            .expect("put");
+        store.prune_history(&mut wtxn, index).expect("prune");
+        wtxn.commit().expect("commit");
+    }
+
+    #[test]
+    fn lists_by_prefix_in_order_and_never_splits_an_entry() {
+        let (_dir, s) = store();
+        write(&s, 1, &[("state/a", Some("1"))]);
+        write(&s, 2, &[("cluster/n", Some("{}"))]);
+        write(&s, 3, &[("state/b", Some("2")), ("state/c", None)]);
+        write(&s, 4, &[("state/a", None)]);
+        let all = s
+            .registry_changes("state/", 0, u64::MAX, 100)
+            .expect("list");
+        assert_eq!(all.floor, 0);
+        assert_eq!(all.through, 4);
+        let seen: Vec<_> = all
+            .changes
+            .iter()
+            .map(|c| (c.index, c.key.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "state/a"),
+                (3, "state/b"),
+                (3, "state/c"),
+                (4, "state/a")
+            ]
+        );
+        // A page that ends inside entry 3 takes all of it, and says where to resume.
+        let page = s.registry_changes("state/", 0, u64::MAX, 2).expect("page");
+        assert_eq!(page.changes.len(), 3);
+        assert_eq!(page.through, 3);
+        let rest = s
+            .registry_changes("state/", page.through, 3, 2)
+            .expect("rest");
+        assert!(rest.changes.is_empty());
+        assert_eq!(rest.through, 3);
+    }
+
+    #[test]
+    fn pruning_and_snapshots_raise_the_floor() {
+        let (_dir, s) = store();
+        write(&s, 1, &[("state/a", Some("1"))]);
+        write(&s, HISTORY_ENTRIES + 5, &[("state/b", Some("2"))]);
+        let after = s.registry_changes("", 0, u64::MAX, 10).expect("list");
+        assert_eq!(after.floor, 5);
+        assert_eq!(after.changes.len(), 1);
+        let mut wtxn = s.env.write_txn().expect("txn");
+        s.reset_history(&mut wtxn, HISTORY_ENTRIES + 9)
+            .expect("reset");
+        wtxn.commit().expect("commit");
+        let reset = s.registry_changes("", 0, u64::MAX, 10).expect("list");
+        assert_eq!(reset.floor, HISTORY_ENTRIES + 9);
+        assert!(reset.changes.is_empty());
+    }
+}
