@@ -157,7 +157,12 @@ test('10,000 sets with 100 in flight: every node ends equal, also a restarted no
 test('compareAndSet: 16 concurrent clients on 3 nodes each add 1 a hundred times; the counter ends at exactly 1,600', { timeout: 600000 }, async () => {
   const cluster = new Cluster(3);
   try {
-    await startWithState(cluster);
+    const leader = await startWithState(cluster);
+    // A follower's write is refused unless forwarded; forwarded, the follower reads it back at once.
+    const follower = cluster.nodes.find((n) => n !== leader);
+    await assert.rejects(follower.call('dsmSet', { key: 'f', value: 1 }), (err) => err.code === 'ERR_NOT_LEADER' && err.leaderId === leader.nodeId);
+    await follower.call('dsmSet', { key: 'f', value: 2, forward: true });
+    assert.equal((await follower.call('dsmGet', { key: 'f' })).value, 2);
     // 16 clients spread over the three processes; followers forward their writes.
     const spread = [6, 5, 5];
     const results = await Promise.all(
