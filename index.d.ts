@@ -38,13 +38,29 @@ export declare class ConsensusError extends Error {
   readonly field?: string;
 }
 
+/** A voter of the cluster `initialMembers` founds. */
+export interface InitialMember {
+  nodeId: string;
+  /** The address peers dial (this node's entry: its advertiseHost, or host). */
+  host: string;
+  port: number;
+}
+
 export interface RaftCoordinatorConfig {
   /** 1-64 characters of [A-Za-z0-9._-]. */
   nodeId: string;
-  /** Address to bind and to advertise to peers. Default '127.0.0.1'. */
+  /** Address to bind. Default '127.0.0.1'. May be a wildcard ('0.0.0.0', '::') with advertiseHost. */
   host?: string;
-  /** WebSocket port; 0 picks a free one (then `getState().port` tells). */
+  /** Address peers dial, recorded in the membership. Default `host`; required when `host` is a wildcard. */
+  advertiseHost?: string;
+  /** WebSocket port; 0 picks a free one (then `getState().port` tells), or with initialMembers binds this node's listed port. */
   port: number;
+  /**
+   * Every voter of the cluster, this node included (etcd's initial-cluster): a node with an empty
+   * data directory founds the cluster with exactly these voters; every node given the same list,
+   * started in any order, forms one cluster. Ignored once the data directory holds state.
+   */
+  initialMembers?: InitialMember[];
   /** LMDB directory, created if missing. Default `.consensus/<nodeId>` under the working directory. */
   dataDir?: string;
   /** Peers of another cluster are refused at the handshake. Default 'default'. */
@@ -63,7 +79,7 @@ export interface RaftCoordinatorConfig {
   snapshotThreshold?: number;
   /** Entries kept in the log after a snapshot, for slightly lagging followers. Default snapshotThreshold / 4. */
   logsKeptAfterSnapshot?: number;
-  /** 'auto' (default): the first addPeer on a fresh node founds the cluster; true: found at initialize(); false: only join. */
+  /** 'auto' (default): a fresh node's addPeer founds the cluster unless a fresh peer it adds does; true: found at initialize(); false: only join. Not with initialMembers. */
   bootstrap?: 'auto' | boolean;
   /** How long replicateCommand waits for a commit. Default 5000 ms. */
   commandTimeoutMs?: number;
@@ -187,9 +203,10 @@ type Listener<Args extends unknown[]> = (...args: Args) => void;
 
 export declare class RaftCoordinator extends EventEmitter {
   constructor(config: RaftCoordinatorConfig);
-  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex'>> & {
+  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers'>> & {
     bootstrap: 'auto' | 'always' | 'never';
     appliedIndex?: number | (() => number);
+    initialMembers?: InitialMember[];
   };
   readonly nodeId: string;
   readonly isLeader: boolean;

@@ -67,11 +67,14 @@ test('with TLS a cluster forms and replicates; a stranger certificate or a plain
           assert.match(onOutsider.message, /TLS/);
         }
         const err = await added;
-        assert.equal(err.code, 'ERR_TIMEOUT', `${nodeId}: ${err.message}`);
+        // A certificate refused is the answer at once; a peer speaking no TLS at all just never
+        // gets through, like one that is down, until addPeer gives up.
+        assert.equal(err.code, config.tls ? 'ERR_AUTH' : 'ERR_TIMEOUT', `${nodeId}: ${err.message}`);
+        if (config.tls) assert.match(err.message, /TLS/);
         const s = await leader.call('state');
         assert.ok(!s.membership.voters.includes(nodeId), `${nodeId} never became a voter`);
         assert.equal((await outsider.call('state')).lastLogIndex, 0, `${nodeId} received no entries`);
-        await leader.call('removePeer', { nodeId });
+        if (s.membership.learners.includes(nodeId)) await leader.call('removePeer', { nodeId });
       } finally {
         await outsider.stop();
       }
@@ -108,5 +111,72 @@ test('bad TLS settings are ERR_INVALID_CONFIG naming the setting', async () => {
     }
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('certificates rotate to a new CA without a restart while writes go on; the old CA is refused afterwards', { timeout: 180000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-tls-rotation-'));
+  const files = { certFile: path.join(dir, 'node.pem'), keyFile: path.join(dir, 'node-key.pem'), caFile: path.join(dir, 'ca.pem') };
+  const read = (name) => fs.readFileSync(path.join(fixtures, name), 'utf8');
+  // Replace a file in one step, as a certificate manager does, so no reader sees half of it.
+  const put = (file, text) => {
+    fs.writeFileSync(`${file}.tmp`, text);
+    fs.renameSync(`${file}.tmp`, file);
+  };
+  put(files.certFile, read('cluster-node.pem'));
+  put(files.keyFile, read('cluster-node-key.pem'));
+  put(files.caFile, read('cluster-ca.pem'));
+  const cluster = await new Cluster(3, { config: { tls: files, addPeerTimeoutMs: 5000 } }).start();
+  try {
+    const leader = await cluster.form();
+    const reloadAll = () => Promise.all(cluster.nodes.map((n) => n.call('reloadTls')));
+    const writes = leader.call('load', { count: 4000, concurrency: 8, prefix: 'rotation' }, 120000);
+
+    // A file that does not load is refused, naming it, and the node keeps what it had.
+    put(files.certFile, '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n');
+    const bad = await leader.call('reloadTls').then(
+      () => null,
+      (err) => err,
+    );
+    assert.equal(bad?.code, 'ERR_INVALID_CONFIG', String(bad?.message));
+    assert.equal(bad.field, 'tls.certFile');
+    assert.match(bad.message, /node\.pem/);
+    put(files.certFile, read('cluster-node.pem'));
+
+    // 1: trust both CAs. 2: present certificates of the new CA. 3: trust only the new CA.
+    put(files.caFile, read('cluster-ca.pem') + read('renewed-ca.pem'));
+    await reloadAll();
+    put(files.keyFile, read('renewed-node-key.pem'));
+    put(files.certFile, read('renewed-node.pem'));
+    await reloadAll();
+    // New connections use the new certificates: a follower restarted now rejoins with them.
+    const follower = cluster.nodes.find((n) => n !== leader);
+    await follower.stop();
+    await follower.start();
+    await cluster.waitFor(async () => (await leader.call('state')).connectedPeers.includes(follower.nodeId), 20000);
+    put(files.caFile, read('renewed-ca.pem'));
+    await reloadAll();
+
+    const load = await writes;
+    assert.deepEqual(load.errors, {});
+    assert.equal(load.acked.length, 4000);
+
+    // A peer that still presents a certificate of the old CA is refused now.
+    const old = await cluster.outsider('node-9', { tls: tlsOf('cluster'), addPeerTimeoutMs: 3000 });
+    try {
+      await old.start();
+      const refused = await leader.call('addPeer', { nodeId: 'node-9', host: '127.0.0.1', port: old.port }).then(
+        () => null,
+        (err) => err,
+      );
+      assert.ok(refused, 'a peer with a certificate of the old CA was added');
+      const state = await leader.call('state');
+      assert.ok(!state.membership.voters.includes('node-9'));
+    } finally {
+      await old.stop();
+    }
+  } finally {
+    await cluster.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

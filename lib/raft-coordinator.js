@@ -30,6 +30,8 @@ const SNAPSHOT_REQUEST = Symbol('snapshot_request');
 const KNOWN_KEYS = [
   'nodeId',
   'host',
+  'advertiseHost',
+  'initialMembers',
   'port',
   'dataDir',
   'clusterId',
@@ -66,6 +68,57 @@ function normalizeTls(tls) {
   return { certFile: file('certFile'), keyFile: file('keyFile'), caFile: file('caFile') };
 }
 
+/** Addresses that bind every interface: peers cannot dial them. */
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0']);
+
+/**
+ * `initialMembers`: every voter of the cluster to found when the data directory is empty, this
+ * node included, as etcd's initial-cluster. Node ids and addresses are unique; this node's entry
+ * is where peers dial it, so it must name the advertised host and, unless `port` is 0, the same
+ * port. With `port` 0 the node binds the port its entry names: a port picked at random could
+ * not be in a list written beforehand.
+ */
+function normalizeInitialMembers(members, { nodeId, advertiseHost, port }) {
+  if (members === undefined) return { initialMembers: undefined, port };
+  const field = 'initialMembers';
+  if (!Array.isArray(members) || members.length === 0) {
+    throw invalidConfig(field, 'expected a non-empty array of {nodeId, host, port}, this node included');
+  }
+  const ids = new Set();
+  const addresses = new Set();
+  const list = members.map((m, i) => {
+    const at = `${field}[${i}]`;
+    if (!v.isPlainObject(m)) throw invalidConfig(field, `${at}: expected {nodeId, host, port}`);
+    v.checkKnownKeys(m, ['nodeId', 'host', 'port'], at);
+    const entry = {
+      nodeId: v.nodeId(m.nodeId, field),
+      host: v.string(m.host, field, { maxLength: 253 }),
+      port: v.integer(m.port, field, { min: 1, max: 65535 }),
+    };
+    if (WILDCARD_HOSTS.has(entry.host)) {
+      throw invalidConfig(field, `${at}: ${entry.host} is not an address peers can dial`);
+    }
+    if (ids.has(entry.nodeId)) throw invalidConfig(field, `${at}: ${entry.nodeId} is listed twice`);
+    const address = `${entry.host}:${entry.port}`;
+    if (addresses.has(address)) throw invalidConfig(field, `${at}: ${address} is listed twice`);
+    ids.add(entry.nodeId);
+    addresses.add(address);
+    return entry;
+  });
+  const own = list.find((m) => m.nodeId === nodeId);
+  if (!own) throw invalidConfig(field, `must list this node (${nodeId}) too, with the address peers dial`);
+  if (port !== 0 && own.port !== port) {
+    throw invalidConfig(field, `lists ${nodeId} at port ${own.port}, but this node's port is ${port}`);
+  }
+  if (own.host !== advertiseHost) {
+    throw invalidConfig(
+      field,
+      `lists ${nodeId} at ${own.host}, but this node advertises ${advertiseHost}; set advertiseHost (or host) to the address in the list`,
+    );
+  }
+  return { initialMembers: list, port: own.port };
+}
+
 /** Validates a RaftCoordinator config and fills in defaults. Throws ERR_INVALID_CONFIG. */
 function normalizeConfig(config) {
   v.checkObject(config, 'config');
@@ -73,7 +126,20 @@ function normalizeConfig(config) {
   const nodeId = v.nodeId(config.nodeId);
   const host = v.string(config.host, 'host', { fallback: DEFAULTS.host, maxLength: 253 });
   if (config.port === undefined) throw invalidConfig('port', 'required (use 0 to pick a free port)');
-  const port = v.integer(config.port, 'port', { min: 0, max: 65535 });
+  // `host` is bound; `advertiseHost` is what peers dial and what the membership records.
+  const advertiseHost =
+    config.advertiseHost === undefined ? undefined : v.string(config.advertiseHost, 'advertiseHost', { maxLength: 253 });
+  if (advertiseHost !== undefined && WILDCARD_HOSTS.has(advertiseHost)) {
+    throw invalidConfig('advertiseHost', `${advertiseHost} is not an address peers can dial; give this machine's address`);
+  }
+  if (advertiseHost === undefined && WILDCARD_HOSTS.has(host)) {
+    throw invalidConfig('advertiseHost', `required when host is ${host}: the address peers dial to reach this node`);
+  }
+  const { initialMembers, port } = normalizeInitialMembers(config.initialMembers, {
+    nodeId,
+    advertiseHost: advertiseHost ?? host,
+    port: v.integer(config.port, 'port', { min: 0, max: 65535 }),
+  });
   const dataDir = path.resolve(
     v.string(config.dataDir, 'dataDir', { fallback: path.join('.consensus', nodeId), maxLength: 4096 }),
   );
@@ -121,6 +187,9 @@ function normalizeConfig(config) {
     else if (config.bootstrap === 'auto') bootstrap = 'auto';
     else throw invalidConfig('bootstrap', `expected 'auto', true or false, got ${JSON.stringify(config.bootstrap)}`);
   }
+  if (initialMembers !== undefined && bootstrap !== 'auto') {
+    throw invalidConfig('bootstrap', 'initialMembers already says how the cluster is founded; leave bootstrap unset');
+  }
   const int = (key, min, max) => v.integer(config[key], key, { min, max, fallback: DEFAULTS[key] });
   const appliedIndex =
     typeof config.appliedIndex === 'function' || config.appliedIndex === undefined
@@ -129,6 +198,8 @@ function normalizeConfig(config) {
   return {
     nodeId,
     host,
+    advertiseHost: advertiseHost ?? host,
+    initialMembers,
     port,
     dataDir,
     clusterId,
@@ -340,6 +411,8 @@ class RaftCoordinator extends ManagedEmitter {
             appSnapshots: typeof this._snapshotProvider === 'function',
             nodeId: c.nodeId,
             host: c.host,
+            advertiseHost: c.advertiseHost,
+            initialMembers: c.initialMembers,
             port: c.port,
             dataDir: c.dataDir,
             clusterId: c.clusterId,
@@ -383,17 +456,24 @@ class RaftCoordinator extends ManagedEmitter {
   }
 
   /**
-   * Adds a member: as a learner, then as a voter once it holds the log. On a fresh node that
-   * belongs to no cluster (bootstrap 'auto'), the first addPeer founds the cluster. Safe to call
-   * without await: a failure is reported as a `peer_add_failed` event, never as an unhandled
-   * rejection.
+   * Adds a member: as a learner, then as a voter once it holds the log. On a follower the call
+   * goes to the leader. On a fresh node that belongs to no cluster (bootstrap 'auto'), addPeer
+   * founds the cluster, unless one of the fresh nodes it adds is founding it (nodes that all
+   * call addPeer for each other form one cluster). Safe to call without await: a failure is
+   * reported as a `peer_add_failed` event, never as an unhandled rejection.
    */
   addPeer(nodeId, host, port) {
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
       v.string(host, 'host', { maxLength: 253 });
       v.integer(port, 'port', { min: 1, max: 65535 });
-      return this._native.addPeer(nodeId, host, port);
+      // Every addPeer of this synchronous run is registered before any of them starts: a fresh
+      // node then founds only if all the peers it adds stand behind it.
+      this._native.expectPeer(nodeId, host, port);
+      return Promise.resolve().then(() => {
+        if (this._stopped) throw this._shutdownError();
+        return this._native.addPeer(nodeId, host, port, true);
+      });
     });
     promise.catch((error) => this._emitSafely('peer_add_failed', { nodeId, error }));
     return promise;
@@ -505,6 +585,16 @@ class RaftCoordinator extends ManagedEmitter {
     if (this._native === null) return null;
     const found = this._native.operation(operationId);
     return found ? { logIndex: found.index, term: found.term } : null;
+  }
+
+  /**
+   * Reads the TLS certificate, key and CA files again, for certificates renewed on disk: new
+   * connections use them, open ones keep theirs until they reconnect. Rejects with
+   * ERR_INVALID_CONFIG naming the file when the new material does not load; the node then keeps
+   * the old.
+   */
+  reloadTls() {
+    return this._run(() => this._native.reloadTls());
   }
 
   /** Round-trip time in ms to a member; rejects with ERR_TIMEOUT when it does not answer. */

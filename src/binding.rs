@@ -27,11 +27,22 @@ fn js_error(e: NodeError) -> Error {
 }
 
 /// Configuration as `index.js` passes it: already validated, defaults filled in.
+/// A member of `initialMembers`.
+#[napi(object)]
+pub struct NativePeer {
+    pub node_id: String,
+    pub host: String,
+    pub port: u32,
+}
+
 #[napi(object)]
 pub struct NativeConfig {
     pub node_id: String,
     pub host: String,
+    /// The address peers dial; `host` when absent.
+    pub advertise_host: Option<String>,
     pub port: u32,
+    pub initial_members: Option<Vec<NativePeer>>,
     pub data_dir: String,
     pub cluster_id: String,
     pub secret: Option<String>,
@@ -171,12 +182,32 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
             .with_field("appliedIndex"))
         }
     };
+    let initial_members = match c.initial_members {
+        Some(members) => Some(
+            members
+                .into_iter()
+                .map(|m| {
+                    let port = u16::try_from(m.port).map_err(|_| {
+                        NodeError::new(
+                            ERR::INVALID_CONFIG,
+                            format!("initialMembers: {} is not a valid port", m.port),
+                        )
+                        .with_field("initialMembers")
+                    })?;
+                    Ok((m.node_id, PeerAddr { host: m.host, port }))
+                })
+                .collect::<std::result::Result<Vec<_>, NodeError>>()?,
+        ),
+        None => None,
+    };
     Ok(NodeConfig {
         resume_from,
         app_snapshots: c.app_snapshots.unwrap_or(false),
         node_id: c.node_id,
+        advertise_host: c.advertise_host.unwrap_or_else(|| c.host.clone()),
         host: c.host,
         port,
+        initial_members,
         data_dir: PathBuf::from(c.data_dir),
         cluster_id: c.cluster_id,
         secret: c.secret,
@@ -285,6 +316,19 @@ pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Resul
     }
 }
 
+/// How long `stop()` waits for calls in flight to let go of the node; a wedged one must not
+/// hang it.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+
+fn peer_port(port: u32) -> Result<u16> {
+    u16::try_from(port).map_err(|_| {
+        js_error(NodeError::new(
+            ERR::INVALID_CONFIG,
+            format!("port: {port} is not a valid port"),
+        ))
+    })
+}
+
 fn index(i: Option<u64>) -> Option<f64> {
     i.map(|v| v as f64)
 }
@@ -297,32 +341,47 @@ impl NativeNode {
             .ok_or_else(|| js_error(NodeError::new(ERR::SHUTDOWN, "the node is stopped")))
     }
 
+    /// Registers the target of an `addPeer` call at once, on the JavaScript thread, so every
+    /// call made in the same synchronous run is known before any of them starts founding.
+    /// `add_peer` with `registered: true` follows for each.
     #[napi]
-    pub async fn add_peer(&self, node_id: String, host: String, port: u32) -> Result<()> {
-        let port = u16::try_from(port).map_err(|_| {
-            js_error(NodeError::new(
-                ERR::INVALID_CONFIG,
-                format!("port: {port} is not a valid port"),
-            ))
-        })?;
-        self.node()?
-            .add_peer(node_id, PeerAddr { host, port })
-            .await
-            .map_err(js_error)
+    pub fn expect_peer(&self, node_id: String, host: String, port: u32) -> Result<()> {
+        let port = peer_port(port)?;
+        self.node()?.expect_peer(&node_id, PeerAddr { host, port });
+        Ok(())
+    }
+
+    #[napi]
+    pub async fn add_peer(
+        &self,
+        node_id: String,
+        host: String,
+        port: u32,
+        registered: Option<bool>,
+    ) -> Result<()> {
+        let port = peer_port(port)?;
+        let node = self.node()?;
+        node.unless_stopped(node.add_peer(
+            node_id,
+            PeerAddr { host, port },
+            registered.unwrap_or(false),
+        ))
+        .await
+        .map_err(js_error)
     }
 
     #[napi]
     pub async fn remove_peer(&self, node_id: String, forward: Option<bool>) -> Result<()> {
-        self.node()?
-            .remove_peer(node_id, forward.unwrap_or(false))
+        let node = self.node()?;
+        node.unless_stopped(node.remove_peer(node_id, forward.unwrap_or(false)))
             .await
             .map_err(js_error)
     }
 
     #[napi]
     pub async fn transfer_leadership(&self, to: String, timeout_ms: u32) -> Result<()> {
-        self.node()?
-            .transfer_leadership(to, Duration::from_millis(timeout_ms.into()))
+        let node = self.node()?;
+        node.unless_stopped(node.transfer_leadership(to, Duration::from_millis(timeout_ms.into())))
             .await
             .map_err(js_error)
     }
@@ -356,7 +415,13 @@ impl NativeNode {
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or_else(|| node.command_timeout());
         let written = node
-            .replicate(json, op_id, registry, timeout, forward.unwrap_or(false))
+            .unless_stopped(node.replicate(
+                json,
+                op_id,
+                registry,
+                timeout,
+                forward.unwrap_or(false),
+            ))
             .await
             .map_err(js_error)?;
         Ok(NativeApplied {
@@ -366,6 +431,12 @@ impl NativeNode {
             here: written.here,
             condition_failed: written.applied.condition_failed,
         })
+    }
+
+    /// Reads the TLS certificate, key and CA files again (see `Tls::reload`).
+    #[napi]
+    pub fn reload_tls(&self) -> Result<()> {
+        self.node()?.reload_tls().map_err(js_error)
     }
 
     /// Delivery in this run starts after this index (null: from the start of the log).
@@ -484,9 +555,9 @@ impl NativeNode {
     /// Round-trip time to a member in ms; rejects when it does not answer within `timeout_ms`.
     #[napi]
     pub async fn ping(&self, node_id: String, timeout_ms: u32) -> Result<f64> {
-        let rtt = self
-            .node()?
-            .ping(&node_id, Duration::from_millis(timeout_ms.into()))
+        let node = self.node()?;
+        let rtt = node
+            .unless_stopped(node.ping(&node_id, Duration::from_millis(timeout_ms.into())))
             .await
             .map_err(js_error)?;
         Ok(rtt.as_secs_f64() * 1000.0)
@@ -496,9 +567,9 @@ impl NativeNode {
     /// last purged index, or null when nothing was purged.
     #[napi]
     pub async fn compact(&self, keep: u32, timeout_ms: u32) -> Result<Option<f64>> {
-        let upto = self
-            .node()?
-            .compact(keep.into(), Duration::from_millis(timeout_ms.into()))
+        let node = self.node()?;
+        let upto = node
+            .unless_stopped(node.compact(keep.into(), Duration::from_millis(timeout_ms.into())))
             .await
             .map_err(js_error)?;
         Ok(upto.map(|i| i as f64))
@@ -544,12 +615,19 @@ impl NativeNode {
         })
     }
 
-    /// Stops the node and releases the event callback. Idempotent.
+    /// Stops the node and releases the event callback. Idempotent. Resolves once the node is
+    /// gone with its storage (bounded), so the same data directory can be opened right away:
+    /// calls still in flight see the stop and end with ERR_SHUTDOWN, letting go of the node.
     #[napi]
     pub async fn stop(&self) -> Result<()> {
         let node = lock(&self.node).take();
         if let Some(node) = node {
             node.stop().await;
+            let dropped = node.dropped();
+            drop(node);
+            if let Some(dropped) = dropped {
+                let _ = tokio::time::timeout(STOP_LIMIT, dropped).await;
+            }
         }
         let stop = lock(&self.stop_pump).take();
         if let Some(tx) = stop {

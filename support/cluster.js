@@ -153,7 +153,7 @@ class NodeProcess {
       // fall through to kill
     }
     this.child.disconnect();
-    const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(() => r(null), 5000))]);
+    const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(() => r(null), 5000).unref())]);
     if (!gone) await this.kill('SIGKILL');
   }
 }
@@ -176,6 +176,16 @@ class Cluster {
   }
 
   async start() {
+    await this.prepare();
+    await Promise.all(this.nodes.map((n) => n.start()));
+    return this;
+  }
+
+  /**
+   * Creates the node processes (ports and data directories chosen) without starting them, for
+   * tests that start nodes in an order or at moments of their own.
+   */
+  async prepare() {
     for (let i = 1; i <= this.size; i++) {
       const nodeId = `node-${i}`;
       this.nodes.push(
@@ -191,7 +201,6 @@ class Cluster {
         }),
       );
     }
-    await Promise.all(this.nodes.map((n) => n.start()));
     return this;
   }
 

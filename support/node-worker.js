@@ -199,6 +199,42 @@ const ops = {
     await raft.addPeer(nodeId, host, port);
     return null;
   },
+  /**
+   * addPeer for every peer, as start-up code does: all in one synchronous run (each call is
+   * started before any is awaited), or one after another with `sequential`. Resolves once all
+   * settled, with each outcome.
+   */
+  async addPeers({ peers, sequential = false }) {
+    const outcome = (p) => p.then(() => ({ ok: true }), (err) => ({ ok: false, error: serializeError(err) }));
+    if (sequential) {
+      const results = [];
+      for (const { nodeId, host, port } of peers) results.push(await outcome(raft.addPeer(nodeId, host, port)));
+      return results;
+    }
+    return Promise.all(peers.map(({ nodeId, host, port }) => outcome(raft.addPeer(nodeId, host, port))));
+  },
+  /** Polls leadership here until this node no longer claims it; reports when (ms since epoch). */
+  async untilNotLeader({ timeoutMs = 10000 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = raft.getState();
+      if (!raft.isLeader && raft.leaderId === null && s.role !== 'leader' && s.leaderId === null && !s.isLeader) {
+        return { at: Date.now(), role: s.role };
+      }
+      if (Date.now() > deadline) throw new Error(`still leader after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  },
+  /** A write timed inside this process: how long until it settled, and how. */
+  async timedReplicate({ command }) {
+    const t0 = process.hrtime.bigint();
+    try {
+      const r = await raft.replicateCommand(command);
+      return { ok: true, ms: Number(process.hrtime.bigint() - t0) / 1e6, result: r };
+    } catch (err) {
+      return { ok: false, ms: Number(process.hrtime.bigint() - t0) / 1e6, error: serializeError(err) };
+    }
+  },
   async removePeer({ nodeId }) {
     await raft.removePeer(nodeId);
     return null;
@@ -222,6 +258,10 @@ const ops = {
     } catch (err) {
       throw fromNative(err);
     }
+    return null;
+  },
+  async reloadTls() {
+    await raft.reloadTls();
     return null;
   },
   async ping({ nodeId, timeoutMs }) {

@@ -9,6 +9,7 @@ import {
   DistributedStateMachine,
   StateOperation,
   type StateChange,
+  type InitialMember,
   type RaftState,
   type ReplicateResult,
 } from '@unrdf/consensus';
@@ -30,6 +31,21 @@ async function main(): Promise<void> {
   });
   const inMemory = createRaftCoordinator({ nodeId: 'node-5', port: 8084, appliedIndex: 0 });
   void inMemory;
+  const members: InitialMember[] = [
+    { nodeId: 'node-1', host: '10.0.1.100', port: 8080 },
+    { nodeId: 'node-2', host: '10.0.1.101', port: 8081 },
+  ];
+  const formed = createRaftCoordinator({
+    nodeId: 'node-1',
+    port: 8080,
+    host: '0.0.0.0',
+    advertiseHost: '10.0.1.100',
+    initialMembers: members,
+  });
+  const listed: InitialMember[] | undefined = formed.config.initialMembers;
+  const advertised: string = formed.config.advertiseHost;
+  void listed;
+  void advertised;
   raft.on('leader_elected', ({ leaderId, term }) => {
     const id: string = leaderId;
     const t: number = term;

@@ -3,6 +3,7 @@
 
 mod cursor;
 mod error;
+mod formation;
 mod reads;
 mod watcher;
 
@@ -17,17 +18,18 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 
 pub use error::{NodeError, ERR};
+use formation::{Answer, Formation, Verdict};
 pub use reads::LinearRead;
 
 use crate::events::EventSink;
 use crate::storage::{
     AppSnapshots, Delivery, LogStore, OpenError, ResumeFrom, StateMachine, Store,
 };
-use crate::transport::client::PeerPool;
-use crate::transport::codec::{Reply, Rpc};
+use crate::transport::client::{DialFailure, PeerPool};
+use crate::transport::codec::{ClaimReply, Reply, Rpc};
 use crate::transport::link_cuts::{Cuts, LinkCuts, FAULT_HOOKS_ENV};
 use crate::transport::server::{Server, ERR_NOT_MEMBER};
 use crate::transport::tls::{Tls, TlsFiles};
@@ -48,8 +50,15 @@ pub enum Bootstrap {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: String,
+    /// The address bound.
     pub host: String,
+    /// The address peers dial, recorded in the membership (differs from `host` when that is a
+    /// wildcard such as `0.0.0.0`).
+    pub advertise_host: String,
     pub port: u16,
+    /// Every voter of a cluster to found when the data directory is empty, this node included
+    /// (etcd's initial-cluster). Every node given the same list founds the same cluster.
+    pub initial_members: Option<Vec<(String, PeerAddr)>>,
     pub data_dir: PathBuf,
     pub cluster_id: String,
     /// Shared secret every peer must prove it knows at the handshake.
@@ -127,6 +136,14 @@ pub struct Node {
     delivery: Arc<Delivery>,
     /// Delivery in this run starts after this index.
     resumed_after: Option<u64>,
+    formation: Formation,
+    /// Since when this node leads (term, instant), as the metrics watcher saw it: a leader that
+    /// no quorum acknowledged yet is given its lease from there.
+    leading_since: Arc<std::sync::Mutex<Option<(u64, Instant)>>>,
+    dropped_rx: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Declared last, so it drops after `store`: a receiver that sees it go knows the data
+    /// directory's lock went with the node.
+    _dropped: oneshot::Sender<()>,
 }
 
 pub fn now_ms() -> u64 {
@@ -146,6 +163,41 @@ const FORWARD_REPLY_MARGIN: Duration = Duration::from_millis(500);
 /// How long a request refused by the leader we know waits for our view to move on before it
 /// asks again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long `addPeer` waits for the first dial to a new peer before it goes on: long enough for
+/// any peer that answers to refuse the handshake, short enough that the caller hears why
+/// within two seconds.
+const HANDSHAKE_CHECK: Duration = Duration::from_millis(1500);
+
+/// One claim's wait for a connection, and for its answer.
+const CLAIM_WAIT: Duration = Duration::from_millis(1000);
+
+/// Pause before claims that got no answer (the peer timed out or is still connecting) are sent
+/// again.
+const CLAIM_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a node that just joined waits to learn its leader before forwarding to it.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// The error code for a peer's handshake refusal, as the caller of `addPeer` sees it.
+fn refusal_code(code: &str) -> &'static str {
+    match code {
+        "ERR_INVALID_CONFIG" | "ERR_PROTOCOL" => ERR::INVALID_CONFIG,
+        _ => ERR::AUTH,
+    }
+}
+
+/// Ends one `addPeer` target registration when the call ends, however it ends.
+struct Registration<'a> {
+    formation: &'a Formation,
+    peer: NodeName,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.formation.release(&self.peer);
+    }
+}
 
 /// The leader this node knows, with its address.
 fn known_leader(m: &RaftMetrics<TypeConfig>) -> Option<(NodeName, PeerAddr)> {
@@ -285,19 +337,23 @@ impl Node {
             events.clone(),
             stop_rx.clone(),
         ));
+        let leading_since = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(watcher::watch_metrics(
             raft.clone(),
             id.clone(),
             pool.clone(),
             events.clone(),
+            leading_since.clone(),
             stop_rx.clone(),
         ));
 
         let addr = PeerAddr {
-            host: config.host.clone(),
+            host: config.advertise_host.clone(),
             port,
         };
         let leader_contact_ms = Arc::new(AtomicU64::new(0));
+        let (dropped_tx, dropped_rx) = oneshot::channel();
+        let formation = Formation::new(id.clone(), config.bootstrap == Bootstrap::Auto);
         let node = Arc::new(Node {
             id,
             addr,
@@ -311,6 +367,10 @@ impl Node {
             app_snapshots,
             delivery,
             resumed_after: replayed.resumed_after,
+            formation,
+            leading_since,
+            dropped_rx: std::sync::Mutex::new(Some(dropped_rx)),
+            _dropped: dropped_tx,
         });
         let server = Arc::new(Server {
             raft,
@@ -321,8 +381,13 @@ impl Node {
         });
         tokio::spawn(server.run(listener, stop_rx));
 
-        if node.config.bootstrap == Bootstrap::Always && !node.has_state()? {
-            node.found().await?;
+        if !node.has_state()? {
+            if let Some(members) = node.config.initial_members.clone() {
+                node.initialize_members(members).await?;
+            } else if node.config.bootstrap == Bootstrap::Always {
+                node.found(Instant::now() + node.config.add_peer_timeout)
+                    .await?;
+            }
         }
         Ok(node)
     }
@@ -364,6 +429,21 @@ impl Node {
     /// The index after which this run's delivery started (what earlier runs handed over).
     pub fn resumed_after(&self) -> Option<u64> {
         self.resumed_after
+    }
+
+    /// Reads the TLS files again: new connections use the new certificate, key and CA; open
+    /// ones keep theirs until they reconnect. A file that does not load changes nothing.
+    pub fn reload_tls(&self) -> Result<(), NodeError> {
+        let Some(tls) = &self.pool.config().tls else {
+            return Err(NodeError::new(
+                ERR::INVALID_OPERATION,
+                "this node was started without tls; there is nothing to reload",
+            ));
+        };
+        tls.reload().map_err(|e| {
+            NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
+                .with_field(e.field)
+        })
     }
 
     /// JavaScript ran the listeners of every entry up to `index`.
@@ -421,8 +501,27 @@ impl Node {
         }
     }
 
+    /// Founds the cluster of `initialMembers`. Every member given the same list does the same,
+    /// which openraft allows: identical initial configs elect one leader among them. No wait for
+    /// a leader here: the others may start much later.
+    async fn initialize_members(&self, members: Vec<(String, PeerAddr)>) -> Result<(), NodeError> {
+        self.formation.mark_founded();
+        let members: BTreeMap<NodeName, PeerAddr> = members
+            .into_iter()
+            .map(|(id, addr)| (NodeName(id), addr))
+            .collect();
+        if let Err(e) = self.raft.initialize(members).await {
+            if !matches!(e, RaftError::APIError(_)) {
+                return Err(NodeError::new(ERR::STORAGE, e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Founds a one-node cluster with this node as its only voter and waits until it leads.
-    async fn found(&self) -> Result<(), NodeError> {
+    async fn found(&self, deadline: Instant) -> Result<(), NodeError> {
+        // From here on, claims from other fresh nodes are answered as by a member.
+        self.formation.mark_founded();
         let members = BTreeMap::from([(self.id.clone(), self.addr.clone())]);
         if let Err(e) = self.raft.initialize(members).await {
             // Already initialized is fine: someone (or a restart) got here first.
@@ -431,7 +530,6 @@ impl Node {
             }
         }
         let me = self.id.clone();
-        let deadline = Instant::now() + self.config.add_peer_timeout;
         // Leading is not enough: the founding membership must be committed before the next
         // membership change may start.
         if !self
@@ -460,90 +558,108 @@ impl Node {
         NodeError::new(ERR::NOT_LEADER, hint).with_leader(leader)
     }
 
-    /// Asks a peer whether it already belongs to a cluster. `None` when it cannot be reached.
-    async fn probe(
-        &self,
-        id: &NodeName,
-        addr: &PeerAddr,
-    ) -> Option<crate::transport::codec::ProbeReply> {
-        let conn = self.pool.get(id, addr);
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        while !conn.is_connected() && Instant::now() < deadline {
-            // The connection task dials right away; give it a moment before deciding.
-            let _ = conn.call(Rpc::Probe, Duration::from_millis(50)).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        match conn.call(Rpc::Probe, Duration::from_millis(1000)).await {
-            Ok(Reply::Probe(p)) => Some(p),
-            // Refused as a non-member: the peer belongs to a cluster already.
-            _ if conn
-                .refusal()
-                .is_some_and(|r| r.starts_with(ERR_NOT_MEMBER)) =>
-            {
-                Some(crate::transport::codec::ProbeReply {
-                    initialized: true,
-                    leader_id: None,
-                    voters: Vec::new(),
-                })
-            }
-            _ => None,
+    /// Registers the target of an `addPeer` call before the call runs. JavaScript does this
+    /// synchronously for every call, so the calls made in one run are all known to the first
+    /// claim round: see `formation`. The call itself then passes `registered: true`.
+    pub fn expect_peer(&self, id: &str, addr: PeerAddr) {
+        if id != self.id.0 {
+            self.formation.expect(NodeName(id.to_string()), addr);
         }
     }
 
-    /// Adds a member: as a learner first, then, once it holds the log, as a voter.
-    pub async fn add_peer(&self, id: String, addr: PeerAddr) -> Result<(), NodeError> {
-        if id == self.id.0 {
+    /// Adds a member: as a learner first, then, once it holds the log, as a voter. On a
+    /// follower it is forwarded to the leader; on a fresh node it founds the cluster, unless
+    /// another fresh node does (see `formation`).
+    pub async fn add_peer(
+        &self,
+        id: String,
+        addr: PeerAddr,
+        registered: bool,
+    ) -> Result<(), NodeError> {
+        let peer = NodeName(id.clone());
+        if peer == self.id {
             return Err(NodeError::new(
                 ERR::INVALID_CONFIG,
                 format!("addPeer: '{id}' is this node itself"),
             ));
         }
-        let peer = NodeName(id.clone());
-        let _guard = self.membership_lock.lock().await;
+        if !registered {
+            self.formation.expect(peer.clone(), addr.clone());
+        }
+        let _registration = Registration {
+            formation: &self.formation,
+            peer: peer.clone(),
+        };
+        let deadline = Instant::now() + self.config.add_peer_timeout;
+        let result = self.add_peer_until(&peer, &addr, deadline, true).await;
+        if result.is_err() && self.membership_addr(&peer).is_none() {
+            // Stop dialing a peer that did not make it in.
+            self.pool.forget(&peer);
+        }
+        result
+    }
 
-        let m = self.metrics();
-        let is_member = m
+    /// `addPeer` forwarded by a follower: this node must be the leader.
+    pub async fn add_forwarded_peer(
+        &self,
+        id: String,
+        addr: PeerAddr,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let peer = NodeName(id);
+        self.add_peer_until(&peer, &addr, Instant::now() + timeout, false)
+            .await
+    }
+
+    fn membership_addr(&self, peer: &NodeName) -> Option<PeerAddr> {
+        self.metrics()
             .membership_config
             .membership()
-            .get_node(&self.id)
-            .is_some();
-        if !is_member && !self.has_state()? {
+            .get_node(peer)
+            .cloned()
+    }
+
+    fn is_fresh(&self) -> Result<bool, NodeError> {
+        Ok(self.membership_addr(&self.id).is_none() && !self.has_state()?)
+    }
+
+    async fn add_peer_until(
+        &self,
+        peer: &NodeName,
+        addr: &PeerAddr,
+        deadline: Instant,
+        forward: bool,
+    ) -> Result<(), NodeError> {
+        self.check_handshake(peer, addr, deadline).await?;
+        let guard = self.membership_lock.lock().await;
+        if forward && self.is_fresh()? {
             if self.config.bootstrap == Bootstrap::Never {
                 return Err(NodeError::new(
                     ERR::INVALID_CONFIG,
                     "this node has bootstrap: false and belongs to no cluster yet; call addPeer on the cluster's leader",
                 ));
             }
-            // Founding here is only safe if the peer is not already in a cluster: otherwise we
-            // would create a second cluster beside the one it belongs to.
-            if let Some(probe) = self.probe(&peer, &addr).await {
-                if probe.initialized {
-                    let leader = probe.leader_id.clone();
-                    return Err(NodeError::new(
-                        ERR::NOT_LEADER,
-                        format!(
-                            "{id} already belongs to a cluster (leader: {}); call addPeer for {} on that cluster's leader instead of founding a new one",
-                            leader.as_deref().unwrap_or("unknown"),
-                            self.id
-                        ),
-                    )
-                    .with_leader(leader));
-                }
-            }
-            self.found().await?;
+            // Either this node founded and leads, or it was added to another's cluster and the
+            // call goes on to that cluster's leader below.
+            self.settle_founding(deadline).await?;
         }
 
         let m = self.metrics();
         if m.current_leader.as_ref() != Some(&self.id) {
-            return Err(self.not_leader(&m));
+            drop(guard);
+            if !forward {
+                return Err(self.not_leader(&m));
+            }
+            return self.forward_add(peer, addr, deadline).await;
         }
+        let id = &peer.0;
         let membership = m.membership_config.membership();
-        let existing = membership.get_node(&peer).cloned();
-        let is_voter = membership.voter_ids().any(|v| v == peer);
-        if is_voter && existing.as_ref() == Some(&addr) {
+        let existing = membership.get_node(peer).cloned();
+        let is_voter = membership.voter_ids().any(|v| v == *peer);
+        if is_voter && existing.as_ref() == Some(addr) {
             return Ok(());
         }
-        if existing.is_some() && existing.as_ref() != Some(&addr) {
+        if existing.is_some() && existing.as_ref() != Some(addr) {
             return Err(NodeError::new(
                 ERR::INVALID_CONFIG,
                 format!(
@@ -553,7 +669,6 @@ impl Node {
             ));
         }
 
-        let deadline = Instant::now() + self.config.add_peer_timeout;
         // A new leader may still be committing the membership it inherited; openraft allows one
         // membership change at a time.
         self.wait_for(deadline, membership_applied).await;
@@ -569,7 +684,7 @@ impl Node {
                 let matched = m
                     .replication
                     .as_ref()
-                    .and_then(|r| r.get(&peer).cloned().flatten())
+                    .and_then(|r| r.get(peer).cloned().flatten())
                     .map(|l| l.index());
                 matched.is_some() && matched >= target
             })
@@ -585,11 +700,216 @@ impl Node {
         }
         if !is_voter {
             self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([peer])), true)
+                .change_membership(
+                    ChangeMembers::AddVoterIds(BTreeSet::from([peer.clone()])),
+                    true,
+                )
                 .await
                 .map_err(|e| self.write_error(e))?;
         }
         Ok(())
+    }
+
+    /// A peer that refuses our handshake (wrong or missing secret, another cluster, another node
+    /// at that address, a certificate we or it do not trust) can never join: say why now,
+    /// instead of founding a cluster or adding a learner that never catches up. A peer that is
+    /// merely unreachable may come up later, so the call goes on.
+    async fn check_handshake(
+        &self,
+        peer: &NodeName,
+        addr: &PeerAddr,
+        deadline: Instant,
+    ) -> Result<(), NodeError> {
+        if self.membership_addr(peer).is_some() {
+            // A member already: its connection stays as it is.
+            return Ok(());
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(HANDSHAKE_CHECK);
+        let conn = self.pool.get(peer, addr);
+        match conn.dial_outcome(wait).await {
+            Some(Err(DialFailure::Refused { code, message })) if code != ERR_NOT_MEMBER => {
+                Err(NodeError::new(
+                    refusal_code(&code),
+                    format!("{peer} at {addr} refused the handshake: {message}"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// On a fresh node: claims the targets of the pending `addPeer` calls until this node may
+    /// found the cluster (and does), or defers to another node and waits to be added.
+    async fn settle_founding(&self, deadline: Instant) -> Result<(), NodeError> {
+        let mut changes = self.formation.subscribe();
+        let me = self.id.clone();
+        let added =
+            |m: &RaftMetrics<TypeConfig>| m.membership_config.membership().get_node(&me).is_some();
+        loop {
+            changes.borrow_and_update();
+            if !self.is_fresh()? {
+                return Ok(());
+            }
+            let verdict = self.formation.evaluate();
+            match verdict {
+                Verdict::Found => {
+                    return self.found(deadline).await;
+                }
+                Verdict::Deferred { to, member } => {
+                    return self.wait_until_added(&to, member, deadline).await;
+                }
+                Verdict::Ask(targets) => {
+                    let claims = targets.into_iter().map(|(target, addr)| async move {
+                        let answer = self.claim(&target, &addr, deadline).await;
+                        (target, answer)
+                    });
+                    let mut learnt = false;
+                    for (target, answer) in futures_util::future::join_all(claims).await {
+                        if let Some(answer) = answer {
+                            self.formation.record(target, answer);
+                            learnt = true;
+                        }
+                    }
+                    if !learnt {
+                        // Nobody answered (still connecting, or too slow): ask again shortly.
+                        let pause = (Instant::now() + CLAIM_RETRY).min(deadline);
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            _ = self.wait_for(pause, added) => {}
+                        }
+                    }
+                }
+                Verdict::Wait => {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = self.wait_for(deadline, added) => {}
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::new(
+                    ERR::TIMEOUT,
+                    format!(
+                        "the fresh nodes this node adds did not settle who founds the cluster within {} ms; check that they run and are reachable, or start every node with the same initialMembers",
+                        self.config.add_peer_timeout.as_millis()
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Asks `target` to let this node found the cluster. `None`: no answer (yet).
+    async fn claim(&self, target: &NodeName, addr: &PeerAddr, deadline: Instant) -> Option<Answer> {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(CLAIM_WAIT);
+        let conn = self.pool.get(target, addr);
+        match conn.dial_outcome(wait).await? {
+            Ok(()) => {}
+            Err(DialFailure::NoListener) => return Some(Answer::Absent),
+            // Refused as a non-member: the peer belongs to a cluster already.
+            Err(DialFailure::Refused { code, .. }) if code == ERR_NOT_MEMBER => {
+                return Some(Answer::Member(None))
+            }
+            Err(_) => return None,
+        }
+        match conn.call(Rpc::Claim, wait).await {
+            Ok(Reply::Claim(reply)) => Some(Answer::from_reply(reply, target)),
+            _ => None,
+        }
+    }
+
+    /// Answers another fresh node's claim to found the cluster.
+    pub fn answer_claim(&self, claimer: &str) -> ClaimReply {
+        let m = self.metrics();
+        let member = ClaimReply::Member {
+            leader_id: m.current_leader.as_ref().map(|l| l.0.clone()),
+        };
+        // Unknown storage state: answering as a member is the answer that founds nothing.
+        if !self.is_fresh().unwrap_or(false) {
+            return member;
+        }
+        self.formation
+            .on_claim(&NodeName(claimer.to_string()))
+            .unwrap_or(member)
+    }
+
+    /// After deferring to `to`: waits until some leader adds this node.
+    async fn wait_until_added(
+        &self,
+        to: &NodeName,
+        member: bool,
+        deadline: Instant,
+    ) -> Result<(), NodeError> {
+        let me = self.id.clone();
+        let added = self
+            .wait_for(deadline, |m| {
+                m.membership_config.membership().get_node(&me).is_some()
+            })
+            .await;
+        if added {
+            return Ok(());
+        }
+        let ms = self.config.add_peer_timeout.as_millis();
+        Err(if member {
+            let leader = self.formation.leader_hint(to);
+            NodeError::new(
+                ERR::NOT_LEADER,
+                format!(
+                    "{to} already belongs to a cluster (leader: {}) and it did not add {me} within {ms} ms; call addPeer for {me} on that cluster's leader instead of founding a new one",
+                    leader.as_deref().unwrap_or("unknown")
+                ),
+            )
+            .with_leader(leader)
+        } else {
+            NodeError::new(
+                ERR::TIMEOUT,
+                format!(
+                    "{me} left founding the cluster to {to}, which did not add it within {ms} ms; call addPeer for {me} on {to} or on its cluster's leader"
+                ),
+            )
+        })
+    }
+
+    /// Sends `addPeer` on to the leader this node knows.
+    async fn forward_add(
+        &self,
+        peer: &NodeName,
+        addr: &PeerAddr,
+        deadline: Instant,
+    ) -> Result<(), NodeError> {
+        // A node that was just added may not have heard from its leader yet, or heard from it
+        // before the log carrying the membership (and so the leader's address) arrived.
+        let settle = (Instant::now() + LEADER_WAIT).min(deadline);
+        self.wait_for(settle, |m| {
+            known_leader(m).is_some_and(|(leader, _)| leader != self.id)
+        })
+        .await;
+        // Nor be connected to it yet: an earlier dial (a claim while it was not running) may
+        // have left the link down until its next retry.
+        if let Some((leader, leader_addr)) = known_leader(&self.metrics()) {
+            let conn = self.pool.get(&leader, &leader_addr);
+            if !conn.is_connected() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = conn.dial_outcome(left.min(HANDSHAKE_CHECK)).await;
+            }
+        }
+        let reply = self
+            .call_leader(deadline, true, |left| Rpc::AddMember {
+                node_id: peer.0.clone(),
+                host: addr.host.clone(),
+                port: addr.port,
+                timeout_ms: left.saturating_sub(FORWARD_REPLY_MARGIN).as_millis() as u64,
+            })
+            .await?;
+        match reply {
+            Reply::Done(result) => result.map_err(NodeError::from),
+            other => Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!("the leader gave no answer to a forwarded addPeer: {other:?}"),
+            )),
+        }
     }
 
     /// Removes a member (voter or learner) from the cluster. With `forward`, a node that is not
@@ -712,6 +1032,9 @@ impl Node {
             applied,
             here: true,
         };
+        if self.quorum_lost(&m) {
+            return Err(self.no_quorum_error());
+        }
         if let Some(id) = &op_id {
             if let Some((index, term)) = self.operation(id)? {
                 return Ok(here(Applied {
@@ -882,6 +1205,71 @@ impl Node {
         Ok(Some(upto))
     }
 
+    /// etcd's CheckQuorum: a leader that no quorum acknowledged within the leader lease
+    /// (`electionTimeoutMax`, as openraft's own lease) does not claim leadership: a majority
+    /// elsewhere may have elected another leader meanwhile. A single voter is its own quorum.
+    fn quorum_lost(&self, m: &RaftMetrics<TypeConfig>) -> bool {
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let only_me = m
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .iter()
+            .all(|voters| voters.len() == 1 && voters.contains(&self.id));
+        if only_me {
+            return false;
+        }
+        let lease = Duration::from_millis(self.config.election_timeout_max_ms);
+        let since_ack = match &m.last_quorum_acked {
+            Some(at) => at.elapsed(),
+            // Elected, no acknowledgement yet: the votes that elected it count as one.
+            None => match *crate::lock(&self.leading_since) {
+                Some((term, since)) if term == m.current_term => since.elapsed(),
+                _ => Duration::ZERO,
+            },
+        };
+        since_ack >= lease
+    }
+
+    fn no_quorum_error(&self) -> NodeError {
+        NodeError::new(
+            ERR::NO_QUORUM,
+            format!(
+                "this node ({}) leads but has not heard from a majority of the voters for {} ms; nothing was written. Retry once the cluster heals (another node may lead by then)",
+                self.id, self.config.election_timeout_max_ms
+            ),
+        )
+    }
+
+    /// Runs `work` unless the node stops first; then it ends with `ERR_SHUTDOWN`, and lets go of
+    /// the node so that `stop()` can release the data directory.
+    pub async fn unless_stopped<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        let mut stop = self.stop_tx.subscribe();
+        let stopped = || {
+            NodeError::new(
+                ERR::SHUTDOWN,
+                format!("node {} stopped while the call was in flight", self.id),
+            )
+        };
+        if *stop.borrow_and_update() {
+            return Err(stopped());
+        }
+        tokio::select! {
+            result = work => result,
+            _ = stop.wait_for(|stopping| *stopping) => Err(stopped()),
+        }
+    }
+
+    /// Resolves once this node is dropped, with its storage: taken once, by `stop()`'s caller.
+    pub fn dropped(&self) -> Option<oneshot::Receiver<()>> {
+        crate::lock(&self.dropped_rx).take()
+    }
+
     fn no_progress_error(&self, timeout: Duration) -> NodeError {
         let m = self.metrics();
         let voters: Vec<NodeName> = m.membership_config.membership().voter_ids().collect();
@@ -909,6 +1297,12 @@ impl Node {
 
     fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
         match e {
+            // openraft's leader lease ran out between our check and the proposal.
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f))
+                if f.leader_id.is_none() && self.metrics().state == ServerState::Leader =>
+            {
+                self.no_quorum_error()
+            }
             RaftError::APIError(ClientWriteError::ForwardToLeader(f))
             | RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
                 let leader = f.leader_id.map(|l| l.0);
@@ -939,7 +1333,11 @@ impl Node {
             .nodes()
             .map(|(id, addr)| (id.0.clone(), addr.clone()))
             .collect();
+        let quorum_lost = self.quorum_lost(&m);
         let role = match m.state {
+            // Documented: a leader without a quorum reports itself a follower with no leader,
+            // as etcd's leader steps down under CheckQuorum.
+            ServerState::Leader if quorum_lost => "follower",
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
             ServerState::Follower => "follower",
@@ -965,7 +1363,11 @@ impl Node {
             last_contact_ms,
             node_id: self.id.0.clone(),
             role,
-            leader_id: m.current_leader.as_ref().map(|l| l.0.clone()),
+            leader_id: m
+                .current_leader
+                .as_ref()
+                .filter(|_| !quorum_lost)
+                .map(|l| l.0.clone()),
             term: m.current_term,
             port: self.addr.port,
             last_log_index: m.last_log_index,

@@ -47,6 +47,7 @@ pub async fn watch_metrics(
     me: NodeName,
     pool: Arc<PeerPool>,
     events: EventSink,
+    leading_since: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = raft.metrics();
@@ -57,6 +58,11 @@ pub async fn watch_metrics(
     };
     loop {
         let now = observe(&rx.borrow_watched());
+        if now.state == Some(ServerState::Leader)
+            && (prev.state != now.state || prev.term != now.term)
+        {
+            *crate::lock(&leading_since) = Some((now.term, std::time::Instant::now()));
+        }
         if now != prev {
             diff(&prev, &now, &me, &pool, &events);
             finish_membership_change(&raft, &prev, &now);

@@ -41,6 +41,41 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// Why the last dial to a peer did not give a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialFailure {
+    /// Nothing listens at the address (the connection was actively refused).
+    NoListener,
+    /// The peer answered but the handshake failed on its side or ours: wrong secret, another
+    /// cluster, another node id at that address, a certificate not trusted. `code` is an
+    /// `ERR_...` code; retrying does not help until someone changes a configuration.
+    Refused { code: String, message: String },
+    /// Anything else: a timeout, a reset, a cut link. May clear by itself.
+    Network(String),
+}
+
+impl std::fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialFailure::NoListener => write!(f, "nothing listens there"),
+            DialFailure::Refused { code, message } => write!(f, "{code}: {message}"),
+            DialFailure::Network(why) => f.write_str(why),
+        }
+    }
+}
+
+impl DialFailure {
+    fn refused(code: &str, message: impl Into<String>) -> Self {
+        DialFailure::Refused {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of the latest finished dial: its sequence number, and why it failed (if it did).
+type DialOutcome = (u64, Option<DialFailure>);
+
 struct Outgoing {
     id: u64,
     bytes: Vec<u8>,
@@ -67,8 +102,8 @@ pub struct PeerConn {
     queue: mpsc::UnboundedSender<Outgoing>,
     closed: AtomicBool,
     wake: Notify,
-    /// Why the peer last refused our handshake, if it did.
-    refusal: Mutex<Option<String>>,
+    /// Each finished dial, so a caller can wait for the next one and learn why it failed.
+    dials: watch::Sender<DialOutcome>,
 }
 
 impl PeerConn {
@@ -76,13 +111,36 @@ impl PeerConn {
         &self.target
     }
 
-    /// Why the peer last refused our handshake (`ERR_...: message`), if it did.
-    pub fn refusal(&self) -> Option<String> {
-        lock(&self.refusal).clone()
+    /// Waits for a connection: `Ok` once connected, or why the next finished dial failed. A
+    /// link already down is dialed again now rather than judged by its last failure, since the
+    /// peer may have come up or been fixed since. `None` when `timeout` passes first.
+    pub async fn dial_outcome(&self, timeout: Duration) -> Option<Result<(), DialFailure>> {
+        let mut dials = self.dials.subscribe();
+        let seen = dials.borrow_and_update().0;
+        if self.is_connected() {
+            return Some(Ok(()));
+        }
+        self.wake.notify_one();
+        let next = tokio::time::timeout(timeout, dials.wait_for(|(n, _)| *n > seen)).await;
+        match next {
+            Ok(Ok(outcome)) => Some(match &outcome.1 {
+                None => Ok(()),
+                Some(failure) => Err(failure.clone()),
+            }),
+            _ => None,
+        }
     }
 
-    fn set_refusal(&self, why: Option<String>) {
-        *lock(&self.refusal) = why;
+    /// Why the last finished dial failed, if it did.
+    pub fn last_failure(&self) -> Option<DialFailure> {
+        self.dials.borrow().1.clone()
+    }
+
+    fn finish_dial(&self, failure: Option<DialFailure>) {
+        self.dials.send_modify(|(n, last)| {
+            *n += 1;
+            *last = failure;
+        });
     }
 
     pub fn is_connected(&self) -> bool {
@@ -176,7 +234,7 @@ impl PeerPool {
             queue: tx,
             closed: AtomicBool::new(false),
             wake: Notify::new(),
-            refusal: Mutex::new(None),
+            dials: watch::Sender::new((0, None)),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -220,7 +278,8 @@ async fn dial(
     addr: &PeerAddr,
     local: &NodeName,
     config: &TransportConfig,
-) -> Result<(Ws, String), String> {
+) -> Result<(Ws, String), DialFailure> {
+    use DialFailure::Network;
     let connect = async {
         // A short connect timeout of its own: toward an unreachable host the SYN is dropped, not
         // refused, and the kernel would retry for much longer than a partition needs to heal.
@@ -229,24 +288,31 @@ async fn dial(
             TcpStream::connect((addr.host.as_str(), addr.port)),
         )
         .await
-        .map_err(|_| format!("connect {addr}: timed out"))?
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        .map_err(|_| Network(format!("connect {addr}: timed out")))?
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                DialFailure::NoListener
+            } else {
+                Network(format!("connect {addr}: {e}"))
+            }
+        })?;
+        tcp.set_nodelay(true).map_err(|e| Network(e.to_string()))?;
         let stream = match &config.tls {
             Some(tls) => tls.connect(&addr.host, tcp).await.map_err(|e| {
                 if tls_refusal(&e) {
-                    format!("ERR_AUTH: TLS with {addr} failed: {e}")
+                    DialFailure::refused("ERR_AUTH", format!("TLS with {addr} failed: {e}"))
                 } else {
-                    format!("TLS with {addr}: {e}")
+                    Network(format!("TLS with {addr}: {e}"))
                 }
             })?,
             None => PeerStream::Plain(tcp),
         };
         let (mut ws, _) = client_async_with_config(addr.url(), stream, Some(ws_config(config)))
             .await
-            .map_err(|e| format!("websocket handshake with {addr}: {e}"))?;
+            .map_err(|e| Network(format!("websocket handshake with {addr}: {e}")))?;
         let limit = config.max_frame_bytes as u64;
-        let my_nonce = handshake::nonce().ok_or("the OS random source failed")?;
+        let my_nonce =
+            handshake::nonce().ok_or_else(|| Network("the OS random source failed".into()))?;
         send_frame(
             &mut ws,
             &Frame::Hello {
@@ -256,15 +322,19 @@ async fn dial(
                 nonce: my_nonce.clone(),
             },
         )
-        .await?;
-        let (peer_id, peer_nonce, peer_proof) = match next_frame(&mut ws, limit).await? {
-            Frame::Challenge {
+        .await
+        .map_err(Network)?;
+        let (peer_id, peer_nonce, peer_proof) = match next_frame(&mut ws, limit).await {
+            Ok(Frame::Challenge {
                 node_id,
                 nonce,
                 proof,
-            } => (node_id, nonce, proof),
-            Frame::Refused { code, message } => return Err(format!("{code}: {message}")),
-            other => return Err(format!("unexpected handshake reply {other:?}")),
+            }) => (node_id, nonce, proof),
+            Ok(Frame::Refused { code, message }) => {
+                return Err(DialFailure::Refused { code, message })
+            }
+            Ok(other) => return Err(Network(format!("unexpected handshake reply {other:?}"))),
+            Err(e) => return Err(Network(e)),
         };
         let my_proof = match &config.secret {
             Some(secret) => {
@@ -293,8 +363,9 @@ async fn dial(
                         },
                     )
                     .await;
-                    return Err(format!(
-                        "ERR_AUTH: {peer_id} at {addr} did not prove it knows the cluster secret"
+                    return Err(DialFailure::refused(
+                        "ERR_AUTH",
+                        format!("{peer_id} at {addr} did not prove it knows the cluster secret"),
                     ));
                 }
                 Some(handshake::prove(
@@ -308,16 +379,19 @@ async fn dial(
             }
             None => None,
         };
-        send_frame(&mut ws, &Frame::Proof { proof: my_proof }).await?;
-        match next_frame(&mut ws, limit).await? {
-            Frame::Welcome { node_id } => Ok((ws, node_id)),
-            Frame::Refused { code, message } => Err(format!("{code}: {message}")),
-            other => Err(format!("unexpected handshake reply {other:?}")),
+        send_frame(&mut ws, &Frame::Proof { proof: my_proof })
+            .await
+            .map_err(Network)?;
+        match next_frame(&mut ws, limit).await {
+            Ok(Frame::Welcome { node_id }) => Ok((ws, node_id)),
+            Ok(Frame::Refused { code, message }) => Err(DialFailure::Refused { code, message }),
+            Ok(other) => Err(Network(format!("unexpected handshake reply {other:?}"))),
+            Err(e) => Err(Network(e)),
         }
     };
     tokio::time::timeout(config.handshake_timeout, connect)
         .await
-        .map_err(|_| format!("handshake with {addr} timed out"))?
+        .map_err(|_| Network(format!("handshake with {addr} timed out")))?
 }
 
 /// One frame of the handshake, on either side of it.
@@ -355,7 +429,7 @@ async fn run_connection(
     events: EventSink,
 ) {
     let mut backoff = config.reconnect_min;
-    let mut reported_refusal: Option<String> = None;
+    let mut reported_refusal: Option<DialFailure> = None;
     while !conn.closed.load(Ordering::Acquire) {
         let addr = lock(&conn.addr).clone();
         conn.link.send_replace(Link::Dialing);
@@ -364,19 +438,29 @@ async fn run_connection(
             .as_ref()
             .is_some_and(|c| c.is_cut(&conn.target.0, outbound_cut));
         let dialed = if cut {
-            Err(format!("the link to {} is cut (fault hook)", conn.target))
+            Err(DialFailure::Network(format!(
+                "the link to {} is cut (fault hook)",
+                conn.target
+            )))
         } else {
             dial(&addr, &local, &config).await
         };
-        if !matches!(dialed, Ok((_, ref id)) if *id == conn.target.0) {
-            conn.link.send_replace(Link::Down);
-        }
+        let dialed = match dialed {
+            Ok((_, remote_id)) if remote_id != conn.target.0 => Err(DialFailure::refused(
+                "ERR_INVALID_CONFIG",
+                format!(
+                    "{addr} answered as {remote_id}, expected {}; check the address given for {}",
+                    conn.target, conn.target
+                ),
+            )),
+            other => other,
+        };
         match dialed {
-            Ok((ws, remote_id)) if remote_id == conn.target.0 => {
+            Ok((ws, _)) => {
                 backoff = config.reconnect_min;
                 reported_refusal = None;
-                conn.set_refusal(None);
                 conn.link.send_replace(Link::Connected);
+                conn.finish_dial(None);
                 events.emit(Event::PeerConnected {
                     node_id: conn.target.0.clone(),
                 });
@@ -387,28 +471,25 @@ async fn run_connection(
                 });
                 continue;
             }
-            Ok((_, remote_id)) => {
-                let why = format!("{addr} answered as {remote_id}, expected {}", conn.target);
-                if reported_refusal.as_deref() != Some(why.as_str()) {
-                    events.emit(Event::Warning {
-                        code: "ERR_AUTH",
-                        message: why.clone(),
-                    });
-                    reported_refusal = Some(why);
+            Err(failure) => {
+                conn.link.send_replace(Link::Down);
+                // A refusal (as opposed to a network failure) is reported once, not at every retry.
+                if let DialFailure::Refused { code, message } = &failure {
+                    if reported_refusal.as_ref() != Some(&failure) {
+                        let message = if code == "ERR_INVALID_CONFIG" {
+                            message.clone()
+                        } else {
+                            format!("{} refused us: {code}: {message}", conn.target)
+                        };
+                        events.emit(Event::Warning {
+                            code: "ERR_AUTH",
+                            message,
+                        });
+                        reported_refusal = Some(failure.clone());
+                    }
                 }
+                conn.finish_dial(Some(failure));
             }
-            // A refusal (as opposed to a network failure) is remembered, and reported once.
-            Err(why) if why.starts_with("ERR_") => {
-                conn.set_refusal(Some(why.clone()));
-                if reported_refusal.as_deref() != Some(why.as_str()) {
-                    events.emit(Event::Warning {
-                        code: "ERR_AUTH",
-                        message: format!("{} refused us: {why}", conn.target),
-                    });
-                    reported_refusal = Some(why);
-                }
-            }
-            Err(_) => {}
         }
         // Not connected: fail whatever was queued, then wait for the backoff or a wake-up.
         while let Ok(out) = queue.try_recv() {

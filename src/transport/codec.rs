@@ -78,6 +78,16 @@ pub enum Rpc {
     RemoveMember {
         node_id: String,
     },
+    /// A fresh node asks before founding a cluster: may I found it, or are you (or someone you
+    /// deferred to) doing so? The claimer is the connection's authenticated node id.
+    Claim,
+    /// Asks the leader to add a member (`addPeer` called on a follower).
+    AddMember {
+        node_id: String,
+        host: String,
+        port: u16,
+        timeout_ms: u64,
+    },
     /// Asks the leader for a read index: the log index a linearizable read must wait for, given
     /// once the leader has confirmed with a quorum that it still leads.
     ReadIndex {
@@ -96,7 +106,20 @@ pub enum Reply {
     Done(Result<(), WireError>),
     /// The remote Raft could not handle the request (shutting down, or a fatal error).
     Failed(String),
+    Claim(ClaimReply),
     ReadIndex(Result<u64, WireError>),
+}
+
+/// The answer to a fresh node's claim to found the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimReply {
+    /// The answering node promised never to found a cluster itself: the claimer may.
+    Granted,
+    /// The answering node will not grant: it promised `promised_to` (another claimer), or it
+    /// names itself because it is about to found and wins the tie on the smaller node id.
+    Refused { promised_to: String },
+    /// The answering node already belongs to a cluster.
+    Member { leader_id: Option<String> },
 }
 
 /// An engine error as it crosses the wire.
@@ -263,6 +286,50 @@ mod tests {
                     rpc: Rpc::RemoveMember {
                         node_id: "node-3".into(),
                     },
+                },
+            ),
+            (
+                "request-claim",
+                Frame::Request {
+                    id: 20,
+                    rpc: Rpc::Claim,
+                },
+            ),
+            (
+                "request-add-member",
+                Frame::Request {
+                    id: 21,
+                    rpc: Rpc::AddMember {
+                        node_id: "node-4".into(),
+                        host: "10.0.1.104".into(),
+                        port: 8083,
+                        timeout_ms: 30000,
+                    },
+                },
+            ),
+            (
+                "response-claim-granted",
+                Frame::Response {
+                    id: 22,
+                    reply: Reply::Claim(ClaimReply::Granted),
+                },
+            ),
+            (
+                "response-claim-refused",
+                Frame::Response {
+                    id: 23,
+                    reply: Reply::Claim(ClaimReply::Refused {
+                        promised_to: "node-1".into(),
+                    }),
+                },
+            ),
+            (
+                "response-claim-member",
+                Frame::Response {
+                    id: 24,
+                    reply: Reply::Claim(ClaimReply::Member {
+                        leader_id: Some("node-1".into()),
+                    }),
                 },
             ),
             (

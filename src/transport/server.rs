@@ -24,7 +24,7 @@ use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
 use crate::events::{Event, EventSink};
-use crate::types::{NodeName, Raft, Snapshot, SnapshotMeta};
+use crate::types::{NodeName, PeerAddr, Raft, Snapshot, SnapshotMeta};
 
 pub struct Server {
     pub raft: Raft,
@@ -204,8 +204,9 @@ impl Server {
             let node = self.node.clone();
             let contact = self.leader_contact_ms.clone();
             let reply_tx = reply_tx.clone();
+            let peer = peer.clone();
             tokio::spawn(async move {
-                let reply = handle(&raft, &node, &contact, rpc).await;
+                let reply = handle(&raft, &node, &contact, &peer, rpc).await;
                 if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
                     let _ = reply_tx.send(bytes);
                 }
@@ -279,7 +280,7 @@ impl Server {
     }
 }
 
-/// The refusal code for a peer that is not a member: to a fresh node probing before it founds a
+/// The refusal code for a peer that is not a member: to a fresh node claiming before it founds a
 /// cluster, it means "this peer already belongs to a cluster".
 pub const ERR_NOT_MEMBER: &str = "ERR_NOT_MEMBER";
 
@@ -287,7 +288,14 @@ pub const ERR_NOT_MEMBER: &str = "ERR_NOT_MEMBER";
 /// sender's: an election finishes well inside it.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
-async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, rpc: Rpc) -> Reply {
+/// `peer`: the node id the connection authenticated at the handshake.
+async fn handle(
+    raft: &Raft,
+    node: &Weak<Node>,
+    leader_contact_ms: &AtomicU64,
+    peer: &str,
+    rpc: Rpc,
+) -> Reply {
     match rpc {
         Rpc::Append(req) => match raft.append_entries(req).await {
             Ok(r) => {
@@ -337,30 +345,58 @@ async fn handle(raft: &Raft, node: &Weak<Node>, leader_contact_ms: &AtomicU64, r
             // Not forwarded again: a node that is not the leader answers ERR_NOT_LEADER itself.
             Some(n) => {
                 let timeout = Duration::from_millis(timeout_ms);
-                n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
-                    .await;
-                Reply::Forwarded(
+                let work = async {
+                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                        .await;
                     n.replicate(json, op_id, registry, timeout, false)
                         .await
                         .map(|written| written.applied)
-                        .map_err(WireError::from),
-                )
+                };
+                Reply::Forwarded(n.unless_stopped(work).await.map_err(WireError::from))
             }
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::RemoveMember { node_id } => match node.upgrade() {
             Some(n) => {
-                n.settle_leadership(Instant::now() + SETTLE_LIMIT).await;
-                Reply::Done(n.remove_peer(node_id, false).await.map_err(WireError::from))
+                let work = async {
+                    n.settle_leadership(Instant::now() + SETTLE_LIMIT).await;
+                    n.remove_peer(node_id, false).await
+                };
+                Reply::Done(n.unless_stopped(work).await.map_err(WireError::from))
             }
+            None => Reply::Failed("node stopped".into()),
+        },
+        Rpc::AddMember {
+            node_id,
+            host,
+            port,
+            timeout_ms,
+        } => match node.upgrade() {
+            Some(n) => {
+                let timeout = Duration::from_millis(timeout_ms);
+                let work = async {
+                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                        .await;
+                    n.add_forwarded_peer(node_id, PeerAddr { host, port }, timeout)
+                        .await
+                };
+                Reply::Done(n.unless_stopped(work).await.map_err(WireError::from))
+            }
+            None => Reply::Failed("node stopped".into()),
+        },
+        Rpc::Claim => match node.upgrade() {
+            Some(n) => Reply::Claim(n.answer_claim(peer)),
             None => Reply::Failed("node stopped".into()),
         },
         Rpc::ReadIndex { timeout_ms } => match node.upgrade() {
             Some(n) => {
                 let timeout = Duration::from_millis(timeout_ms);
-                n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
-                    .await;
-                Reply::ReadIndex(n.read_index(timeout).await.map_err(WireError::from))
+                let work = async {
+                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                        .await;
+                    n.read_index(timeout).await
+                };
+                Reply::ReadIndex(n.unless_stopped(work).await.map_err(WireError::from))
             }
             None => Reply::Failed("node stopped".into()),
         },

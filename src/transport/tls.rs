@@ -1,11 +1,15 @@
 //! Optional mutual TLS between nodes, for Raft traffic that leaves the machine. Every node has a
 //! certificate signed by the cluster's CA; each side of a connection checks the other's against
 //! that CA, and the dialer also checks that the certificate names the address it dialed.
+//!
+//! The files can be read again while the node runs (`reload`): new connections use the new
+//! material, connections already open keep theirs until they reconnect, and files that do not
+//! load leave the old material in place.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use rustls_pki_types::pem::PemObject;
@@ -28,6 +32,12 @@ pub struct TlsFiles {
 
 /// A node's TLS configuration, both as listener and as dialer.
 pub struct Tls {
+    files: TlsFiles,
+    current: RwLock<Arc<Material>>,
+}
+
+/// What one reading of the files produced.
+struct Material {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
 }
@@ -52,6 +62,15 @@ fn config_error(field: &'static str, path: &Path, what: impl std::fmt::Display) 
     }
 }
 
+/// The certificate and the key did not make a pair: a certificate that does not parse is the
+/// certificate file's fault; a key that does not parse, or is not the certificate's, the key's.
+fn pair_error(files: &TlsFiles, e: rustls::Error) -> TlsConfigError {
+    match e {
+        rustls::Error::InvalidCertificate(_) => config_error("tls.certFile", &files.cert, e),
+        other => config_error("tls.keyFile", &files.key, other),
+    }
+}
+
 /// Every certificate in a PEM file; at least one.
 fn read_certificates(
     field: &'static str,
@@ -68,6 +87,42 @@ fn read_certificates(
 
 impl Tls {
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsConfigError> {
+        Ok(Tls {
+            files: files.clone(),
+            current: RwLock::new(Arc::new(Material::read(files)?)),
+        })
+    }
+
+    /// Reads the files again; on success new connections use what they hold now. On failure
+    /// nothing changes and the error names the file.
+    pub fn reload(&self) -> Result<(), TlsConfigError> {
+        let fresh = Arc::new(Material::read(&self.files)?);
+        *crate::write_lock(&self.current) = fresh;
+        Ok(())
+    }
+
+    fn material(&self) -> Arc<Material> {
+        crate::read_lock(&self.current).clone()
+    }
+
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<PeerStream> {
+        let acceptor = self.material().acceptor.clone();
+        Ok(PeerStream::TlsServer(Box::new(acceptor.accept(tcp).await?)))
+    }
+
+    /// `host` is the address the peer is known by; its certificate must name it.
+    pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<PeerStream> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let connector = self.material().connector.clone();
+        Ok(PeerStream::TlsClient(Box::new(
+            connector.connect(name, tcp).await?,
+        )))
+    }
+}
+
+impl Material {
+    fn read(files: &TlsFiles) -> Result<Material, TlsConfigError> {
         let certs = read_certificates("tls.certFile", &files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
@@ -89,32 +144,17 @@ impl Tls {
             .map_err(|e| config_error("tls.certFile", &files.cert, e))?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
+            .map_err(|e| pair_error(files, e))?;
         let client_config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| config_error("tls.certFile", &files.cert, e))?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
-            .map_err(|e| config_error("tls.keyFile", &files.key, e))?;
-        Ok(Tls {
+            .map_err(|e| pair_error(files, e))?;
+        Ok(Material {
             acceptor: TlsAcceptor::from(Arc::new(server_config)),
             connector: TlsConnector::from(Arc::new(client_config)),
         })
-    }
-
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<PeerStream> {
-        Ok(PeerStream::TlsServer(Box::new(
-            self.acceptor.accept(tcp).await?,
-        )))
-    }
-
-    /// `host` is the address the peer is known by; its certificate must name it.
-    pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<PeerStream> {
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(PeerStream::TlsClient(Box::new(
-            self.connector.connect(name, tcp).await?,
-        )))
     }
 }
 
