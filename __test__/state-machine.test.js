@@ -73,6 +73,10 @@ test('API: exports, validation and errors are ConsensusErrors with stable codes'
     await until(() => raft.isLeader);
     await assert.rejects(dsm.set('', 1), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.set('k'.repeat(600), 1), { code: 'ERR_INVALID_OPERATION' });
+    await assert.rejects(dsm.set('\u20ac'.repeat(200), 1), { code: 'ERR_INVALID_OPERATION' }); // 600 bytes of UTF-8
+    // The same limit guards the coordinator's registry writes: a key LMDB cannot store is refused before it is proposed.
+    await assert.rejects(raft.replicateCommand({ type: 't' }, { registry: { key: '\u20ac'.repeat(200) } }), { code: 'ERR_INVALID_OPERATION' });
+    await assert.rejects(raft.replicateCommand({ type: 't' }, { registry: { key: 'a', value: 1, also: [{ key: '\u20ac'.repeat(200), value: 2 }] } }), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.set('k', undefined), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.set('k', () => 1), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.batchUpdate('nope'), { code: 'ERR_INVALID_OPERATION' });

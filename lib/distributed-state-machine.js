@@ -426,8 +426,9 @@ class DistributedStateMachine extends ManagedEmitter {
   }
 
   _checkKey(key, field = 'key') {
-    if (typeof key !== 'string' || key.length === 0 || this._prefix.length + key.length > MAX_KEY) {
-      throw invalidOperation(field, `expected a non-empty string of at most ${MAX_KEY - this._prefix.length} characters`);
+    // LMDB's key limit is in bytes: with the prefix, the key's UTF-8 must fit in MAX_KEY.
+    if (typeof key !== 'string' || key.length === 0 || Buffer.byteLength(this._prefix + key) > MAX_KEY) {
+      throw invalidOperation(field, `expected a non-empty string of at most ${MAX_KEY - Buffer.byteLength(this._prefix)} bytes as UTF-8`);
     }
   }
 

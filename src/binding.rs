@@ -410,6 +410,10 @@ impl NativeNode {
                 registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false)))
             }
         };
+        if let Some(w) = &registry {
+            w.check_keys()
+                .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?;
+        }
         let node = self.node()?;
         let timeout = timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))

@@ -30,7 +30,32 @@ pub enum Condition {
     Equals(String),
 }
 
+/// LMDB's limit on key size, in bytes.
+pub const MAX_KEY_BYTES: usize = 511;
+
+/// A key LMDB can store: checked before a write is proposed, and again when it is applied, where
+/// a bad key must not fail the state machine (every replica would fail on the same entry).
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
+}
+
 impl RegistryWrite {
+    /// Every key of the write and of its batch, or the first one LMDB could not store.
+    pub fn check_keys(&self) -> Result<(), String> {
+        for w in std::iter::once(self).chain(self.also.iter()) {
+            if !valid_key(&w.key) {
+                return Err(format!(
+                    "registry key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {} bytes",
+                    w.key.len()
+                ));
+            }
+            if !w.also.is_empty() && !std::ptr::eq(w, self) {
+                return Err("only the first write of a batch carries `also`".into());
+            }
+        }
+        Ok(())
+    }
+
     /// A write as the first release knew it: the command's JSON under `key`, or a deletion.
     pub fn plain(key: String, delete: bool) -> Self {
         RegistryWrite {
@@ -94,7 +119,9 @@ impl RegistryWrite {
     pub fn from_spec_json(spec: &str) -> Result<RegistryWrite, String> {
         let spec: Spec =
             serde_json::from_str(spec).map_err(|e| format!("malformed registry write: {e}"))?;
-        spec.into_write()
+        let write = spec.into_write()?;
+        write.check_keys()?;
+        Ok(write)
     }
 }
 
@@ -267,6 +294,23 @@ mod tests {
         let bytes = bincode::serialize(&list).expect("encode");
         let back: Vec<Command> = bincode::deserialize(&bytes).expect("decode");
         assert_eq!(back, list);
+    }
+
+    #[test]
+    fn keys_lmdb_cannot_store_are_refused() {
+        assert!(valid_key("state/a"));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"\u{20ac}".repeat(200)));
+        let spec = format!(
+            r#"{{"key":"a","value":"1","also":[{{"key":"{}","value":"2"}}]}}"#,
+            "x".repeat(600)
+        );
+        assert!(RegistryWrite::from_spec_json(&spec).is_err());
+        assert!(RegistryWrite::from_spec_json(r#"{"key":"a","value":"not json"}"#).is_err());
+        assert!(
+            RegistryWrite::from_spec_json(r#"{"key":"a","ifAbsent":true,"ifEquals":"1"}"#).is_err()
+        );
+        assert!(RegistryWrite::from_spec_json(r#"{"key":"a","bogus":1}"#).is_err());
     }
 
     #[test]

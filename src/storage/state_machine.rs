@@ -423,6 +423,9 @@ fn apply_registry(
         pending.extend(w.also.iter().rev());
     }
     for w in &writes {
+        if !crate::registry_write::valid_key(&w.key) {
+            return Ok(false);
+        }
         if let Some(condition) = &w.condition {
             let current = s.registry.get(wtxn, &w.key).map_err(storage_err)?;
             if !condition.holds(current) {
