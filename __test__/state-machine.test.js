@@ -66,7 +66,7 @@ test('API: exports, validation and errors are ConsensusErrors with stable codes'
   await assert.rejects(dsm.initialize({}), { code: 'ERR_INVALID_CONFIG' });
 
   const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'unrdf-dsm-'));
-  const raft = createRaftCoordinator({ nodeId: 'solo', port: 0, dataDir: path.join(dir, 'solo'), bootstrap: true });
+  const raft = createRaftCoordinator({ nodeId: 'solo', port: 0, dataDir: path.join(dir, 'solo'), bootstrap: true, maxCommandBytes: 4096 });
   try {
     await assert.rejects(createDistributedStateMachine({ nodeId: 'other' }).initialize(raft), { code: 'ERR_INVALID_CONFIG' });
     await dsm.initialize(raft);
@@ -78,6 +78,8 @@ test('API: exports, validation and errors are ConsensusErrors with stable codes'
     await assert.rejects(raft.replicateCommand({ type: 't' }, { registry: { key: '\u20ac'.repeat(200) } }), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(raft.replicateCommand({ type: 't' }, { registry: { key: 'a', value: 1, also: [{ key: '\u20ac'.repeat(200), value: 2 }] } }), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.set('k', undefined), { code: 'ERR_INVALID_OPERATION' });
+    await assert.rejects(dsm.set('big', 'x'.repeat(5000)), { code: 'ERR_INVALID_OPERATION' }); // over maxCommandBytes
+    await assert.rejects(dsm.batchUpdate([{ key: 'a', value: 'x'.repeat(3000) }, { key: 'b', value: 'y'.repeat(3000) }]), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.set('k', () => 1), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.batchUpdate('nope'), { code: 'ERR_INVALID_OPERATION' });
     await assert.rejects(dsm.batchUpdate([{ key: 'a' }]), { code: 'ERR_INVALID_OPERATION' });

@@ -552,6 +552,13 @@ class RaftCoordinator extends ManagedEmitter {
       registryKey = r.key;
       registryDelete = r.delete === true;
       registrySpec = registrySpecJson(r);
+      // Values written to the registry travel in the same log entry as the command.
+      if (registrySpec !== undefined && bytes + Buffer.byteLength(registrySpec) > this.config.maxCommandBytes) {
+        throw invalidOperation(
+          'registry',
+          `command and registry values take ${bytes + Buffer.byteLength(registrySpec)} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
+        );
+      }
     }
     const applied = await this._run(() =>
       this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec),
