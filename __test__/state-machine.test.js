@@ -124,7 +124,7 @@ test('10,000 sets with 100 in flight: every node ends equal, also a restarted no
   const cluster = new Cluster(3, { config: { snapshotThreshold: 2000 } });
   try {
     const leader = await startWithState(cluster);
-    const load = await leader.call('dsmLoad', { count: 10000, concurrency: 100, prefix: 'a' }, 300000);
+    const load = await leader.call('dsmLoad', { count: 10000, concurrency: 100, prefix: 'a', retry: true }, 300000);
     assert.deepEqual(load.errors, {});
     t.diagnostic(`10,000 sets in ${Math.round(load.elapsedMs)} ms`);
     await entriesEqual(cluster, 10000);
@@ -138,7 +138,7 @@ test('10,000 sets with 100 in flight: every node ends equal, also a restarted no
 
     const [restarted, wiped] = cluster.nodes.filter((n) => n !== leader);
     await restarted.kill('SIGKILL');
-    assert.deepEqual((await leader.call('dsmLoad', { count: 1000, concurrency: 100, prefix: 'b' }, 120000)).errors, {});
+    assert.deepEqual((await leader.call('dsmLoad', { count: 1000, concurrency: 100, prefix: 'b', retry: true }, 120000)).errors, {});
     await restarted.start();
     await restarted.call('dsmInit');
 
@@ -148,7 +148,7 @@ test('10,000 sets with 100 in flight: every node ends equal, also a restarted no
     await wiped.start();
     await wiped.call('dsmInit');
     await leader.call('addPeer', { nodeId: wiped.nodeId, host: wiped.host, port: wiped.port }, 30000);
-    assert.deepEqual((await leader.call('dsmLoad', { count: 500, concurrency: 50, prefix: 'c' }, 120000)).errors, {});
+    assert.deepEqual((await leader.call('dsmLoad', { count: 500, concurrency: 50, prefix: 'c', retry: true }, 120000)).errors, {});
     const final = await entriesEqual(cluster, 11500, 120000);
     assert.deepEqual(final.find(([k]) => k === 'b-999'), ['b-999', { seq: 999, by: leader.nodeId }]);
     // The log was compacted long before the wipe: the wiped node caught up by snapshot.
@@ -231,13 +231,13 @@ test('linearizable reads: 1,000 alternating set/get pairs across a failover find
 async function isolatedOldLeader(cluster, makeNetwork) {
   const leader = await startWithState(cluster);
   const network = makeNetwork();
-  await leader.call('dsmSet', { key: 'x', value: 'before' });
+  await leader.call('dsmSetRetry', { key: 'x', value: 'before' });
   const index = cluster.nodes.indexOf(leader) + 1;
   const others = cluster.nodes.filter((n) => n !== leader);
   await network.isolate(index);
   try {
     const newLeader = await waitLeaderAmong(cluster, others, 20000);
-    await newLeader.call('dsmSet', { key: 'x', value: 'after' });
+    await newLeader.call('dsmSetRetry', { key: 'x', value: 'after' });
     // The old leader cannot confirm leadership: it refuses, within the timeout, and never
     // answers with the value the majority has since replaced.
     for (let i = 0; i < 3; i++) {
@@ -289,36 +289,50 @@ test('watch: resumed from an index after a restart, it yields every change after
   try {
     const leader = await startWithState(cluster);
     const follower = cluster.nodes.find((n) => n !== leader);
+    // What the watches must yield: the leader's own state_changed record of the w/ keys
+    // ([index, key, operation], each change once, in log order).
+    const truth = async () => (await leader.call('dsmChanges')).changes.filter(([, key]) => key.startsWith('w/'));
+    const triples = (seen) => seen.map(([index, key, operation]) => [index, key, operation]);
     const id = await follower.call('dsmWatchStart', { prefix: 'w/', fromIndex: 0 });
-    await leader.call('dsmSet', { key: 'other', value: 0 });
-    for (let i = 0; i < 50; i++) await leader.call('dsmSet', { key: `w/${i % 7}`, value: i });
-    await leader.call('dsmDelete', { key: 'w/3' });
-    await leader.call('dsmBatch', { changes: [{ key: 'w/a', value: 'A' }, { key: 'w/b', value: 'B' }] });
+    await leader.call('dsmSetRetry', { key: 'other', value: 0 });
+    for (let i = 0; i < 50; i++) await leader.call('dsmSetRetry', { key: `w/${i % 7}`, value: i });
+    await leader.call('dsmDelete', { key: 'w/3', forward: true });
+    await leader.call('dsmBatch', { changes: [{ key: 'w/a', value: 'A' }, { key: 'w/b', value: 'B' }], forward: true });
+    // Writes may have gone through another node if leadership moved: wait until this one has all.
+    await cluster.waitFor(async () => (await leader.call('dsmGet', { key: 'w/b' })).value === 'B');
+    const expected1 = await truth();
     const first = await cluster.waitFor(async () => {
       const { seen } = await follower.call('dsmWatchSeen', { id });
-      return seen.length === 53 ? seen : null;
+      return seen.length >= expected1.length ? seen : null;
     });
-    assert.ok(first.every(([, key]) => key.startsWith('w/')));
-    assert.deepEqual(first[50], [first[50][0], 'w/3', 'delete', null]);
-    assert.equal(first[51][0], first[52][0], 'a batch is one log entry');
+    assert.deepEqual(triples(first), expected1);
+    assert.ok(first.length >= 53);
+    const deleted = first.find(([, key, op]) => key === 'w/3' && op === 'delete');
+    assert.deepEqual(deleted.slice(1), ['w/3', 'delete', null]);
+    const [a, b] = first.slice(-2);
+    assert.deepEqual([a[1], a[3], b[1], b[3]], ['w/a', 'A', 'w/b', 'B']);
+    assert.equal(a[0], b[0], 'a batch is one log entry');
     // The watcher handled up to the 30th change, then its node restarted.
     const resumeAt = first[29][0];
     await follower.call('dsmWatchStop', { id });
     await follower.kill('SIGKILL');
-    for (let i = 50; i < 80; i++) await leader.call('dsmSet', { key: `w/${i % 7}`, value: i });
+    for (let i = 50; i < 80; i++) await leader.call('dsmSetRetry', { key: `w/${i % 7}`, value: i });
     await follower.start();
     await follower.call('dsmInit');
     const again = await follower.call('dsmWatchStart', { prefix: 'w/', fromIndex: resumeAt });
-    const resumed = await cluster.waitFor(async () => {
+    await cluster.waitFor(async () => (await leader.call('dsmGet', { key: `w/${79 % 7}` })).value === 79);
+    const expected2 = (await truth()).filter(([index]) => index > resumeAt);
+    await cluster.waitFor(async () => {
       const { seen } = await follower.call('dsmWatchSeen', { id: again });
-      return seen.length >= 53 - 30 + 30 ? seen : null;
+      return seen.length >= expected2.length;
     });
-    const { seen } = await follower.call('dsmWatchStop', { id: again });
-    assert.deepEqual(seen.slice(0, 23), first.slice(30), 'the changes after the index, as first seen');
-    assert.equal(seen.length, 53, 'each once');
-    for (let i = 1; i < seen.length; i++) assert.ok(seen[i][0] >= seen[i - 1][0], 'in log order');
-    assert.deepEqual(seen.slice(23).map(([, , , v]) => v), Array.from({ length: 30 }, (_, i) => 50 + i));
-    assert.ok(resumed.length >= 53);
+    const { seen, error } = await follower.call('dsmWatchStop', { id: again });
+    assert.equal(error, null);
+    assert.deepEqual(triples(seen), expected2, 'every change after the index, once, in log order');
+    assert.deepEqual(seen.slice(0, first.length - 30), first.slice(30), 'as first seen before the restart');
+    // The writes made while the node was down arrive with their values, in order.
+    const later = seen.slice(first.length - 30).map(([, , , v]) => v).filter((v, i, all) => i === 0 || v !== all[i - 1]);
+    assert.deepEqual(later, Array.from({ length: 30 }, (_, i) => 50 + i));
   } finally {
     await cluster.stop();
   }

@@ -48,6 +48,19 @@ function stateOps(getRaft, send) {
       await need().set(key, value, { forward });
       return null;
     },
+    /** A set retried (forwarded) while leadership is unsettled, as a careful daemon would do. */
+    async dsmSetRetry({ key, value, timeoutMs = 30000 }) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        try {
+          await need().set(key, value, { forward: true });
+          return null;
+        } catch (err) {
+          if (!['ERR_NO_QUORUM', 'ERR_NOT_LEADER', 'ERR_TIMEOUT'].includes(err.code) || Date.now() > deadline) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+    },
     async dsmDelete({ key, forward }) {
       await need().delete(key, { forward });
       return null;
@@ -72,11 +85,28 @@ function stateOps(getRaft, send) {
     async dsmChanges({ from = 0 } = {}) {
       return { changes: changes.slice(from), total: changes.length };
     },
-    /** `count` sets of distinct keys with `concurrency` in flight. */
-    async dsmLoad({ count, concurrency, prefix = 'k', forward = false }) {
+    /**
+     * `count` sets of distinct keys with `concurrency` in flight. With `retry`, a set refused for
+     * want of a confirmed leader (ERR_NO_QUORUM, ERR_NOT_LEADER, ERR_TIMEOUT: leadership moving on a
+     * busy machine) is sent again, forwarded, until acknowledged; setting a key again is harmless.
+     */
+    async dsmLoad({ count, concurrency, prefix = 'k', forward = false, retry = false }) {
       const s = need();
-      const r = await timed(count, concurrency, (seq) => s.set(`${prefix}-${seq}`, { seq, by: getRaft().nodeId }, { forward }));
-      return r;
+      const retried = {};
+      const transient = ['ERR_NO_QUORUM', 'ERR_NOT_LEADER', 'ERR_TIMEOUT'];
+      const r = await timed(count, concurrency, async (seq) => {
+        const deadline = Date.now() + 60000;
+        for (;;) {
+          try {
+            return await s.set(`${prefix}-${seq}`, { seq, by: getRaft().nodeId }, { forward: forward || retry });
+          } catch (err) {
+            if (!retry || !transient.includes(err.code) || Date.now() > deadline) throw err;
+            retried[err.code] = (retried[err.code] || 0) + 1;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+        }
+      });
+      return { ...r, retried };
     },
     /** `count` linearizable gets of `key` with `concurrency` in flight. */
     async dsmReadLoad({ count, concurrency, key }) {
