@@ -377,7 +377,7 @@ class DistributedStateMachine extends ManagedEmitter {
 
   _stateSize() {
     try {
-      return this._native().registry(this._prefix).length;
+      return this._native().registryCount(this._prefix);
     } catch {
       return 0;
     }

@@ -485,6 +485,12 @@ impl NativeNode {
         self.node()?.registry_get(&key).map_err(js_error)
     }
 
+    /// How many registry keys start with `prefix` on this replica.
+    #[napi]
+    pub fn registry_count(&self, prefix: String) -> Result<f64> {
+        Ok(self.node()?.registry_count(&prefix).map_err(js_error)? as f64)
+    }
+
     /// Registry changes under `prefix` after log index `after` (through `up_to` when given).
     #[napi]
     pub fn registry_changes(

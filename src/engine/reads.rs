@@ -30,6 +30,13 @@ impl Node {
             .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
     }
 
+    /// How many registry keys under `prefix` this replica holds.
+    pub fn registry_count(&self, prefix: &str) -> Result<u64, NodeError> {
+        self.store
+            .registry_count(prefix)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
     /// This replica's history of registry changes under `prefix` after index `after`.
     pub fn registry_changes(
         &self,

@@ -138,6 +138,25 @@ impl Store {
             .map(str::to_string))
     }
 
+    /// How many registry keys start with `prefix`, without copying them out.
+    pub fn registry_count(&self, prefix: &str) -> io::Result<u64> {
+        let rtxn = self.env.read_txn().map_err(storage_err)?;
+        if prefix.is_empty() {
+            return self.registry.len(&rtxn).map_err(storage_err);
+        }
+        let mut n = 0;
+        for item in self
+            .registry
+            .remap_data_type::<heed::types::DecodeIgnore>()
+            .prefix_iter(&rtxn, prefix)
+            .map_err(storage_err)?
+        {
+            item.map_err(storage_err)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Changes to keys under `prefix` made by entries `after < index <= up_to`, oldest first, at
     /// most `limit` of them; stops early only between entries, so a batch is never split.
     pub fn registry_changes(
