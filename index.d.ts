@@ -509,6 +509,8 @@ export interface DistributedStateMachineEvents {
   snapshot_created: [SnapshotInfo];
   snapshot_restored: [SnapshotInfo];
   shutdown: [{ nodeId: string }];
+  /** This node could not read its replica while following the log. */
+  warning: [ConsensusError];
 }
 
 export declare class DistributedStateMachine extends EventEmitter {

@@ -112,8 +112,27 @@ test('API: exports, validation and errors are ConsensusErrors with stable codes'
     // The registry's other users are not the state's keys.
     assert.ok(raft.getRegistry('').every(({ key }) => !key.startsWith('state/') || !key.slice(6).startsWith('cluster/')));
     assert.equal(dsm.getStats().stateSize, 3);
+    // A watch waiting for changes ends with shutdown(); one on a stopped node ends too.
+    const waiting = (async () => {
+      const out = [];
+      for await (const c of dsm.watch('')) out.push(c);
+      return out;
+    })();
+    const other = createDistributedStateMachine();
+    await other.initialize(raft);
+    const waitingOther = (async () => {
+      const out = [];
+      for await (const c of other.watch('wf:')) out.push(c);
+      return out;
+    })();
     await dsm.shutdown();
+    assert.deepEqual(await waiting, []);
     await assert.rejects(dsm.set('k', 1), { code: 'ERR_SHUTDOWN' });
+    await raft.stop();
+    assert.deepEqual(await waitingOther, []);
+    assert.throws(() => other.get('wf:1'), { code: 'ERR_SHUTDOWN' });
+    await assert.rejects(other.set('k', 1), { code: 'ERR_SHUTDOWN' });
+    await assert.rejects(other.get('wf:1', { linearizable: true }), { code: 'ERR_SHUTDOWN' });
   } finally {
     await raft.stop();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -63,7 +63,8 @@ function parse(json) {
  * Events: `state_changed {key, value, operation, index}` on every node for every replicated
  * change, in log order; `snapshot_created {snapshotId, index, stateSize}` when this node
  * snapshots and compacts its log; `snapshot_restored {snapshotId, index, stateSize}` when it
- * catches up by a snapshot; `initialized`; `shutdown`.
+ * catches up by a snapshot; `initialized`; `shutdown`; `warning` (a ConsensusError: this node
+ * could not read its replica while following the log).
  */
 class DistributedStateMachine extends ManagedEmitter {
   constructor(config = {}) {
@@ -95,10 +96,23 @@ class DistributedStateMachine extends ManagedEmitter {
     await rc.initialize();
     this.raftCoordinator = rc;
     this._cursor = rc.getState().lastApplied ?? 0;
-    this._listen(rc, 'command_applied', ({ entry }) => this._catchUp(entry.index));
-    this._listen(rc, 'snapshot_installed', (s) => this._onSnapshotInstalled(s));
-    this._listen(rc, 'log_compacted', () => this._onCompacted());
-    this._listen(rc, 'shutdown', () => this._wake());
+    // These run inside the coordinator's event delivery: a failure here (the node stopping under
+    // us, a storage error) is reported as a warning, never thrown into the delivery of others.
+    const guarded = (fn) => (payload) => {
+      try {
+        fn(payload);
+      } catch (err) {
+        if (this._closed || rc._stopped) return;
+        this._emitSafely('warning', err instanceof ConsensusError ? err : fromNative(err));
+      }
+    };
+    this._listen(rc, 'command_applied', guarded(({ entry }) => this._catchUp(entry.index)));
+    this._listen(rc, 'snapshot_installed', guarded((s) => this._onSnapshotInstalled(s)));
+    this._listen(rc, 'log_compacted', guarded(() => this._onCompacted()));
+    this._listen(rc, 'shutdown', () => {
+      this._wakeApplied();
+      this._wake();
+    });
     this._emitSafely('initialized', { nodeId: rc.nodeId });
   }
 
@@ -273,6 +287,7 @@ class DistributedStateMachine extends ManagedEmitter {
       try {
         page = native.registryChanges(fullPrefix, cursor, undefined, WATCH_PAGE);
       } catch (err) {
+        if (this._closed || this.raftCoordinator._stopped) return; // the node stopped: the watch ends
         throw fromNative(err);
       }
       if (cursor < page.floor) {
@@ -365,7 +380,7 @@ class DistributedStateMachine extends ManagedEmitter {
     if (this._appliedWaiters.length === 0) return;
     const still = [];
     for (const w of this._appliedWaiters) {
-      if (w.index <= this._cursor || this._closed) {
+      if (w.index <= this._cursor || this._closed || this.raftCoordinator._stopped) {
         clearTimeout(w.timer);
         w.resolve();
       } else still.push(w);
