@@ -65,8 +65,12 @@ export interface RaftCoordinatorConfig {
   dataDir?: string;
   /** Peers of another cluster are refused at the handshake. Default 'default'. */
   clusterId?: string;
-  /** Shared secret (16+ characters): every peer proves it knows it at the handshake; it never crosses the wire. */
-  secret?: string;
+  /**
+   * Shared secret (16+ characters): every peer proves it knows it at the handshake; it never
+   * crosses the wire. A list rotates: the first proves this node, any verifies a peer. Shows as
+   * '[redacted]' in `config`.
+   */
+  secret?: string | string[];
   /** Mutual TLS between nodes (PEM files): this node's certificate chain and key, and the CA that signed every member's certificate. */
   tls?: { certFile: string; keyFile: string; caFile: string };
   /** Default 150 ms. */
@@ -203,8 +207,11 @@ type Listener<Args extends unknown[]> = (...args: Args) => void;
 
 export declare class RaftCoordinator extends EventEmitter {
   constructor(config: RaftCoordinatorConfig);
-  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers'>> & {
+  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers' | 'secret' | 'tls'>> & {
     bootstrap: 'auto' | 'always' | 'never';
+    /** '[redacted]' (or one per secret of a list) when set: the secrets themselves never show. */
+    secret?: string | string[];
+    tls?: RaftCoordinatorConfig['tls'];
     appliedIndex?: number | (() => number);
     initialMembers?: InitialMember[];
   };
@@ -216,6 +223,12 @@ export declare class RaftCoordinator extends EventEmitter {
   addPeer(nodeId: string, host: string, port: number): Promise<void>;
   removePeer(nodeId: string, options?: { forward?: boolean }): Promise<void>;
   transferLeadership(nodeId: string, timeoutMs?: number): Promise<void>;
+  /** Replaces the cluster secrets at run time (rotation: [A, B] everywhere, then [B, A], then [B]). */
+  setSecrets(secrets: string | string[]): void;
+  /** Reads the TLS certificate, key and CA files again; new connections use them. */
+  reloadTls(): Promise<void>;
+  /** Identity and config, secrets redacted. */
+  toJSON(): { nodeId: string; config: RaftCoordinator['config'] };
   replicateCommand(command: Command, options?: ReplicateOptions): Promise<ReplicateResult>;
   /** Makes every snapshot carry the application's state, as returned by `provider`; null stops it. */
   setSnapshotProvider(provider: ((info: { lastIncludedIndex: number }) => unknown) | null): void;

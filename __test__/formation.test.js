@@ -193,6 +193,7 @@ test('initialMembers is validated: this node listed with its port and advertised
   invalid({ port: 7109, initialMembers: [a, b] }, 'initialMembers', /port 7101, but this node's port is 7109/);
   invalid({ host: '127.0.0.2', initialMembers: [a, b] }, 'initialMembers', /advertises 127.0.0.2/);
   invalid({ initialMembers: [a, { ...b, host: '0.0.0.0' }] }, 'initialMembers', /not an address peers can dial/);
+  invalid({ initialMembers: [a, { ...b, role: 'voter' }] }, 'initialMembers', /unknown key role/);
   invalid({ initialMembers: [a, b], bootstrap: true }, 'bootstrap', /leave bootstrap unset/);
   // Port 0 binds the port the list gives this node; a wildcard host advertises another address.
   const zero = createRaftCoordinator({ nodeId: 'a', port: 0, host: '0.0.0.0', advertiseHost: '127.0.0.1', initialMembers: [b, a] });

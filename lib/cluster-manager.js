@@ -153,6 +153,11 @@ class ClusterManager extends ManagedEmitter {
     this._published = false;
   }
 
+  /** What JSON.stringify shows: identity and config (the coordinator and daemon stay out). */
+  toJSON() {
+    return { nodeId: this.nodeId, config: this.config };
+  }
+
   get nodeId() {
     return this.config.nodeId;
   }

@@ -126,6 +126,11 @@ class ConsensusManager extends ManagedEmitter {
     this._listen(this.daemon, 'operation:failure', (e) => this._onExecution(e, false));
   }
 
+  /** What JSON.stringify shows: identity and config (the coordinator and daemon stay out). */
+  toJSON() {
+    return { nodeId: this.nodeId, config: this.config };
+  }
+
   get nodeId() {
     return this.raft.nodeId;
   }

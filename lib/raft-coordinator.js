@@ -5,6 +5,7 @@ const native = require('./native');
 const { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation } = require('./errors');
 const v = require('./validate');
 const { registrySpecJson } = require('./registry-spec');
+const { normalizeSecrets, hideSecrets, secretsOf } = require('./secrets');
 
 const DEFAULTS = Object.freeze({
   host: '127.0.0.1',
@@ -89,7 +90,8 @@ function normalizeInitialMembers(members, { nodeId, advertiseHost, port }) {
   const list = members.map((m, i) => {
     const at = `${field}[${i}]`;
     if (!v.isPlainObject(m)) throw invalidConfig(field, `${at}: expected {nodeId, host, port}`);
-    v.checkKnownKeys(m, ['nodeId', 'host', 'port'], at);
+    const unknown = Object.keys(m).find((key) => !['nodeId', 'host', 'port'].includes(key));
+    if (unknown !== undefined) throw invalidConfig(field, `${at}: unknown key ${unknown} (known: nodeId, host, port)`);
     const entry = {
       nodeId: v.nodeId(m.nodeId, field),
       host: v.string(m.host, field, { maxLength: 253 }),
@@ -144,10 +146,9 @@ function normalizeConfig(config) {
     v.string(config.dataDir, 'dataDir', { fallback: path.join('.consensus', nodeId), maxLength: 4096 }),
   );
   const clusterId = v.string(config.clusterId, 'clusterId', { fallback: DEFAULTS.clusterId, maxLength: 128 });
-  // Every peer proves it knows the secret at the handshake (HMAC over fresh nonces); it never
-  // crosses the wire. Short secrets are refused: they would be guessable offline.
-  const secret = config.secret === undefined ? undefined : v.string(config.secret, 'secret', { maxLength: 4096 });
-  if (secret !== undefined && secret.length < 16) throw invalidConfig('secret', 'must be at least 16 characters');
+  // Every peer proves it knows a secret at the handshake (HMAC over fresh nonces); it never
+  // crosses the wire. A list allows rotation: the first proves this node, any verifies a peer.
+  const secret = normalizeSecrets(config.secret);
   const tls = normalizeTls(config.tls);
   const heartbeatInterval = v.integer(config.heartbeatInterval, 'heartbeatInterval', {
     min: 1,
@@ -242,7 +243,10 @@ function readAppliedIndex(appliedIndex) {
 class RaftCoordinator extends ManagedEmitter {
   constructor(config) {
     super();
-    this.config = normalizeConfig(config);
+    const normalized = normalizeConfig(config);
+    // The config shows '[redacted]' where the secret is: daemons log their configuration.
+    normalized.secret = hideSecrets(this, normalized.secret, config.secret);
+    this.config = normalized;
     this._native = null;
     this._starting = null;
     this._stopped = false;
@@ -416,7 +420,7 @@ class RaftCoordinator extends ManagedEmitter {
             port: c.port,
             dataDir: c.dataDir,
             clusterId: c.clusterId,
-            secret: c.secret,
+            secrets: c.secret === undefined ? undefined : secretsOf(this),
             tlsCertFile: c.tls?.certFile,
             tlsKeyFile: c.tls?.keyFile,
             tlsCaFile: c.tls?.caFile,
@@ -592,6 +596,32 @@ class RaftCoordinator extends ManagedEmitter {
     if (this._native === null) return null;
     const found = this._native.operation(operationId);
     return found ? { logIndex: found.index, term: found.term } : null;
+  }
+
+  /**
+   * Replaces the cluster secrets while the node runs, for rotation: the first proves this node
+   * from now on, any is accepted from peers. To move a cluster from secret A to B with no peer
+   * refused at any point: `setSecrets([A, B])` on every node, then `setSecrets([B, A])` on every
+   * node, then `setSecrets([B])`. Only for a node started with a `secret`.
+   */
+  setSecrets(secrets) {
+    try {
+      if (this._stopped) throw this._shutdownError();
+      const list = normalizeSecrets(secrets);
+      if (list === undefined) throw invalidConfig('secret', 'expected a secret or a list of secrets');
+      if (this.config.secret === undefined) {
+        throw new ConsensusError(ErrorCode.INVALID_OPERATION, `node ${this.config.nodeId} was started without a secret; start every node with one to rotate secrets`);
+      }
+      if (this._native) this._native.setSecrets(list);
+      this.config.secret = hideSecrets(this, list, secrets);
+    } catch (err) {
+      throw err instanceof ConsensusError ? err : fromNative(err);
+    }
+  }
+
+  /** What JSON.stringify shows of a coordinator: its identity and config (secrets redacted). */
+  toJSON() {
+    return { nodeId: this.config.nodeId, config: this.config };
   }
 
   /**

@@ -45,7 +45,8 @@ pub struct NativeConfig {
     pub initial_members: Option<Vec<NativePeer>>,
     pub data_dir: String,
     pub cluster_id: String,
-    pub secret: Option<String>,
+    /// The cluster secrets, first the one this node proves with.
+    pub secrets: Option<Vec<String>>,
     pub election_timeout_min: u32,
     pub election_timeout_max: u32,
     pub heartbeat_interval: u32,
@@ -210,7 +211,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         initial_members,
         data_dir: PathBuf::from(c.data_dir),
         cluster_id: c.cluster_id,
-        secret: c.secret,
+        secrets: c.secrets.unwrap_or_default(),
         election_timeout_min_ms: c.election_timeout_min.into(),
         election_timeout_max_ms: c.election_timeout_max.into(),
         heartbeat_interval_ms: c.heartbeat_interval.into(),
@@ -435,6 +436,12 @@ impl NativeNode {
             here: written.here,
             condition_failed: written.applied.condition_failed,
         })
+    }
+
+    /// Replaces the cluster secrets (see `Secrets`).
+    #[napi]
+    pub fn set_secrets(&self, secrets: Vec<String>) -> Result<()> {
+        self.node()?.set_secrets(secrets).map_err(js_error)
     }
 
     /// Reads the TLS certificate, key and CA files again (see `Tls::reload`).

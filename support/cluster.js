@@ -28,7 +28,11 @@ class NodeProcess {
    *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
    *   listening on `host` (its address there).
    */
-  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false }) {
+    /** Extra environment of the node process, and whether its stdout/stderr are kept in `output`. */
+    this.env = env;
+    this.captureOutput = captureOutput;
+    this.output = '';
     this.nodeId = nodeId;
     this.guide = guide;
     this._host = host;
@@ -51,13 +55,20 @@ class NodeProcess {
 
   async start() {
     this.events = [];
+    const out = this.captureOutput ? 'pipe' : 'inherit';
+    const stdio = ['ignore', out, out, 'ipc'];
+    const env = this.env ? { ...process.env, ...this.env } : process.env;
     this.child = this.netns
       ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, WORKER], {
-          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+          stdio,
           serialization: 'advanced',
+          env,
         })
-      : fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+      : fork(WORKER, [], { stdio, serialization: 'advanced', env });
     const child = this.child;
+    if (this.captureOutput) {
+      for (const stream of [child.stdout, child.stderr]) stream.on('data', (d) => (this.output += d.toString()));
+    }
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     child.on('message', (msg) => this._onMessage(msg));
     child.once('exit', () => {
@@ -166,7 +177,9 @@ class Cluster {
    *   `guide` runs the guide's whole stack in each node: daemon, ClusterManager, ConsensusManager.
    *   `network` puts node i in the network's namespace i, so partitions are real.
    */
-  constructor(size, { config = {}, root, guide = null, network = null } = {}) {
+  constructor(size, { config = {}, root, guide = null, network = null, nodeOptions = {} } = {}) {
+    /** Passed to every NodeProcess (`env`, `captureOutput`). */
+    this.nodeOptions = nodeOptions;
     this.size = size;
     this.config = config;
     this.guide = guide;
@@ -198,6 +211,7 @@ class Cluster {
           dataDir: path.join(this.root, nodeId),
           config: this.config,
           guide: this.guide,
+          ...this.nodeOptions,
         }),
       );
     }
@@ -213,8 +227,8 @@ class Cluster {
    * to add later): a free port on 127.0.0.1, a data directory under the cluster's root. Not
    * started, and not stopped by `stop()`.
    */
-  async outsider(nodeId, config = {}) {
-    return new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(this.root, nodeId), config });
+  async outsider(nodeId, config = {}, options = {}) {
+    return new NodeProcess({ nodeId, port: await freePort(), dataDir: path.join(this.root, nodeId), config, ...options });
   }
 
   /** node-1 adds every other node, as the guide's Step 2 does. */

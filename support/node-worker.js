@@ -260,6 +260,10 @@ const ops = {
     }
     return null;
   },
+  async setSecrets({ secrets }) {
+    raft.setSecrets(secrets);
+    return null;
+  },
   async reloadTls() {
     await raft.reloadTls();
     return null;

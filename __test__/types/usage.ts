@@ -23,6 +23,10 @@ async function main(): Promise<void> {
     tls: { certFile: 'node.pem', keyFile: 'node-key.pem', caFile: 'ca.pem' },
   });
   void secured;
+  secured.setSecrets(['a secret of sixteen+ chars', 'the next secret, 16+ chars']);
+  await secured.reloadTls().catch((err: ConsensusError) => void err.code);
+  const shown: string = JSON.stringify(secured.toJSON());
+  void shown;
   // A daemon that stores the index with its effects resumes after it, exactly once.
   let handledThrough = 0;
   const exactlyOnce = createRaftCoordinator({ nodeId: 'node-4', port: 8083, appliedIndex: () => handledThrough });

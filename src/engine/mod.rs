@@ -30,6 +30,7 @@ use crate::storage::{
 };
 use crate::transport::client::{DialFailure, PeerPool};
 use crate::transport::codec::{ClaimReply, Reply, Rpc};
+use crate::transport::handshake::Secrets;
 use crate::transport::link_cuts::{Cuts, LinkCuts, FAULT_HOOKS_ENV};
 use crate::transport::server::{Server, ERR_NOT_MEMBER};
 use crate::transport::tls::{Tls, TlsFiles};
@@ -61,8 +62,8 @@ pub struct NodeConfig {
     pub initial_members: Option<Vec<(String, PeerAddr)>>,
     pub data_dir: PathBuf,
     pub cluster_id: String,
-    /// Shared secret every peer must prove it knows at the handshake.
-    pub secret: Option<String>,
+    /// Shared secrets: the first proves this node, any verifies a peer (see `Secrets`).
+    pub secrets: Vec<String>,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -276,7 +277,14 @@ impl Node {
         let transport = Arc::new(TransportConfig {
             node_id: config.node_id.clone(),
             cluster_id: config.cluster_id.clone(),
-            secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            secret: Secrets::new(
+                config
+                    .secrets
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+            )
+            .map(Arc::new),
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections,
             handshake_timeout: Duration::from_secs(5),
@@ -429,6 +437,25 @@ impl Node {
     /// The index after which this run's delivery started (what earlier runs handed over).
     pub fn resumed_after(&self) -> Option<u64> {
         self.resumed_after
+    }
+
+    /// Replaces the cluster secrets (rotation): the first proves this node from now on, any of
+    /// them is accepted from peers. Connections already open stay.
+    pub fn set_secrets(&self, secrets: Vec<String>) -> Result<(), NodeError> {
+        let Some(current) = &self.pool.config().secret else {
+            return Err(NodeError::new(
+                ERR::INVALID_OPERATION,
+                "this node was started without a secret; start every node with one to use secrets",
+            ));
+        };
+        if !current.set(secrets.into_iter().map(String::into_bytes).collect()) {
+            return Err(NodeError::new(
+                ERR::INVALID_CONFIG,
+                "secret: at least one secret is required once a cluster uses them",
+            )
+            .with_field("secret"));
+        }
+        Ok(())
     }
 
     /// Reads the TLS files again: new connections use the new certificate, key and CA; open
@@ -1222,13 +1249,17 @@ impl Node {
             return false;
         }
         let lease = Duration::from_millis(self.config.election_timeout_max_ms);
+        // The votes that elected it count as an acknowledgement: an acknowledgement from an
+        // earlier term of this node's (openraft keeps the last one across terms) must not make
+        // a leader that was just elected again look cut off. A term the watcher has not seen
+        // yet has just begun.
+        let since_elected = match *crate::lock(&self.leading_since) {
+            Some((term, since)) if term == m.current_term => since.elapsed(),
+            _ => Duration::ZERO,
+        };
         let since_ack = match &m.last_quorum_acked {
-            Some(at) => at.elapsed(),
-            // Elected, no acknowledgement yet: the votes that elected it count as one.
-            None => match *crate::lock(&self.leading_since) {
-                Some((term, since)) if term == m.current_term => since.elapsed(),
-                _ => Duration::ZERO,
-            },
+            Some(at) => at.elapsed().min(since_elected),
+            None => since_elected,
         };
         since_ack >= lease
     }

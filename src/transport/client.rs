@@ -340,8 +340,7 @@ async fn dial(
             Some(secret) => {
                 // The listener proves itself first: we reveal nothing to an impostor.
                 let genuine = peer_proof.is_some_and(|p| {
-                    handshake::verify(
-                        secret,
+                    secret.verify(
                         Role::Listener,
                         &config.cluster_id,
                         &peer_id,
@@ -368,8 +367,7 @@ async fn dial(
                         format!("{peer_id} at {addr} did not prove it knows the cluster secret"),
                     ));
                 }
-                Some(handshake::prove(
-                    secret,
+                Some(secret.prove(
                     Role::Dialer,
                     &config.cluster_id,
                     &local.0,

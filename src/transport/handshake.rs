@@ -5,6 +5,8 @@
 //! never crosses the wire, and a recorded proof is useless on a new connection because the other
 //! side's nonce differs.
 
+use std::sync::RwLock;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -87,6 +89,78 @@ pub fn verify(
         && other_nonce.len() == NONCE_LEN
         && mac(secret, role, cluster_id, node_id, own_nonce, other_nonce)
             .is_some_and(|m| m.verify_slice(proof).is_ok())
+}
+
+/// The cluster secrets a node holds, for rotation without a restart: the first proves this node,
+/// any of them verifies a peer. A cluster moves from A to B by holding [A, B] everywhere, then
+/// [B, A] everywhere, then [B]; no two nodes ever lack a secret in common.
+pub struct Secrets {
+    list: RwLock<Vec<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Secrets {
+    /// `None` for an empty list: without a secret, peers are not asked to prove one.
+    pub fn new(list: Vec<Vec<u8>>) -> Option<Secrets> {
+        (!list.is_empty()).then(|| Secrets {
+            list: RwLock::new(list),
+        })
+    }
+
+    /// Replaces the list; refused (false) when it is empty.
+    pub fn set(&self, list: Vec<Vec<u8>>) -> bool {
+        if list.is_empty() {
+            return false;
+        }
+        *crate::write_lock(&self.list) = list;
+        true
+    }
+
+    /// This node's proof, with the first secret.
+    pub fn prove(
+        &self,
+        role: Role,
+        cluster_id: &str,
+        node_id: &str,
+        own_nonce: &[u8],
+        other_nonce: &[u8],
+    ) -> Vec<u8> {
+        let list = crate::read_lock(&self.list);
+        let first = list.first().map(Vec::as_slice).unwrap_or_default();
+        prove(first, role, cluster_id, node_id, own_nonce, other_nonce)
+    }
+
+    /// Whether `proof` was made with any of the secrets. Every secret is tried, whichever
+    /// matches, so the time taken does not tell which one did.
+    pub fn verify(
+        &self,
+        role: Role,
+        cluster_id: &str,
+        node_id: &str,
+        own_nonce: &[u8],
+        other_nonce: &[u8],
+        proof: &[u8],
+    ) -> bool {
+        crate::read_lock(&self.list)
+            .iter()
+            .map(|secret| {
+                verify(
+                    secret,
+                    role,
+                    cluster_id,
+                    node_id,
+                    own_nonce,
+                    other_nonce,
+                    proof,
+                )
+            })
+            .fold(false, |any, this| any | this)
+    }
 }
 
 #[cfg(test)]
@@ -185,5 +259,29 @@ mod tests {
             &second_listener_nonce,
             &recorded
         ));
+    }
+
+    #[test]
+    fn a_rotation_keeps_a_secret_in_common_at_every_step() {
+        let a = b"secret A, sixteen+".to_vec();
+        let b = b"secret B, sixteen+".to_vec();
+        let (n1, n2) = nonces();
+        let proves = |prover: &Secrets, verifier: &Secrets| {
+            let p = prover.prove(Role::Dialer, "c", "x", &n1, &n2);
+            verifier.verify(Role::Dialer, "c", "x", &n1, &n2, &p)
+        };
+        let old = Secrets::new(vec![a.clone()]).expect("a secret");
+        let added = Secrets::new(vec![a.clone(), b.clone()]).expect("secrets");
+        let switched = Secrets::new(vec![b.clone(), a.clone()]).expect("secrets");
+        let dropped = Secrets::new(vec![b.clone()]).expect("a secret");
+        // Neighbouring steps understand each other both ways.
+        for (x, y) in [(&old, &added), (&added, &switched), (&switched, &dropped)] {
+            assert!(proves(x, y) && proves(y, x));
+        }
+        // A node left on A alone is refused once the others dropped A.
+        assert!(!proves(&old, &dropped) && !proves(&dropped, &old));
+        assert!(Secrets::new(Vec::new()).is_none());
+        assert!(!dropped.set(Vec::new()));
+        assert_eq!(format!("{dropped:?}"), "[redacted]");
     }
 }

@@ -30,8 +30,8 @@ use crate::types::{NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote}
 pub struct TransportConfig {
     pub node_id: String,
     pub cluster_id: String,
-    /// Shared secret every peer must prove it knows at the handshake.
-    pub secret: Option<Vec<u8>>,
+    /// Shared secrets: every peer must prove it knows one at the handshake.
+    pub secret: Option<Arc<handshake::Secrets>>,
     /// Largest WebSocket message (and so the largest snapshot) accepted or sent.
     pub max_frame_bytes: usize,
     pub max_connections: usize,

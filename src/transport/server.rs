@@ -109,8 +109,7 @@ impl Server {
             }
             let my_nonce = handshake::nonce()?;
             let my_proof = config.secret.as_ref().map(|secret| {
-                handshake::prove(
-                    secret,
+                secret.prove(
                     Role::Listener,
                     &config.cluster_id,
                     &config.node_id,
@@ -137,8 +136,7 @@ impl Server {
             };
             if let Some(secret) = &config.secret {
                 let genuine = proof.is_some_and(|p| {
-                    handshake::verify(
-                        secret,
+                    secret.verify(
                         Role::Dialer,
                         &config.cluster_id,
                         &node_id,
