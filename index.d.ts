@@ -12,7 +12,8 @@ export type ErrorCodeValue =
   | 'ERR_ADDRESS_IN_USE'
   | 'ERR_STORAGE'
   | 'ERR_SHUTDOWN'
-  | 'ERR_AUTH';
+  | 'ERR_AUTH'
+  | 'ERR_COMPACTED';
 
 export declare const ErrorCode: Readonly<{
   INVALID_CONFIG: 'ERR_INVALID_CONFIG';
@@ -25,6 +26,7 @@ export declare const ErrorCode: Readonly<{
   STORAGE: 'ERR_STORAGE';
   SHUTDOWN: 'ERR_SHUTDOWN';
   AUTH: 'ERR_AUTH';
+  COMPACTED: 'ERR_COMPACTED';
 }>;
 
 export declare class ConsensusError extends Error {
@@ -120,6 +122,8 @@ export interface ReplicateResult {
   term: number;
   /** Present when the operation id had already taken effect; nothing new was applied. */
   duplicate?: true;
+  /** With `registry.ifEquals` / `registry.ifAbsent`: whether the condition held (false: nothing changed). */
+  conditionMet?: boolean;
 }
 
 export type Role = 'leader' | 'follower' | 'candidate' | 'learner' | 'shutdown';
@@ -162,7 +166,21 @@ export interface ReplicateOptions {
   /** On a follower, send the command on to the leader instead of rejecting with ERR_NOT_LEADER. */
   forward?: boolean;
   /** Also record the command under `key` in the replicated registry (or delete the key). */
-  registry?: { key: string; delete?: boolean };
+  registry?: RegistryWrite;
+}
+
+/** A write to the replicated registry, applied atomically with its command. */
+export interface RegistryWrite {
+  key: string;
+  delete?: boolean;
+  /** Store this JSON value under `key` instead of the command. */
+  value?: unknown;
+  /** Apply only if `key` holds this value now (compared as JSON). */
+  ifEquals?: unknown;
+  /** Apply only if `key` is unset now. */
+  ifAbsent?: boolean;
+  /** Further keys written in the same entry, all or none. */
+  also?: Array<{ key: string; value?: unknown; delete?: boolean }>;
 }
 
 export interface RaftCoordinatorEvents {
@@ -451,3 +469,89 @@ export declare function createConsensusManager(
   clusterManager: ClusterManager | null,
   config?: ConsensusManagerConfig,
 ): ConsensusManager;
+
+export declare const StateOperation: Readonly<{ SET: 'set'; DELETE: 'delete'; UPDATE: 'update'; BATCH: 'batch' }>;
+export type StateOperationValue = 'set' | 'delete' | 'update' | 'batch';
+
+export interface DistributedStateMachineConfig {
+  /** When given, must equal the coordinator's nodeId. */
+  nodeId?: string;
+  /** Registry prefix of this state's keys (default `'state/'`); never `'cluster/'`. */
+  prefix?: string;
+  /** Writes on a follower go to the leader instead of rejecting with ERR_NOT_LEADER. */
+  forward?: boolean;
+  /** Accepted for compatibility with the pure-JS original; the engine's snapshotThreshold decides. */
+  snapshotInterval?: number;
+  maxStateSize?: number;
+  enableSnapshots?: boolean;
+  persistSnapshots?: boolean;
+}
+
+export interface StateWriteOptions {
+  forward?: boolean;
+  timeoutMs?: number;
+}
+
+export interface StateChange<V = unknown> {
+  key: string;
+  /** Absent for deletions. */
+  value?: V;
+  operation: 'set' | 'delete';
+  /** The log index of the entry that made the change. */
+  index: number;
+}
+
+export interface SnapshotInfo {
+  snapshotId: string;
+  index: number;
+  stateSize: number;
+}
+
+export interface DistributedStateMachineStats {
+  stateSize: number;
+  changeLogSize: number;
+  snapshotCount: number;
+  lastSnapshotIndex: number;
+  latestSnapshot: string | null;
+  appliedIndex: number;
+}
+
+export interface DistributedStateMachineEvents {
+  initialized: [{ nodeId: string }];
+  state_changed: [StateChange];
+  snapshot_created: [SnapshotInfo];
+  snapshot_restored: [SnapshotInfo];
+  shutdown: [{ nodeId: string }];
+  /** This node could not read its replica while following the log. */
+  warning: [ConsensusError];
+}
+
+export declare class DistributedStateMachine extends EventEmitter {
+  constructor(config?: DistributedStateMachineConfig);
+  readonly config: Required<Omit<DistributedStateMachineConfig, 'nodeId'>> & { nodeId?: string };
+  readonly nodeId: string | undefined;
+  raftCoordinator: RaftCoordinator | null;
+  initialize(raftCoordinator: RaftCoordinator): Promise<void>;
+  set(key: string, value: unknown, options?: StateWriteOptions): Promise<void>;
+  /** This replica's value (sequentially consistent). */
+  get<V = unknown>(key: string, options?: { linearizable?: false }): V | undefined;
+  /** Resolves after the leader confirmed its leadership; never older than an acknowledged write. */
+  get<V = unknown>(key: string, options: { linearizable: true; timeoutMs?: number }): Promise<V | undefined>;
+  has(key: string): boolean;
+  delete(key: string, options?: StateWriteOptions): Promise<void>;
+  update<V = unknown>(key: string, updateFn: (oldValue: V | undefined) => V | Promise<V>, options?: StateWriteOptions & { maxAttempts?: number }): Promise<V>;
+  batchUpdate(changes: Array<{ key: string; value?: unknown; delete?: boolean }>, options?: StateWriteOptions): Promise<void>;
+  compareAndSet<V = unknown>(key: string, expected: V | undefined, value: V, options?: StateWriteOptions): Promise<{ ok: boolean; value: V | undefined }>;
+  watch<V = unknown>(prefix?: string, options?: { fromIndex?: number; signal?: AbortSignal }): AsyncIterableIterator<StateChange<V>>;
+  keys(): string[];
+  values(): unknown[];
+  entries(): Array<[string, unknown]>;
+  getStats(): DistributedStateMachineStats;
+  shutdown(): Promise<void>;
+  on<E extends keyof DistributedStateMachineEvents>(event: E, listener: Listener<DistributedStateMachineEvents[E]>): this;
+  once<E extends keyof DistributedStateMachineEvents>(event: E, listener: Listener<DistributedStateMachineEvents[E]>): this;
+  off<E extends keyof DistributedStateMachineEvents>(event: E, listener: Listener<DistributedStateMachineEvents[E]>): this;
+  emit<E extends keyof DistributedStateMachineEvents>(event: E, ...args: DistributedStateMachineEvents[E]): boolean;
+}
+
+export declare function createDistributedStateMachine(config?: DistributedStateMachineConfig): DistributedStateMachine;

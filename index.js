@@ -3,6 +3,11 @@
 const { RaftCoordinator, createRaftCoordinator } = require('./lib/raft-coordinator');
 const { ClusterManager, createClusterManager } = require('./lib/cluster-manager');
 const { ConsensusManager, createConsensusManager } = require('./lib/consensus-manager');
+const {
+  DistributedStateMachine,
+  createDistributedStateMachine,
+  StateOperation,
+} = require('./lib/distributed-state-machine');
 const { NodeHealth, PartitionState, OperationState } = require('./lib/constants');
 const { ConsensusError, ErrorCode } = require('./lib/errors');
 
@@ -13,6 +18,9 @@ module.exports = {
   createClusterManager,
   ConsensusManager,
   createConsensusManager,
+  DistributedStateMachine,
+  createDistributedStateMachine,
+  StateOperation,
   NodeHealth,
   PartitionState,
   OperationState,

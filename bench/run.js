@@ -6,12 +6,14 @@
 //   --quick         divide operation counts by 10 and run 3 failover trials instead of 5
 //   --ops-scale=N   multiply operation counts by N (e.g. 0.5)
 //   --no-op-ids     replicate without operationIds (no deduplication records)
+//   --state-only    only the DistributedStateMachine figures (beside etcd's when it is on PATH)
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { build } = require('../scripts/build');
 const { Cluster } = require('../support/cluster');
+const { benchState, printState } = require('./state');
 
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
@@ -273,6 +275,13 @@ function printTable(r) {
 
 async function main() {
   build();
+  if (args.includes('--state-only')) {
+    const state = await benchState({ scale: SCALE });
+    printState(state);
+    fs.mkdirSync(RESULTS_DIR, { recursive: true });
+    fs.writeFileSync(path.join(RESULTS_DIR, 'state-latest.json'), `${JSON.stringify(state, null, 2)}\n`);
+    return;
+  }
   const results = {
     startedAt: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, totalMemMb: Math.round(os.totalmem() / MB), node: process.version },
@@ -355,6 +364,8 @@ async function main() {
   results.finishedAt = new Date().toISOString();
 
   printTable(results);
+  results.state = await benchState({ scale: SCALE });
+  printState(results.state);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   const out = path.join(RESULTS_DIR, 'latest.json');
   fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);

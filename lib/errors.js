@@ -12,6 +12,7 @@ const ErrorCode = Object.freeze({
   STORAGE: 'ERR_STORAGE',
   SHUTDOWN: 'ERR_SHUTDOWN',
   AUTH: 'ERR_AUTH',
+  COMPACTED: 'ERR_COMPACTED',
 });
 
 class ConsensusError extends Error {

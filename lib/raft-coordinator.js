@@ -4,6 +4,7 @@ const path = require('node:path');
 const native = require('./native');
 const { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation } = require('./errors');
 const v = require('./validate');
+const { registrySpecJson } = require('./registry-spec');
 const { normalizeSecrets, hideSecrets, secretsOf } = require('./secrets');
 
 const DEFAULTS = Object.freeze({
@@ -512,6 +513,10 @@ class RaftCoordinator extends ManagedEmitter {
    * `commandTimeoutMs`; `options.forward` lets a follower send the command on to the leader.
    * `options.registry: {key, delete}` also records the command under `key` in the replicated
    * registry (or deletes the key), which every node can read back with getRegistry().
+   * `registry.value` stores that value instead of the command; `registry.ifEquals` /
+   * `registry.ifAbsent` make the write conditional on the key's current value, decided when the
+   * entry is applied (the result then carries `conditionMet`); `registry.also: [{key, value |
+   * delete}]` writes more keys in the same entry, all or none.
    */
   async replicateCommand(command, options = {}) {
     if (!v.isPlainObject(command)) throw invalidOperation('command', 'expected a plain object');
@@ -542,6 +547,7 @@ class RaftCoordinator extends ManagedEmitter {
     const forward = options.forward === true;
     let registryKey;
     let registryDelete = false;
+    let registrySpec;
     if (options.registry !== undefined) {
       const r = options.registry;
       if (r === null || typeof r !== 'object' || typeof r.key !== 'string' || r.key.length === 0 || r.key.length > 511) {
@@ -549,14 +555,25 @@ class RaftCoordinator extends ManagedEmitter {
       }
       registryKey = r.key;
       registryDelete = r.delete === true;
+      registrySpec = registrySpecJson(r);
+      // Values written to the registry travel in the same log entry as the command.
+      if (registrySpec !== undefined && bytes + Buffer.byteLength(registrySpec) > this.config.maxCommandBytes) {
+        throw invalidOperation(
+          'registry',
+          `command and registry values take ${bytes + Buffer.byteLength(registrySpec)} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
+        );
+      }
     }
     const applied = await this._run(() =>
-      this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete),
+      this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec),
     );
     // Read-your-writes: the caller's next read of its own state sees this write.
     if (applied.here) await this._whenDelivered(applied.index);
     const result = { committed: true, logIndex: applied.index, term: applied.term };
     if (applied.duplicate) result.duplicate = true;
+    if (options.registry && ('ifEquals' in options.registry || options.registry.ifAbsent === true)) {
+      result.conditionMet = !applied.conditionFailed;
+    }
     return result;
   }
 

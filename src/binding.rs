@@ -77,6 +77,28 @@ pub struct NativeApplied {
     pub duplicate: bool,
     /// This node's state machine applied it (false: the leader it was forwarded to did).
     pub here: bool,
+    /// The registry write's condition did not hold: nothing changed.
+    pub condition_failed: bool,
+}
+
+#[napi(object)]
+pub struct NativeChange {
+    pub index: f64,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeChanges {
+    pub floor: f64,
+    pub through: f64,
+    pub changes: Vec<NativeChange>,
+}
+
+#[napi(object)]
+pub struct NativeRead {
+    pub index: f64,
+    pub value: Option<String>,
 }
 
 #[napi(object)]
@@ -367,6 +389,8 @@ impl NativeNode {
 
     /// `timeout_ms` defaults to the node's command timeout; `forward` sends the write on to the
     /// leader when this node is a follower.
+    // Positional, as the one JavaScript caller passes them; a struct would add a copy per write.
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub async fn replicate(
         &self,
@@ -376,11 +400,21 @@ impl NativeNode {
         forward: Option<bool>,
         registry_key: Option<String>,
         registry_delete: Option<bool>,
+        registry_spec: Option<String>,
     ) -> Result<NativeApplied> {
-        let registry = registry_key.map(|key| RegistryWrite {
-            key,
-            delete: registry_delete.unwrap_or(false),
-        });
+        let registry = match registry_spec {
+            Some(spec) => Some(
+                RegistryWrite::from_spec_json(&spec)
+                    .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?,
+            ),
+            None => {
+                registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false)))
+            }
+        };
+        if let Some(w) = &registry {
+            w.check_keys()
+                .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?;
+        }
         let node = self.node()?;
         let timeout = timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
@@ -400,6 +434,7 @@ impl NativeNode {
             term: written.applied.term as f64,
             duplicate: written.applied.duplicate,
             here: written.here,
+            condition_failed: written.applied.condition_failed,
         })
     }
 
@@ -449,6 +484,68 @@ impl NativeNode {
     pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {
         let entries = self.node()?.registry(&prefix).map_err(js_error)?;
         Ok(entries.into_iter().map(|(k, v)| vec![k, v]).collect())
+    }
+
+    /// The JSON under `key` in the registry as this replica applied it.
+    #[napi]
+    pub fn registry_get(&self, key: String) -> Result<Option<String>> {
+        self.node()?.registry_get(&key).map_err(js_error)
+    }
+
+    /// How many registry keys start with `prefix` on this replica.
+    #[napi]
+    pub fn registry_count(&self, prefix: String) -> Result<f64> {
+        Ok(self.node()?.registry_count(&prefix).map_err(js_error)? as f64)
+    }
+
+    /// Registry changes under `prefix` after log index `after` (through `up_to` when given).
+    #[napi]
+    pub fn registry_changes(
+        &self,
+        prefix: String,
+        after: f64,
+        up_to: Option<f64>,
+        limit: u32,
+    ) -> Result<NativeChanges> {
+        let up_to = up_to.map(|i| i as u64).unwrap_or(u64::MAX);
+        let found = self
+            .node()?
+            .registry_changes(&prefix, after as u64, up_to, limit as usize)
+            .map_err(js_error)?;
+        Ok(NativeChanges {
+            floor: found.floor as f64,
+            through: found.through as f64,
+            changes: found
+                .changes
+                .into_iter()
+                .map(|c| NativeChange {
+                    index: c.index as f64,
+                    key: c.key,
+                    value: c.value,
+                })
+                .collect(),
+        })
+    }
+
+    /// Reads `key` linearizably: after the leader confirmed its leadership with a quorum.
+    #[napi]
+    pub async fn linearizable_get(
+        &self,
+        key: String,
+        timeout_ms: Option<u32>,
+    ) -> Result<NativeRead> {
+        let node = self.node()?;
+        let timeout = timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or_else(|| node.command_timeout());
+        let read = node
+            .linearizable_get(&key, timeout)
+            .await
+            .map_err(js_error)?;
+        Ok(NativeRead {
+            index: read.index as f64,
+            value: read.value,
+        })
     }
 
     /// Fault injection for chaos runs without network namespaces: peers not to dial, and peers

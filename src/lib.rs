@@ -6,6 +6,7 @@
 mod binding;
 pub mod engine;
 pub mod events;
+pub mod registry_write;
 pub mod storage;
 pub mod transport;
 pub mod types;

@@ -63,15 +63,11 @@ pub struct Command {
     /// identically on every replica, because it comes from the log and not the local clock.
     pub proposed_at_ms: u64,
     /// Also record this command in the replicated registry (cluster membership metadata).
+    #[serde(with = "crate::registry_write::compat")]
     pub registry: Option<RegistryWrite>,
 }
 
-/// A write to the replicated registry: `key` maps to the command's JSON, or is deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryWrite {
-    pub key: String,
-    pub delete: bool,
-}
+pub use crate::registry_write::{Condition, RegistryWrite};
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,6 +87,8 @@ pub struct Applied {
     pub term: u64,
     /// True when `op_id` had already been applied; this entry changed nothing.
     pub duplicate: bool,
+    /// True when the registry write's condition did not hold; this entry changed nothing.
+    pub condition_failed: bool,
 }
 
 openraft::declare_raft_types!(

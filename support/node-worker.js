@@ -336,6 +336,8 @@ const ops = {
   },
 };
 
+Object.assign(ops, require('./state-ops').stateOps(() => raft, send));
+
 function plain(payload) {
   if (payload instanceof Error) return serializeError(payload);
   if (payload && payload.error instanceof Error) return { ...payload, error: serializeError(payload.error) };

@@ -5,6 +5,10 @@ import {
   ErrorCode,
   RaftCoordinator,
   createRaftCoordinator,
+  createDistributedStateMachine,
+  DistributedStateMachine,
+  StateOperation,
+  type StateChange,
   type InitialMember,
   type RaftState,
   type ReplicateResult,
@@ -164,3 +168,37 @@ async function guide(): Promise<void> {
 }
 
 void guide;
+
+async function stateMachine(raft: RaftCoordinator): Promise<void> {
+  const state: DistributedStateMachine = createDistributedStateMachine({ nodeId: 'node-1', enableSnapshots: true, snapshotInterval: 1000 });
+  await state.initialize(raft);
+  await state.set('workflow:123', { status: 'running', progress: 0.5 });
+  const local = state.get<{ status: string }>('workflow:123');
+  if (local) void local.status;
+  const fresh = await state.get<{ status: string }>('workflow:123', { linearizable: true, timeoutMs: 2000 });
+  void fresh;
+  const has: boolean = state.has('workflow:123');
+  void has;
+  const n: number = await state.update<number>('counter', (old) => (old ?? 0) + 1);
+  void n;
+  const cas = await state.compareAndSet<number>('counter', 1, 2, { forward: true });
+  if (!cas.ok) void cas.value;
+  await state.batchUpdate([{ key: 'a', value: 1 }, { key: 'b', delete: true }]);
+  await state.delete('a');
+  const keys: string[] = state.keys();
+  void [keys, state.values(), state.entries()];
+  state.on('state_changed', ({ key, value, operation, index }) => void [key, value, operation === StateOperation.SET, index]);
+  state.on('snapshot_restored', ({ snapshotId, index, stateSize }) => void [snapshotId, index, stateSize]);
+  const ac = new AbortController();
+  for await (const change of state.watch<number>('work', { fromIndex: 10, signal: ac.signal })) {
+    const c: StateChange<number> = change;
+    void c.index;
+    break;
+  }
+  const r = await raft.replicateCommand({ type: 'x' }, { registry: { key: 'k', value: 1, ifAbsent: true } });
+  void r.conditionMet;
+  void state.getStats().stateSize;
+  await state.shutdown();
+}
+
+void stateMachine;

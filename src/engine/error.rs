@@ -17,6 +17,8 @@ pub mod ERR {
     pub const STORAGE: &str = "ERR_STORAGE";
     pub const SHUTDOWN: &str = "ERR_SHUTDOWN";
     pub const AUTH: &str = "ERR_AUTH";
+    /// A watch asked for history this node no longer keeps (etcd's compacted revision).
+    pub const COMPACTED: &str = "ERR_COMPACTED";
 
     /// The static code for a code received from a peer; unknown codes become `ERR_TIMEOUT`
     /// (the outcome is unknown to us).
@@ -32,6 +34,7 @@ pub mod ERR {
             STORAGE,
             SHUTDOWN,
             AUTH,
+            COMPACTED,
         ]
         .into_iter()
         .find(|known| *known == code)

@@ -4,6 +4,7 @@
 mod cursor;
 mod error;
 mod formation;
+mod reads;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ use tokio::sync::{oneshot, watch, Mutex};
 
 pub use error::{NodeError, ERR};
 use formation::{Answer, Formation, Verdict};
+pub use reads::LinearRead;
 
 use crate::events::EventSink;
 use crate::storage::{
@@ -1066,6 +1068,7 @@ impl Node {
                     index,
                     term,
                     duplicate: true,
+                    condition_failed: false,
                 }));
             }
         }
@@ -1151,7 +1154,7 @@ impl Node {
                     .with_leader(Some(leader.0.clone()))
                 })?;
             let refused = match &reply {
-                Reply::Forwarded(Err(e)) | Reply::Done(Err(e)) => {
+                Reply::Forwarded(Err(e)) | Reply::Done(Err(e)) | Reply::ReadIndex(Err(e)) => {
                     ERR::from_wire(&e.code) == ERR::NOT_LEADER
                 }
                 _ => false,

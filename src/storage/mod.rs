@@ -9,12 +9,14 @@
 //! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
 //! - `registry`: replicated key -> JSON records (cluster membership metadata).
 //! - `snapshot`: the current snapshot's meta and data.
+//! - `changes`: (index, seq) -> registry change, a bounded history for watches (see `history`).
 //!
 //! Every write transaction commits with LMDB's default fsync, so a write is durable when the call
 //! that made it returns.
 
 mod app_state;
 mod delivery;
+mod history;
 mod log_store;
 mod state_machine;
 
@@ -31,6 +33,7 @@ use serde::Serialize;
 
 pub use app_state::AppSnapshots;
 pub use delivery::{Delivery, Replayed, ResumeFrom};
+pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;
 pub use state_machine::{OpRecord, StateMachine};
 
@@ -44,6 +47,7 @@ pub struct Store {
     ops_by_age: Database<'static, Bytes, Bytes>,
     registry: Database<'static, Str, Str>,
     snapshot: Database<'static, Str, Bytes>,
+    changes: Database<'static, Bytes, Bytes>,
     /// Held for the lifetime of the store: an advisory lock that keeps a second node (in this or
     /// another process) from opening the same data directory.
     _dir_lock: File,
@@ -123,14 +127,14 @@ impl Store {
             EnvOpenOptions::new()
                 .read_txn_without_tls()
                 .map_size(map_size)
-                .max_dbs(8)
+                .max_dbs(16)
                 .open(dir)
         }
         .map_err(|e| OpenError::Io(storage_err(e)))?;
 
         let io = |e: heed::Error| OpenError::Io(storage_err(e));
         let wtxn = env.write_txn().map_err(io)?;
-        let (log, raft, applied, ops, ops_by_age, registry, snapshot) = env
+        let (log, raft, applied, ops, ops_by_age, registry, snapshot, changes) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
                 Ok(heed::CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("log"))?,
@@ -140,6 +144,7 @@ impl Store {
                     dbs.create_database(wtxn, Some("ops_by_age"))?,
                     dbs.create_database(wtxn, Some("registry"))?,
                     dbs.create_database(wtxn, Some("snapshot"))?,
+                    dbs.create_database(wtxn, Some("changes"))?,
                 )))
             })
             .map_err(io)?
@@ -154,10 +159,12 @@ impl Store {
             ops_by_age,
             registry,
             snapshot,
+            changes,
             _dir_lock: dir_lock,
             path: dir.to_path_buf(),
         };
         store.mark_new_directory().map_err(OpenError::Io)?;
+        store.init_history().map_err(OpenError::Io)?;
         Ok(Arc::new(store))
     }
 
@@ -207,11 +214,18 @@ impl Store {
     pub fn registry_entries(&self, prefix: &str) -> io::Result<Vec<(String, String)>> {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
         let mut out = Vec::new();
-        for item in self
-            .registry
-            .prefix_iter(&rtxn, prefix)
-            .map_err(storage_err)?
-        {
+        // LMDB refuses an empty key, so an empty prefix (every record) is a plain iteration.
+        type Items<'t> = Box<dyn Iterator<Item = heed::Result<(&'t str, &'t str)>> + 't>;
+        let items: Items = if prefix.is_empty() {
+            Box::new(self.registry.iter(&rtxn).map_err(storage_err)?)
+        } else {
+            Box::new(
+                self.registry
+                    .prefix_iter(&rtxn, prefix)
+                    .map_err(storage_err)?,
+            )
+        };
+        for item in items {
             let (k, v) = item.map_err(storage_err)?;
             out.push((k.to_string(), v.to_string()));
         }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::events::{Event, EventSink};
 use crate::types::{
-    Applied, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+    Applied, LogId, RegistryWrite, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
+    TypeConfig,
 };
 
 /// Where an operation id took effect.
@@ -227,6 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 index,
                 term,
                 duplicate: false,
+                condition_failed: false,
             };
             match entry.payload {
                 EntryPayload::Blank => {}
@@ -245,19 +247,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 index: first.index,
                                 term: first.term,
                                 duplicate: true,
+                                condition_failed: false,
                             };
                         }
                         None => {
                             if let Some(write) = &cmd.registry {
-                                if write.delete {
-                                    s.registry
-                                        .delete(&mut wtxn, &write.key)
-                                        .map_err(storage_err)?;
-                                } else {
-                                    s.registry
-                                        .put(&mut wtxn, &write.key, &cmd.json)
-                                        .map_err(storage_err)?;
-                                }
+                                reply.condition_failed =
+                                    !apply_registry(s, &mut wtxn, index, write, &cmd.json)?;
                             }
                             if let Some(id) = &cmd.op_id {
                                 let record = OpRecord {
@@ -290,6 +286,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push((responder, reply));
         }
 
+        if let Some(last) = &last_applied {
+            s.prune_history(&mut wtxn, last.index())?;
+        }
         if newest_proposal > self.op_ttl_ms {
             expire_ops(s, &mut wtxn, newest_proposal - self.op_ttl_ms)?;
         }
@@ -348,6 +347,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (key, json) in &payload.registry {
             s.registry.put(&mut wtxn, key, json).map_err(storage_err)?;
         }
+        let floor = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        s.reset_history(&mut wtxn, floor)?;
         for (id, record) in &payload.ops {
             s.ops
                 .put(&mut wtxn, id, &encode(record)?)
@@ -404,6 +405,47 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: std::io::Cursor::new(data),
         }))
     }
+}
+
+/// Applies a command's registry writes, all or none: every condition is checked against the
+/// registry as it stands before any of them. Returns false when a condition did not hold.
+fn apply_registry(
+    s: &Store,
+    wtxn: &mut heed::RwTxn,
+    index: u64,
+    write: &RegistryWrite,
+    command_json: &str,
+) -> io::Result<bool> {
+    let mut writes = Vec::new();
+    let mut pending = vec![write];
+    while let Some(w) = pending.pop() {
+        writes.push(w);
+        pending.extend(w.also.iter().rev());
+    }
+    for w in &writes {
+        if !crate::registry_write::valid_key(&w.key) {
+            return Ok(false);
+        }
+        if let Some(condition) = &w.condition {
+            let current = s.registry.get(wtxn, &w.key).map_err(storage_err)?;
+            if !condition.holds(current) {
+                return Ok(false);
+            }
+        }
+    }
+    for (seq, w) in writes.iter().enumerate() {
+        let value = if w.delete {
+            s.registry.delete(wtxn, &w.key).map_err(storage_err)?;
+            None
+        } else {
+            let json = w.value.as_deref().unwrap_or(command_json);
+            s.registry.put(wtxn, &w.key, json).map_err(storage_err)?;
+            Some(json)
+        };
+        let seq = u32::try_from(seq).map_err(|_| storage_err("too many writes in one entry"))?;
+        s.record_change(wtxn, index, seq, &w.key, value)?;
+    }
+    Ok(true)
 }
 
 /// Forgets registry entries proposed before `cutoff_ms`, oldest first.

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Applied, LogId, RegistryWrite, StoredMembership, TypeConfig, Vote};
 
-/// Bumped on any incompatible change to the frames below.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on any incompatible change to the frames below. 3: `Applied` carries
+/// `condition_failed`; registry writes may carry a value, a condition and a batch.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
@@ -87,6 +88,11 @@ pub enum Rpc {
         port: u16,
         timeout_ms: u64,
     },
+    /// Asks the leader for a read index: the log index a linearizable read must wait for, given
+    /// once the leader has confirmed with a quorum that it still leads.
+    ReadIndex {
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +107,7 @@ pub enum Reply {
     /// The remote Raft could not handle the request (shutting down, or a fatal error).
     Failed(String),
     Claim(ClaimReply),
+    ReadIndex(Result<u64, WireError>),
 }
 
 /// The answer to a fresh node's claim to found the cluster.
@@ -348,6 +355,20 @@ mod tests {
                 Frame::Response {
                     id: 18,
                     reply: Reply::Done(Err(wire_error)),
+                },
+            ),
+            (
+                "request-read-index",
+                Frame::Request {
+                    id: 20,
+                    rpc: Rpc::ReadIndex { timeout_ms: 5000 },
+                },
+            ),
+            (
+                "response-read-index",
+                Frame::Response {
+                    id: 21,
+                    reply: Reply::ReadIndex(Ok(42)),
                 },
             ),
             (

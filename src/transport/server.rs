@@ -386,6 +386,18 @@ async fn handle(
             Some(n) => Reply::Claim(n.answer_claim(peer)),
             None => Reply::Failed("node stopped".into()),
         },
+        Rpc::ReadIndex { timeout_ms } => match node.upgrade() {
+            Some(n) => {
+                let timeout = Duration::from_millis(timeout_ms);
+                let work = async {
+                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
+                        .await;
+                    n.read_index(timeout).await
+                };
+                Reply::ReadIndex(n.unless_stopped(work).await.map_err(WireError::from))
+            }
+            None => Reply::Failed("node stopped".into()),
+        },
         Rpc::Probe => {
             let metrics = raft.metrics().borrow_watched().clone();
             let membership = metrics.membership_config.membership();

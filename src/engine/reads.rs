@@ -1,0 +1,143 @@
+//! Linearizable reads of the replicated registry, by read index (Raft thesis 6.4).
+//!
+//! The leader confirms with a quorum that it still leads and takes its commit index as the read
+//! index; the reading node waits until its own state machine applied that far, then reads its
+//! local replica. A follower asks the leader for the read index over the wire and then reads
+//! locally, so the data never travels to the leader and back. A leader cut off from its quorum
+//! cannot confirm and fails within the timeout instead of serving what may be stale.
+
+use std::time::{Duration, Instant};
+
+use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::{ReadPolicy, ServerState};
+
+use super::{Node, NodeError, ERR, FORWARD_REPLY_MARGIN};
+use crate::storage::Changes;
+use crate::transport::codec::{Reply, Rpc};
+
+/// What a linearizable read saw: the key's JSON (None when unset) as of at least `index`.
+#[derive(Debug, Clone)]
+pub struct LinearRead {
+    pub index: u64,
+    pub value: Option<String>,
+}
+
+impl Node {
+    /// The JSON under `key` as this replica applied it (sequentially consistent).
+    pub fn registry_get(&self, key: &str) -> Result<Option<String>, NodeError> {
+        self.store
+            .registry_get(key)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// How many registry keys under `prefix` this replica holds.
+    pub fn registry_count(&self, prefix: &str) -> Result<u64, NodeError> {
+        self.store
+            .registry_count(prefix)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// This replica's history of registry changes under `prefix` after index `after`.
+    pub fn registry_changes(
+        &self,
+        prefix: &str,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Changes, NodeError> {
+        self.store
+            .registry_changes(prefix, after, up_to, limit)
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+    }
+
+    /// Leader only: confirms leadership with a quorum and returns the read index.
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, NodeError> {
+        let m = self.metrics();
+        if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
+            return Err(self.not_leader(&m));
+        }
+        let asked = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(linearizer)) => Ok(linearizer.read_log_id().index()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                let leader = f.leader_id.map(|l| l.0);
+                Err(NodeError::new(
+                    ERR::NOT_LEADER,
+                    format!(
+                        "this node ({}) is no longer the leader{}",
+                        self.id,
+                        leader
+                            .as_ref()
+                            .map(|l| format!("; read from {l}"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_leader(leader))
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(
+                NodeError::new(ERR::NO_QUORUM, format!("leadership not confirmed: {q}")),
+            ),
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(NodeError::new(ERR::SHUTDOWN, format!("raft stopped: {f}")))
+            }
+            Err(_) => Err(NodeError::new(
+                ERR::NO_QUORUM,
+                format!(
+                    "this node ({}) could not confirm with a majority that it still leads within {} ms; a linearizable read is not served from a node that may be stale",
+                    self.id,
+                    timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Reads `key` from the registry once this replica reflects every write acknowledged before
+    /// the call. From a follower the read index comes from the leader.
+    pub async fn linearizable_get(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<LinearRead, NodeError> {
+        let deadline = Instant::now() + timeout;
+        let m = self.metrics();
+        let leads = m.current_leader.as_ref() == Some(&self.id) && m.state == ServerState::Leader;
+        let index = if leads {
+            self.read_index(timeout).await?
+        } else {
+            self.remote_read_index(deadline).await?
+        };
+        let caught_up = self
+            .wait_for(deadline, |m| {
+                m.last_applied.as_ref().map(|l| l.index()) >= Some(index)
+            })
+            .await;
+        if !caught_up {
+            return Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!(
+                    "this node ({}) did not apply up to the read index {index} within {} ms",
+                    self.id,
+                    timeout.as_millis()
+                ),
+            ));
+        }
+        let value = self.registry_get(key)?;
+        Ok(LinearRead { index, value })
+    }
+
+    async fn remote_read_index(&self, deadline: Instant) -> Result<u64, NodeError> {
+        // A read changes nothing, so asking again after leadership moved is always safe.
+        let reply = self
+            .call_leader(deadline, true, |left| Rpc::ReadIndex {
+                timeout_ms: left.saturating_sub(FORWARD_REPLY_MARGIN).as_millis() as u64,
+            })
+            .await?;
+        match reply {
+            Reply::ReadIndex(result) => result.map_err(NodeError::from),
+            other => Err(NodeError::new(
+                ERR::TIMEOUT,
+                format!("the leader gave no read index: {other:?}"),
+            )),
+        }
+    }
+}
