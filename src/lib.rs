@@ -6,6 +6,8 @@
 mod binding;
 pub mod engine;
 pub mod events;
+pub mod log_forward;
+pub mod stats;
 pub mod storage;
 pub mod transport;
 pub mod types;

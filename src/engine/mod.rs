@@ -1352,6 +1352,16 @@ impl Node {
         }
     }
 
+    /// Disk timings of this node's storage, for metrics.
+    pub fn storage_stats(&self) -> Arc<crate::stats::StorageStats> {
+        self.store.stats().clone()
+    }
+
+    /// Round-trip histograms of calls to each peer, for metrics.
+    pub fn round_trips(&self) -> Vec<(String, crate::stats::HistogramReading)> {
+        self.pool.round_trips()
+    }
+
     pub fn state(&self) -> NodeState {
         let m = self.metrics();
         let membership = m.membership_config.membership();
