@@ -5,6 +5,7 @@ const { ClusterManager, createClusterManager } = require('./lib/cluster-manager'
 const { ConsensusManager, createConsensusManager } = require('./lib/consensus-manager');
 const { NodeHealth, PartitionState, OperationState } = require('./lib/constants');
 const { ConsensusError, ErrorCode } = require('./lib/errors');
+const { registerMetrics, metricsText } = require('./lib/metrics');
 
 module.exports = {
   RaftCoordinator,
@@ -18,4 +19,6 @@ module.exports = {
   OperationState,
   ConsensusError,
   ErrorCode,
+  registerMetrics,
+  metricsText,
 };

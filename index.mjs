@@ -12,5 +12,7 @@ export const {
   OperationState,
   ConsensusError,
   ErrorCode,
+  registerMetrics,
+  metricsText,
 } = cjs;
 export default cjs;
