@@ -715,10 +715,31 @@ impl Node {
             })
             .await;
         if !caught_up {
+            // Read before the withdrawal, which drops the connection and what it learnt.
+            let why = match self.pool.get(peer, addr).last_failure() {
+                Some(failure) => format!("the last attempt to reach it: {failure}"),
+                None => "it was reachable but did not take the log".to_string(),
+            };
+            // The learner this call added goes again, so a wrong address leaves nothing behind
+            // and a retry with the right one is not refused as "already a member".
+            let withdrawn = existing.is_none()
+                && self
+                    .raft
+                    .change_membership(
+                        ChangeMembers::RemoveNodes(BTreeSet::from([peer.clone()])),
+                        false,
+                    )
+                    .await
+                    .is_ok();
+            let next = if withdrawn {
+                "it was not added; check that it runs and listens there (and the address given), then call addPeer again"
+            } else {
+                "it stays a learner; check that it runs and is reachable: it becomes a voter once addPeer is called again and it catches up"
+            };
             return Err(NodeError::new(
                 ERR::TIMEOUT,
                 format!(
-                    "{id} at {addr} did not catch up within {} ms and stays a learner; check that it runs and is reachable, then call addPeer again",
+                    "{id} at {addr} did not catch up within {} ms ({why}); {next}",
                     self.config.add_peer_timeout.as_millis()
                 ),
             ));
