@@ -75,6 +75,11 @@ test('two nodes in one process: one HELP and TYPE per family, node_id labels, pr
     assert.strictEqual(scraped.split('\n').filter((l) => l === '# TYPE process_resident_memory_bytes gauge').length, 1);
     // prom-client's own nodejs_* gauges end in _total, which promtool flags: lint ours only.
     assertPromtoolClean(t, scraped.split('\n').filter((l) => !/^(# (HELP|TYPE) )?nodejs_/.test(l)).join('\n'));
+    const open = new client.Registry(client.Registry.OPENMETRICS_CONTENT_TYPE);
+    registerMetrics(open);
+    const openText = await open.metrics();
+    assert.match(openText, /^consensus_leader_changes_seen_total\{node_id="m-1"\} 1$/m);
+    assert.ok(!openText.includes('_total_total'));
     // A coordinator's own text covers it alone.
     assert.ok(!nodes[0].prometheusMetrics().includes('node_id="m-2"'));
   } finally {

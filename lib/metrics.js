@@ -244,15 +244,19 @@ function registerMetrics(registry) {
   if (registered.has(registry)) return registry;
   registered.add(registry);
   const existing = (name) => typeof registry.getSingleMetric === 'function' && registry.getSingleMetric(name) !== undefined;
+  // In the OpenMetrics format a counter family is named without `_total` and prom-client adds it
+  // to each sample.
+  const openMetrics = typeof registry.contentType === 'string' && registry.contentType.includes('openmetrics');
   for (const f of [...FAMILIES, ...PROCESS_FAMILIES]) {
-    if (existing(f.name)) continue;
+    const name = openMetrics && f.type === 'counter' ? f.name.replace(/_total$/, '') : f.name;
+    if (existing(name) || existing(f.name)) continue;
     registry.registerMetric({
-      name: f.name,
+      name,
       help: f.help,
       type: f.type,
       aggregator: 'sum',
       get: async () => ({
-        name: f.name,
+        name,
         help: f.help,
         type: f.type,
         aggregator: 'sum',

@@ -193,6 +193,7 @@ pub struct EventSink {
     tx: mpsc::UnboundedSender<Event>,
     /// Per warning key: when one was last sent, and how many were held back since.
     warned: Arc<Mutex<HashMap<String, (Instant, u64)>>>,
+    warning_interval: Duration,
 }
 
 impl EventSink {
@@ -202,6 +203,7 @@ impl EventSink {
             EventSink {
                 tx,
                 warned: Arc::default(),
+                warning_interval: WARNING_INTERVAL,
             },
             rx,
         )
@@ -218,13 +220,14 @@ impl EventSink {
         let held_back = {
             let mut warned = lock(&self.warned);
             if let Some((last, held)) = warned.get_mut(key) {
-                if now.duration_since(*last) < WARNING_INTERVAL {
+                if now.duration_since(*last) < self.warning_interval {
                     *held += 1;
                     return;
                 }
             }
             if warned.len() >= MAX_WARNING_KEYS {
-                warned.retain(|_, (last, _)| now.duration_since(*last) < WARNING_INTERVAL);
+                let interval = self.warning_interval;
+                warned.retain(|_, (last, _)| now.duration_since(*last) < interval);
                 if warned.len() >= MAX_WARNING_KEYS {
                     warned.clear();
                 }
@@ -266,6 +269,43 @@ pub fn batch_to_json(batch: &[Event]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_warnings_are_held_back_and_counted_in_the_next() {
+        let (mut sink, mut rx) = EventSink::new();
+        sink.warning_interval = Duration::from_millis(200);
+        for _ in 0..5 {
+            sink.warn_limited(
+                "dial node-2 ERR_AUTH",
+                "ERR_AUTH",
+                "node-2 refused us".into(),
+            );
+        }
+        sink.warn_limited(
+            "dial node-3 ERR_AUTH",
+            "ERR_AUTH",
+            "node-3 refused us".into(),
+        );
+        let mut messages = Vec::new();
+        while let Ok(Event::Warning { message, .. }) = rx.try_recv() {
+            messages.push(message);
+        }
+        assert_eq!(messages, vec!["node-2 refused us", "node-3 refused us"]);
+        // The interval itself has to pass: nothing else ends it.
+        std::thread::sleep(Duration::from_millis(250));
+        sink.warn_limited(
+            "dial node-2 ERR_AUTH",
+            "ERR_AUTH",
+            "node-2 refused us".into(),
+        );
+        match rx.try_recv() {
+            Ok(Event::Warning { message, .. }) => assert_eq!(
+                message,
+                "node-2 refused us (4 more like it in the last minute were not reported)"
+            ),
+            other => panic!("expected a warning, got {other:?}"),
+        }
+    }
 
     #[test]
     fn batch_is_valid_json_with_raw_command() {
