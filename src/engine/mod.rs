@@ -453,7 +453,13 @@ impl Node {
             )
             .with_field("secret"));
         }
+        self.pool.redial(None);
         Ok(())
+    }
+
+    /// A peer completed a handshake with us: whatever refused our dials to it may be fixed.
+    pub fn peer_reached_us(&self, peer: &NodeName) {
+        self.pool.redial(Some(peer));
     }
 
     /// Reads the TLS files again: new connections use the new certificate, key and CA; open
@@ -468,7 +474,9 @@ impl Node {
         tls.reload().map_err(|e| {
             NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
                 .with_field(e.field)
-        })
+        })?;
+        self.pool.redial(None);
+        Ok(())
     }
 
     /// JavaScript ran the listeners of every entry up to `index`.

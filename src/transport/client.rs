@@ -279,6 +279,17 @@ impl PeerPool {
             .collect()
     }
 
+    /// Redials now the peers whose last dial failed (a refused one waits up to 30 s otherwise):
+    /// after this node's secrets or certificates changed, or when the peer just reached us.
+    pub fn redial(&self, target: Option<&NodeName>) {
+        let peers = lock(&self.peers);
+        for (name, conn) in peers.iter() {
+            if target.is_none_or(|t| t == name) && !conn.is_connected() {
+                conn.wake.notify_one();
+            }
+        }
+    }
+
     /// Each peer's round-trip histogram.
     pub fn round_trips(&self) -> Vec<(String, HistogramReading)> {
         let peers = lock(&self.peers);

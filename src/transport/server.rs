@@ -167,6 +167,9 @@ impl Server {
         else {
             return;
         };
+        if let Some(node) = self.node.upgrade() {
+            node.peer_reached_us(&NodeName(peer.clone()));
+        }
         let cut = until_cut(config.link_cuts.as_ref(), &peer, inbound_cut);
         tokio::pin!(cut);
 
