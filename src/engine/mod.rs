@@ -1316,9 +1316,15 @@ impl Node {
         if *stop.borrow_and_update() {
             return Err(stopped());
         }
-        tokio::select! {
+        let result = tokio::select! {
             result = work => result,
             _ = stop.wait_for(|stopping| *stopping) => Err(stopped()),
+        };
+        // Work that failed because the node was stopping (a wait cut short) reports the stop,
+        // whichever of the two the select saw first.
+        match result {
+            Err(_) if *stop.borrow() => Err(stopped()),
+            other => other,
         }
     }
 
