@@ -272,4 +272,4 @@ function registerMetrics(registry) {
   return registry;
 }
 
-module.exports = { NodeCounters, Histogram, track, untrack, metricsText, metricNames, registerMetrics, PROPOSAL_BUCKETS };
+module.exports = { NodeCounters, Histogram, track, untrack, metricsText, metricNames, registerMetrics, knowsLeader, PROPOSAL_BUCKETS };

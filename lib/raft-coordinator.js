@@ -529,8 +529,8 @@ class RaftCoordinator extends ManagedEmitter {
   }
 
   /**
-   * Resolves `{leaderId, term}` once this node knows a leader (with CheckQuorum, one that holds
-   * a quorum). Rejects with ERR_TIMEOUT after `timeoutMs` (default: commandTimeoutMs), or with an
+   * Resolves `{leaderId, term}` once this node knows a live leader: itself (with CheckQuorum,
+   * holding a quorum), or one it heard from within twice the longest election timeout. Rejects with ERR_TIMEOUT after `timeoutMs` (default: commandTimeoutMs), or with an
    * AbortError when `signal` aborts; no timer or listener is left behind either way.
    */
   waitForLeader({ timeoutMs, signal } = {}) {
@@ -539,9 +539,10 @@ class RaftCoordinator extends ManagedEmitter {
       checkSignal(signal);
       const limit = timeoutMs === undefined ? this.config.commandTimeoutMs : v.integer(timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
       if (signal?.aborted) throw abortError(signal);
+      // A follower keeps its last leader's id after losing it; only a live one counts.
       const known = () => {
         const s = this.getState();
-        return s.leaderId ? { leaderId: s.leaderId, term: s.term } : null;
+        return metrics.knowsLeader(s, this.config) ? { leaderId: s.leaderId, term: s.term } : null;
       };
       const now = this._native ? known() : null;
       if (now) return Promise.resolve(now);
