@@ -7,24 +7,34 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { Cluster } = require('../support/cluster');
+const { available, TestNetwork } = require('../support/netns');
 const { createRaftCoordinator, ConsensusError } = require('..');
 
+const netns = available();
+
 test('aborting a replicateOperation in a minority partition rejects at once with AbortError, leaving no timer', { timeout: 120000 }, async (t) => {
-  // Long election timeouts keep the cut-off leader leading (CheckQuorum has not yet made it step
-  // down) while the write waits for a quorum that cannot answer: the abort is what ends it.
+  // The leader alone on its side of a partition: its link taken down in a network namespace
+  // where this machine allows it (root on Linux), else its followers paused (SIGSTOP), which it
+  // cannot tell from a partition. Long election timeouts keep the cut-off leader leading
+  // (CheckQuorum has not yet made it step down) while the write waits for a quorum that cannot
+  // answer: the abort is what ends it.
+  const network = netns.ok ? new TestNetwork(3).setup() : null;
+  if (!network) t.diagnostic(`no network namespaces (${netns.why}): the followers are paused instead`);
   const cluster = new Cluster(3, {
     config: { electionTimeoutMin: 4000, electionTimeoutMax: 8000, heartbeatInterval: 100 },
     guide: { consensus: { operationTimeoutMs: 30000 } },
+    network,
   });
   t.after(async () => {
     for (const n of cluster.nodes) if (n.running) n.child.kill('SIGCONT');
     await cluster.stop();
+    if (network) network.teardown();
   });
   await cluster.start();
   const leader = await cluster.form();
   await leader.call('replicateOperation', { operation: { id: 'before', type: 'task', payload: {} } });
-  // The followers pause: the leader is alone, a minority of one.
-  for (const n of cluster.nodes) if (n !== leader) n.child.kill('SIGSTOP');
+  if (network) network.isolate(cluster.nodes.indexOf(leader) + 1); // hosts count from 1
+  else for (const n of cluster.nodes) if (n !== leader) n.child.kill('SIGSTOP');
   const r = await leader.call('abortedWrite', { abortAfterMs: 300, viaOperation: true });
   assert.strictEqual(r.outcome.ok, false, 'the write succeeded without a quorum');
   assert.strictEqual(r.outcome.name, 'AbortError', JSON.stringify(r.outcome));
