@@ -108,6 +108,10 @@ export interface RaftCoordinatorConfig {
    * delivery cursor, with `redelivered: true` on what a crash left unproven.
    */
   appliedIndex?: number | (() => number);
+  /** A pino-style logger: the core's log records (and every warning) reach it. */
+  logger?: Logger;
+  /** Least severe level of core records handed to `logger`. Default 'warn'. */
+  logLevel?: 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
 /** A command: any JSON-serializable plain object with a string `type`. */
@@ -167,6 +171,8 @@ export interface ReplicateOptions {
   forward?: boolean;
   /** Also record the command under `key` in the replicated registry (or delete the key). */
   registry?: RegistryWrite;
+  /** Rejects at once with an AbortError (a DOMException) when it aborts. */
+  signal?: AbortSignal;
 }
 
 /** A write to the replicated registry, applied atomically with its command. */
@@ -182,6 +188,26 @@ export interface RegistryWrite {
   /** Further keys written in the same entry, all or none. */
   also?: Array<{ key: string; value?: unknown; delete?: boolean }>;
 }
+
+/** What the `logger` option takes: pino, or anything with the same four methods. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  trace?(obj: object, msg?: string): void;
+}
+
+/** The part of prom-client's Registry that registerMetrics uses. */
+export interface MetricsRegistry {
+  registerMetric(metric: unknown): void;
+  getSingleMetric?(name: string): unknown;
+}
+
+/** Adds the metrics of every node in this process to a prom-client registry; returns it. */
+export declare function registerMetrics<R extends MetricsRegistry>(registry: R): R;
+/** The Prometheus text exposition of every node in this process, each family once. */
+export declare function metricsText(): string;
 
 export interface RaftCoordinatorEvents {
   initialized: [{ nodeId: string; port: number }];
@@ -207,7 +233,7 @@ type Listener<Args extends unknown[]> = (...args: Args) => void;
 
 export declare class RaftCoordinator extends EventEmitter {
   constructor(config: RaftCoordinatorConfig);
-  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers' | 'secret' | 'tls'>> & {
+  readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers' | 'secret' | 'tls' | 'logger'>> & {
     bootstrap: 'auto' | 'always' | 'never';
     /** '[redacted]' (or one per secret of a list) when set: the secrets themselves never show. */
     secret?: string | string[];
@@ -220,8 +246,12 @@ export declare class RaftCoordinator extends EventEmitter {
   readonly leaderId: string | null;
   readonly currentTerm: number;
   initialize(): Promise<void>;
-  addPeer(nodeId: string, host: string, port: number): Promise<void>;
-  removePeer(nodeId: string, options?: { forward?: boolean }): Promise<void>;
+  addPeer(nodeId: string, host: string, port: number, options?: { signal?: AbortSignal }): Promise<void>;
+  removePeer(nodeId: string, options?: { forward?: boolean; signal?: AbortSignal }): Promise<void>;
+  /** Resolves once this node knows a leader; ERR_TIMEOUT after timeoutMs, AbortError on abort. */
+  waitForLeader(options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<{ leaderId: string; term: number }>;
+  /** This node's metrics in the Prometheus text format. */
+  prometheusMetrics(): string;
   transferLeadership(nodeId: string, timeoutMs?: number): Promise<void>;
   /** Replaces the cluster secrets at run time (rotation: [A, B] everywhere, then [B, A], then [B]). */
   setSecrets(secrets: string | string[]): void;
@@ -444,7 +474,7 @@ export declare class ConsensusManager extends EventEmitter {
   /** ms since epoch of the last contact with a leader (follower) or quorum (leader). */
   readonly lastHeartbeat: number;
   initialize(): Promise<void>;
-  replicateOperation(operation: Operation): Promise<ReplicateOperationResult>;
+  replicateOperation(operation: Operation, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<ReplicateOperationResult>;
   getOperationState(operationId: string): {
     state: OperationStateValue;
     logIndex: number | null;

@@ -10,6 +10,7 @@ const {
 } = require('./lib/distributed-state-machine');
 const { NodeHealth, PartitionState, OperationState } = require('./lib/constants');
 const { ConsensusError, ErrorCode } = require('./lib/errors');
+const { registerMetrics, metricsText } = require('./lib/metrics');
 
 module.exports = {
   RaftCoordinator,
@@ -26,4 +27,6 @@ module.exports = {
   OperationState,
   ConsensusError,
   ErrorCode,
+  registerMetrics,
+  metricsText,
 };

@@ -15,5 +15,7 @@ export const {
   OperationState,
   ConsensusError,
   ErrorCode,
+  registerMetrics,
+  metricsText,
 } = cjs;
 export default cjs;

@@ -28,7 +28,7 @@ const expectations = {
   '06-cascading-failures.mjs': [/CRITICAL: Cluster lost quorum/, /operation refused: ERR_(NO_QUORUM|NOT_LEADER)/, /Quorum restored, cluster operational again/, /operation committed at index \d+/],
   '07-graceful-removal.mjs': [/Node removed: node-2/, /voters now: node-1, node-3/, /Node node-1 shutdown gracefully/, /node-3 now leads a cluster of node-3/, /node-3 still commits: true/],
   '08-readmit-node.mjs': [/600 operations committed while node-2 was down; log size now \d+/, /Installed a snapshot through index \d+/, /node-2 caught up to index \d+/],
-  '09-monitoring.mjs': [/'consensus.leader_id': 'node-1'/, /'consensus.operations.replicated': 100/, /'cluster.healthy_nodes': 3/, /'cluster.total_nodes': 3/, /^consensus_operations_replicated\{node="node-1"\} 100$/m, /^consensus_log_size\{node="node-1"\} \d+$/m, /^consensus_partitions_detected\{node="node-1"\} 0$/m],
+  '09-monitoring.mjs': [/'consensus.leader_id': 'node-1'/, /'consensus.operations.replicated': 100/, /'cluster.healthy_nodes': 3/, /'cluster.total_nodes': 3/, /^consensus_operations_replicated_total\{node_id="node-1"\} 100$/m, /^consensus_log_size\{node_id="node-1"\} \d+$/m, /^consensus_partitions_detected_total\{node_id="node-1"\} 0$/m],
   '10-initial-members.mjs': [/^Leader: node-[123] at term \d+$/m, /^Voters: node-1, node-2, node-3$/m, /node-1 is reached at 127\.0\.0\.1:its listed port/, /applied on node-1, node-2, node-3/],
   'demo.js': [
     /founded the cluster and leads at term 1/,

@@ -48,11 +48,11 @@ test('1000 operations: every daemon executes the same sequence once; a retried i
     assert.equal(metrics['consensus.operations.replicated'], 1000);
     assert.equal(metrics['cluster.total_nodes'], 3);
     assert.ok(metrics['cluster.healthy_nodes'] >= 1);
-    assert.match(prometheus, /^consensus_operations_replicated\{node="node-1"\} 1000$/m);
-    assert.match(prometheus, /^consensus_log_size\{node="node-1"\} \d+$/m);
-    assert.match(prometheus, /^consensus_partitions_detected\{node="node-1"\} 0$/m);
-    assert.match(prometheus, /^consensus_commit_latency_seconds_count\{node="node-1"\} 1000$/m);
-    assert.match(prometheus, /^consensus_replication_lag\{node="node-1",peer="node-2"\} \d+$/m);
+    assert.match(prometheus, /^consensus_operations_replicated_total\{node_id="node-1"\} 1000$/m);
+    assert.match(prometheus, /^consensus_log_size\{node_id="node-1"\} \d+$/m);
+    assert.match(prometheus, /^consensus_partitions_detected_total\{node_id="node-1"\} 0$/m);
+    assert.match(prometheus, /^consensus_operation_commit_duration_seconds_count\{node_id="node-1"\} 1000$/m);
+    assert.match(prometheus, /^consensus_peer_replication_lag_entries\{node_id="node-1",peer="node-2"\} \d+$/m);
   } finally {
     await cluster.stop();
   }

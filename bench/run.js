@@ -1,5 +1,5 @@
 'use strict';
-// `npm run bench`: the measurements of DESIGN.md section 5 on a 3-process loopback cluster with
+// `npm run bench`: throughput, latency, memory and failover on a 3-process loopback cluster with
 // durable LMDB storage and default Raft timeouts. It reports numbers next to the targets and
 // asserts nothing; it exits non-zero only if something crashes.
 //
@@ -11,11 +11,32 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { build } = require('../scripts/build');
+const { buildOrExit: build } = require('../scripts/build');
 const { Cluster } = require('../support/cluster');
 const { benchState, printState } = require('./state');
 
 const args = process.argv.slice(2);
+const USAGE = `usage: npm run bench -- [options]
+
+Runs a 3-process cluster on 127.0.0.1 with durable storage and prints throughput, latency, memory
+and failover figures next to the targets, and writes them as JSON. The full run takes many minutes
+on a small machine; --quick a tenth of the operations.
+
+  --quick          divide operation counts by 10 and run 3 failover trials instead of 5
+  --ops-scale=N    multiply operation counts by N (e.g. 0.5)
+  --no-op-ids      replicate without operationIds (no deduplication records)
+  -h, --help       print this and exit
+`;
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const known = (a) => ['--quick', '--no-op-ids'].includes(a) || a.startsWith('--ops-scale=');
+const unknown = args.find((a) => !known(a));
+if (unknown !== undefined) {
+  process.stderr.write(`unknown option ${unknown}\n\n${USAGE}`);
+  process.exit(2);
+}
 const QUICK = args.includes('--quick');
 const scaleArg = args.find((a) => a.startsWith('--ops-scale='));
 const SCALE = (QUICK ? 0.1 : 1) * (scaleArg ? Number(scaleArg.split('=')[1]) : 1);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run demo`: the integration guide in motion. Three node processes, each with a daemon that
+// `npm run demo`: a cluster's life in a minute. Three node processes, each with a daemon that
 // executes committed operations once: it stores each effect together with its log index and gives
 // the node that index as `appliedIndex`, so after a crash delivery resumes right after what it
 // holds; its state also travels in consensus snapshots. A stream of operations; the leader killed
@@ -8,7 +8,7 @@
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
-const { build } = require('../scripts/build');
+const { buildOrExit: build } = require('../scripts/build');
 const { Cluster } = require('../support/cluster');
 
 const say = (...args) => console.log(...args);
@@ -21,11 +21,14 @@ async function main() {
     say(`started 3 node processes: ${cluster.nodes.map((n) => `${n.nodeId} (pid ${n.child.pid}, port ${n.port})`).join(', ')}`);
     let leader = await cluster.form();
     say(`${leader.nodeId} founded the cluster and leads at term ${(await leader.call('state')).term}; node-2 and node-3 joined as voters`);
+    say('  (a term is a numbered period of leadership: every election starts a new one, and a term has at most one leader)');
 
     const acked = [];
     const first = await leader.call('guideLoad', { count: 500, concurrency: 16, prefix: 'before' });
     acked.push(...first.acked.map(([id]) => id));
     say(`replicated ${first.acked.length} operations through ${leader.nodeId} in ${first.elapsedMs} ms`);
+    say('  (each operation is an entry of the replicated log, at an index: its position in the log; it is acknowledged');
+    say('   once a majority of nodes stored it on disk, and every node applies the entries in index order)');
 
     const killedAt = Date.now();
     await leader.kill('SIGKILL');
@@ -69,6 +72,12 @@ async function main() {
     const caughtUp = installed ? `a snapshot through index ${installed.payload.lastIncludedIndex}, then the log` : 'the log';
     say(`  ${old.nodeId} came back and caught up from ${caughtUp}: yes`);
     for (const c of counts) say(`  ${c.node}: ${acked.length} acknowledged operations, ${c.missing} never executed, ${c.twice} executed twice`);
+    say('');
+    say(`  "applied through index ${states[0].lastApplied}" counts every log entry, and the log holds more than operations:`);
+    say('  each new leader first appends an empty entry of its term, and membership changes and the nodes\' registrations');
+    say(`  are entries too. So the index is higher than the ${acked.length} operations.`);
+    say('  A snapshot is the applied state as of one index, saved so the log before it can be deleted (compaction); a');
+    say('  node that was away longer than the log reaches back receives the snapshot, then the entries after it.');
     const exactlyOnce = counts.every((c) => c.missing === 0 && c.twice === 0);
     say(`  every acknowledged operation executed exactly once on every node: ${exactlyOnce ? 'yes' : 'NO'}`);
     if (!exactlyOnce) process.exitCode = 1;

@@ -4,6 +4,8 @@ const { ConsensusError, ErrorCode, invalidConfig, invalidOperation } = require('
 const { PartitionState, OperationState, CommandType } = require('./constants');
 const { RaftCoordinator } = require('./raft-coordinator');
 const v = require('./validate');
+const metrics = require('./metrics');
+const { checkSignal, withSignal, abortError } = require('./abort');
 
 const DEFAULTS = Object.freeze({
   replicationFactor: 3,
@@ -100,7 +102,8 @@ class ConsensusManager extends ManagedEmitter {
       executionsSucceeded: 0,
       executionsFailed: 0,
     };
-    this._latency = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
+    this._latency = { bounds: LATENCY_BUCKETS, buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
+    metrics.track('manager', this);
     this._compacting = false;
     this._admitted = 0;
     this._reportedVoterCount = null;
@@ -165,10 +168,19 @@ class ConsensusManager extends ManagedEmitter {
    * Replicates an operation `{id, daemonId, type, payload, timestamp}`. Resolves
    * `{operationId, replicated, committed, logIndex, term}` once a majority holds it durably and
    * it is committed; the same id again resolves to the first result with `duplicate: true`.
+   * `options.timeoutMs` overrides operationTimeoutMs; `options.signal` (an AbortSignal) makes
+   * the call reject at once with an AbortError when it aborts (an operation already proposed
+   * may still commit: retry with the same id to learn its fate).
    */
-  async replicateOperation(operation) {
+  async replicateOperation(operation, options = {}) {
     this._assertRunning();
     const op = this._validateOperation(operation);
+    const signal = checkSignal(options?.signal);
+    const timeoutMs =
+      options?.timeoutMs === undefined
+        ? this.config.operationTimeoutMs
+        : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+    if (signal?.aborted) throw abortError(signal);
     const known = this._operations.get(op.id);
     if (known && known.state === OperationState.COMMITTED && known.result) {
       this._counters.duplicates++;
@@ -177,27 +189,25 @@ class ConsensusManager extends ManagedEmitter {
     const pending = this._inFlight.get(op.id);
     if (pending) {
       this._counters.duplicates++;
-      return pending.then((r) => ({ ...r, duplicate: true }));
+      return withSignal(signal, pending.then((r) => ({ ...r, duplicate: true })));
     }
-    const attempt = this._replicate(op);
+    const attempt = this._replicate(op, timeoutMs);
     this._inFlight.set(op.id, attempt);
-    try {
-      return await attempt;
-    } finally {
-      this._inFlight.delete(op.id);
-    }
+    const settled = attempt.finally(() => this._inFlight.delete(op.id));
+    settled.catch(() => {});
+    return withSignal(signal, settled);
   }
 
-  async _replicate(op) {
+  async _replicate(op, timeoutMs) {
     this._setState(op.id, OperationState.PENDING);
     const started = process.hrtime.bigint();
     let admitted = false;
     try {
-      await this._admit(Date.now() + this.config.operationTimeoutMs);
+      await this._admit(Date.now() + timeoutMs);
       admitted = true;
       const r = await this.raft.replicateCommand(
         { type: CommandType.OPERATION, operation: op },
-        { operationId: op.id, timeoutMs: this.config.operationTimeoutMs },
+        { operationId: op.id, timeoutMs },
       );
       this._observeLatency(Number(process.hrtime.bigint() - started) / 1e9);
       const result = { operationId: op.id, replicated: true, committed: true, logIndex: r.logIndex, term: r.term };
@@ -535,56 +545,20 @@ class ConsensusManager extends ManagedEmitter {
     };
   }
 
-  /** Metrics in the Prometheus text exposition format. */
+  /**
+   * This node's metrics in the Prometheus text exposition format (see lib/metrics.js for the
+   * families); `registerMetrics(registry)` adds every node of the process to a prom-client
+   * registry instead.
+   */
   prometheusMetrics() {
-    const s = this.raft.getState();
-    const node = `node="${escapeLabel(this.nodeId)}"`;
-    const lines = [];
-    const metric = (name, type, help, samples) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, value] of samples) lines.push(`${name}{${labels}} ${value}`);
-    };
-    metric('consensus_operations_replicated', 'counter', 'Total operations replicated', [[node, this._counters.replicated]]);
-    metric('consensus_operations_committed', 'counter', 'Total operations committed and delivered on this node', [
-      [node, this._counters.committed],
-    ]);
-    metric('consensus_operations_failed', 'counter', 'Total operations that failed to replicate', [[node, this._counters.failed]]);
-    metric('consensus_log_size', 'gauge', 'Current operation log size', [[node, s.logLength]]);
-    metric('consensus_partitions_detected', 'counter', 'Total network partitions detected', [
-      [node, this._counters.partitionsDetected],
-    ]);
-    metric('consensus_partition_state', 'gauge', 'Partition state (0 healthy, 1 recovering, 2 partitioned)', [
-      [node, PARTITION_STATE_VALUE[this.partitionState]],
-    ]);
-    metric('consensus_term', 'gauge', 'Current Raft term', [[node, s.term]]);
-    metric('consensus_is_leader', 'gauge', '1 when this node is the leader', [[node, s.isLeader ? 1 : 0]]);
-    metric('consensus_leader', 'gauge', 'The leader this node knows (1 per known leader)', s.leaderId ? [[`${node},leader="${escapeLabel(s.leaderId)}"`, 1]] : []);
-    metric('consensus_commit_index', 'gauge', 'Highest log index known committed', [[node, s.commitIndex]]);
-    metric('consensus_last_applied_index', 'gauge', 'Highest log index applied on this node', [[node, s.lastApplied]]);
-    metric(
-      'consensus_replication_lag',
-      'gauge',
-      'Entries a follower is behind the leader (leader only)',
-      Object.entries(s.replication)
-        .filter(([peer]) => peer !== this.nodeId)
-        .map(([peer, matched]) => [`${node},peer="${escapeLabel(peer)}"`, Math.max(0, s.lastLogIndex - (matched ?? -1))]),
-    );
-    const h = this._latency;
-    lines.push(
-      '# HELP consensus_commit_latency_seconds Time from replicateOperation to commit',
-      '# TYPE consensus_commit_latency_seconds histogram',
-    );
-    LATENCY_BUCKETS.forEach((le, i) => lines.push(`consensus_commit_latency_seconds_bucket{${node},le="${le}"} ${h.buckets[i]}`));
-    lines.push(`consensus_commit_latency_seconds_bucket{${node},le="+Inf"} ${h.count}`);
-    lines.push(`consensus_commit_latency_seconds_sum{${node}} ${h.sum}`);
-    lines.push(`consensus_commit_latency_seconds_count{${node}} ${h.count}`);
-    return `${lines.join('\n')}\n`;
+    return metrics.metricsText({ coordinators: [this.raft], managers: [this] });
   }
 
   /** Stops timers and removes every listener this manager added. Data and the coordinator stay. */
   async shutdown() {
     if (this._shutdown) return;
     this._shutdown = true;
+    metrics.untrack('manager', this);
     this._releaseAll();
     if (this._factorCheck) clearTimeout(this._factorCheck);
     if (this.config.snapshot && !this.raft._stopped) this.raft.setSnapshotProvider(null);
@@ -596,10 +570,6 @@ class ConsensusManager extends ManagedEmitter {
       throw new ConsensusError(ErrorCode.SHUTDOWN, `the ConsensusManager of ${this.nodeId} is shut down`);
     }
   }
-}
-
-function escapeLabel(value) {
-  return String(value).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
 function createConsensusManager(daemon, raftCoordinator, clusterManager, config) {

@@ -6,6 +6,9 @@ const { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation }
 const v = require('./validate');
 const { registrySpecJson } = require('./registry-spec');
 const { normalizeSecrets, hideSecrets, secretsOf } = require('./secrets');
+const metrics = require('./metrics');
+const { checkSignal, withSignal, abortError } = require('./abort');
+const { checkLogger, LOG_LEVELS } = require('./logger');
 
 const DEFAULTS = Object.freeze({
   host: '127.0.0.1',
@@ -52,6 +55,8 @@ const KNOWN_KEYS = [
   'maxFrameBytes',
   'maxConnections',
   'appliedIndex',
+  'logger',
+  'logLevel',
 ];
 
 /**
@@ -196,7 +201,13 @@ function normalizeConfig(config) {
     typeof config.appliedIndex === 'function' || config.appliedIndex === undefined
       ? config.appliedIndex
       : v.integer(config.appliedIndex, 'appliedIndex', { min: 0, max: Number.MAX_SAFE_INTEGER });
+  const logger = checkLogger(config.logger);
+  if (config.logLevel !== undefined && !LOG_LEVELS.includes(config.logLevel)) {
+    throw invalidConfig('logLevel', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(config.logLevel)}`);
+  }
   return {
+    logger,
+    logLevel: config.logLevel ?? 'warn',
     nodeId,
     host,
     advertiseHost: advertiseHost ?? host,
@@ -246,7 +257,11 @@ class RaftCoordinator extends ManagedEmitter {
     const normalized = normalizeConfig(config);
     // The config shows '[redacted]' where the secret is: daemons log their configuration.
     normalized.secret = hideSecrets(this, normalized.secret, config.secret);
+    // The logger stays out of `config`, which daemons print and serialize.
+    this._logger = normalized.logger;
+    delete normalized.logger;
     this.config = normalized;
+    this._counters = new metrics.NodeCounters();
     this._native = null;
     this._starting = null;
     this._stopped = false;
@@ -436,6 +451,7 @@ class RaftCoordinator extends ManagedEmitter {
             mapSizeMb: c.mapSizeMb,
             maxFrameBytes: c.maxFrameBytes,
             maxConnections: c.maxConnections,
+            logLevel: this._logger ? c.logLevel : undefined,
           },
           (batch) => this._dispatch(batch),
         )
@@ -448,6 +464,7 @@ class RaftCoordinator extends ManagedEmitter {
             this._reportedIndex = Math.max(this._reportedIndex, resumedAfter);
             this._reportDelivered();
             if (this._snapshotProvider) node.enableAppSnapshots(true);
+            metrics.track('coordinator', this);
             this.emit('initialized', { nodeId: c.nodeId, port: node.state().port });
           },
           (err) => {
@@ -466,7 +483,14 @@ class RaftCoordinator extends ManagedEmitter {
    * call addPeer for each other form one cluster). Safe to call without await: a failure is
    * reported as a `peer_add_failed` event, never as an unhandled rejection.
    */
-  addPeer(nodeId, host, port) {
+  addPeer(nodeId, host, port, options = {}) {
+    let signal;
+    try {
+      signal = checkSignal(options?.signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
       v.string(host, 'host', { maxLength: 253 });
@@ -480,7 +504,7 @@ class RaftCoordinator extends ManagedEmitter {
       });
     });
     promise.catch((error) => this._emitSafely('peer_add_failed', { nodeId, error }));
-    return promise;
+    return withSignal(signal, promise);
   }
 
   /**
@@ -488,12 +512,70 @@ class RaftCoordinator extends ManagedEmitter {
    * including a former leader removing itself after handing over.
    */
   removePeer(nodeId, options = {}) {
+    let signal;
+    try {
+      signal = checkSignal(options?.signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
       return this._native.removePeer(nodeId, options.forward === true);
     });
     promise.catch(() => {});
-    return promise;
+    const answer = withSignal(signal, promise);
+    answer.catch(() => {});
+    return answer;
+  }
+
+  /**
+   * Resolves `{leaderId, term}` once this node knows a live leader: itself (with CheckQuorum,
+   * holding a quorum), or one it heard from within twice the longest election timeout. Rejects with ERR_TIMEOUT after `timeoutMs` (default: commandTimeoutMs), or with an
+   * AbortError when `signal` aborts; no timer or listener is left behind either way.
+   */
+  waitForLeader({ timeoutMs, signal } = {}) {
+    try {
+      if (this._stopped) throw this._shutdownError();
+      checkSignal(signal);
+      const limit = timeoutMs === undefined ? this.config.commandTimeoutMs : v.integer(timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+      if (signal?.aborted) throw abortError(signal);
+      // A follower keeps its last leader's id after losing it; only a live one counts.
+      const known = () => {
+        const s = this.getState();
+        return metrics.knowsLeader(s, this.config) ? { leaderId: s.leaderId, term: s.term } : null;
+      };
+      const now = this._native ? known() : null;
+      if (now) return Promise.resolve(now);
+      return new Promise((resolve, reject) => {
+        const names = ['leader_elected', 'became_follower', 'initialized', 'term_updated'];
+        const done = (fn, value) => {
+          clearTimeout(timer);
+          clearInterval(poll);
+          for (const n of names) this.off(n, check);
+          this.off('shutdown', onShutdown);
+          signal?.removeEventListener('abort', onAbort);
+          fn(value);
+        };
+        const check = () => {
+          const found = this._native && !this._stopped ? known() : null;
+          if (found) done(resolve, found);
+        };
+        const onShutdown = () => done(reject, this._shutdownError());
+        const onAbort = () => done(reject, abortError(signal));
+        const timer = setTimeout(
+          () => done(reject, new ConsensusError(ErrorCode.TIMEOUT, `${this.config.nodeId} knew no leader within ${limit} ms; check that a majority of members is up and reachable`)),
+          limit,
+        );
+        // A leader that regains its quorum is not announced by an event: look again now and then.
+        const poll = setInterval(check, Math.max(10, this.config.heartbeatInterval));
+        for (const n of names) this.on(n, check);
+        this.on('shutdown', onShutdown);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Hands leadership to another voter and resolves once it leads (leader only). */
@@ -545,6 +627,8 @@ class RaftCoordinator extends ManagedEmitter {
         ? undefined
         : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
     const forward = options.forward === true;
+    const signal = checkSignal(options.signal);
+    if (signal?.aborted) throw abortError(signal);
     let registryKey;
     let registryDelete = false;
     let registrySpec;
@@ -564,9 +648,24 @@ class RaftCoordinator extends ManagedEmitter {
         );
       }
     }
-    const applied = await this._run(() =>
+    const counters = this._counters;
+    const started = process.hrtime.bigint();
+    counters.pending++;
+    const call = this._run(() =>
       this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec),
+    ).then(
+      (applied) => {
+        counters.pending--;
+        counters.proposal.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        return applied;
+      },
+      (err) => {
+        counters.pending--;
+        counters.failed++;
+        throw err;
+      },
     );
+    const applied = await withSignal(signal, call);
     // Read-your-writes: the caller's next read of its own state sees this write.
     if (applied.here) await this._whenDelivered(applied.index);
     const result = { committed: true, logIndex: applied.index, term: applied.term };
@@ -722,6 +821,7 @@ class RaftCoordinator extends ManagedEmitter {
             // never started: nothing to stop
           }
         }
+        metrics.untrack('coordinator', this);
         if (this._native) await this._native.stop();
         this._emitSafely('shutdown', { nodeId: this.config.nodeId });
       })();
@@ -731,6 +831,33 @@ class RaftCoordinator extends ManagedEmitter {
 
   shutdown() {
     return this.stop();
+  }
+
+  /** This node's metrics in the Prometheus text exposition format (see lib/metrics.js). */
+  prometheusMetrics() {
+    return metrics.metricsText({ coordinators: [this], managers: [] });
+  }
+
+  /** A warning also goes to the logger: nobody may listen for `warning` events. */
+  _emitSafely(name, payload) {
+    if (name === 'warning' && this._logger) {
+      this._log({ level: 'warn', target: 'unrdf_consensus', message: payload?.message ?? String(payload), fields: payload?.code ? { code: payload.code } : {} });
+    }
+    super._emitSafely(name, payload);
+  }
+
+  /** Hands one record to the logger; a logger that throws is reported, not allowed to wedge us. */
+  _log({ level, target, message, fields, suppressed }) {
+    const logger = this._logger;
+    if (!logger) return;
+    const method = level === 'trace' ? (typeof logger.trace === 'function' ? 'trace' : 'debug') : level;
+    const obj = { nodeId: this.config.nodeId, target, ...fields };
+    if (suppressed) obj.suppressed = suppressed;
+    try {
+      logger[method](obj, message);
+    } catch (err) {
+      rethrowLater(err);
+    }
   }
 
   _shutdownError() {
@@ -783,6 +910,7 @@ class RaftCoordinator extends ManagedEmitter {
           this._emitStateMachineEvent(SNAPSHOT_REQUEST, { id: e.id, index: e.index });
           break;
         case 'leader_elected':
+          this._counters.sawLeader(e.leaderId);
           this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });
           break;
         case 'leader_lost':
@@ -807,6 +935,9 @@ class RaftCoordinator extends ManagedEmitter {
           break;
         case 'warning':
           this._emitSafely('warning', new ConsensusError(e.code, e.message));
+          break;
+        case 'log':
+          this._log(e);
           break;
         default:
           break;

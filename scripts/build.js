@@ -32,12 +32,29 @@ function isStale() {
   return fs.statSync(target).mtimeMs < newestSourceMtime();
 }
 
+/** What to tell someone who builds from source without Rust: what is missing and how to get it. */
+const NO_RUST = [
+  'Building @unrdf/consensus from source needs a Rust toolchain, and `cargo` was not found on PATH.',
+  'Install one from https://rustup.rs (for example: curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs | sh),',
+  'open a new shell, and run the command again. The first build compiles every dependency and takes a few',
+  'minutes; later builds take seconds. Installs from npm need no Rust: they use a prebuilt binary.',
+].join('\n');
+
+class BuildError extends Error {}
+
 function build({ force = false } = {}) {
   if (!force && !isStale()) return target;
-  console.log(`building native addon (release) -> ${path.basename(target)}`);
+  const cargo = spawnSync('cargo', ['--version'], { encoding: 'utf8' });
+  if (cargo.error || cargo.status !== 0) throw new BuildError(NO_RUST);
+  const first = !fs.existsSync(path.join(process.env.CARGO_TARGET_DIR || path.join(root, 'target'), 'release'));
+  console.log(
+    `building native addon (release) -> ${path.basename(target)}` +
+      (first ? ': the first build compiles every dependency and takes a few minutes' : ''),
+  );
   const res = spawnSync('cargo', ['build', '--release', '--lib'], { cwd: root, stdio: 'inherit' });
   if (res.status !== 0) {
-    throw new Error(`cargo build failed with status ${res.status}`);
+    const how = res.signal ? `was stopped by ${res.signal}` : `failed (exit status ${res.status}); the compiler's messages are above`;
+    throw new BuildError(`cargo build ${how}`);
   }
   const libName =
     process.platform === 'win32'
@@ -54,13 +71,17 @@ function build({ force = false } = {}) {
   return target;
 }
 
-module.exports = { build, isStale };
-
-if (require.main === module) {
+/** build() for scripts: a failure is reported as its message, without a stack trace, and exits. */
+function buildOrExit(options) {
   try {
-    build({ force: process.argv.includes('--force') });
+    return build(options);
   } catch (err) {
+    if (!(err instanceof BuildError)) throw err;
     console.error(err.message);
     process.exit(1);
   }
 }
+
+module.exports = { build, buildOrExit, isStale, BuildError };
+
+if (require.main === module) buildOrExit({ force: process.argv.includes('--force') });

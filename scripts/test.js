@@ -6,7 +6,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { build } = require('./build');
+const { buildOrExit: build } = require('./build');
 
 const root = path.resolve(__dirname, '..');
 

@@ -68,6 +68,44 @@ pub struct NativeConfig {
     pub applied_index: Option<f64>,
     /// Snapshots ask for the application's state from the first one on.
     pub app_snapshots: Option<bool>,
+    /// Forward the core's log records at this level and above ("error" .. "trace") as `log`
+    /// events; absent: none are forwarded.
+    pub log_level: Option<String>,
+}
+
+/// One histogram as the metrics getter hands it over: cumulative counts per upper bound.
+#[napi(object)]
+pub struct NativeHistogram {
+    pub bounds: Vec<f64>,
+    pub cumulative: Vec<f64>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+#[napi(object)]
+pub struct NativePeerRtt {
+    pub node_id: String,
+    pub rtt: NativeHistogram,
+}
+
+/// Counters of the core that change per write, read once per scrape.
+#[napi(object)]
+pub struct NativeStats {
+    pub log_fsync: NativeHistogram,
+    pub apply_commit: NativeHistogram,
+    pub snapshot_save: NativeHistogram,
+    pub snapshot_install: NativeHistogram,
+    pub snapshot_bytes: f64,
+    pub peers: Vec<NativePeerRtt>,
+}
+
+fn histogram(r: crate::stats::HistogramReading) -> NativeHistogram {
+    NativeHistogram {
+        bounds: r.bounds,
+        cumulative: r.cumulative.into_iter().map(|c| c as f64).collect(),
+        count: r.count as f64,
+        sum: r.sum_seconds,
+    }
 }
 
 #[napi(object)]
@@ -150,6 +188,8 @@ pub struct NativeNode {
     /// still in flight finish, not whenever JavaScript collects this object.
     node: Mutex<Option<Arc<Node>>>,
     stop_pump: Mutex<Option<oneshot::Sender<()>>>,
+    /// Forwarding of this node's log records, ended at `stop()`.
+    logs: Mutex<Option<crate::log_forward::Registration>>,
 }
 
 fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
@@ -283,32 +323,63 @@ async fn pump_events(
     }
 }
 
-/// Diagnostic logging of the Rust core to stderr, off unless `UNRDF_CONSENSUS_LOG` holds a
-/// filter such as `info` or `openraft=debug`.
+/// Log records of the Rust core go to the application's logger of the node they belong to (see
+/// `log_forward`), and to stderr when `UNRDF_CONSENSUS_LOG` holds a filter such as `info` or
+/// `openraft=debug`, for debugging. Nothing is printed otherwise.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("UNRDF_CONSENSUS_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        let forward =
+            crate::log_forward::ForwardLayer.with_filter(crate::log_forward::ForwardFilter);
+        let stderr = std::env::var("UNRDF_CONSENSUS_LOG").ok().map(|filter| {
+            tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .try_init();
-        }
+                .with_filter(tracing_subscriber::EnvFilter::new(filter))
+        });
+        // Another subscriber already installed by the host process wins; logs then go there.
+        let _ = tracing_subscriber::registry()
+            .with(forward)
+            .with(stderr)
+            .try_init();
     });
 }
 
 /// Starts a node. Resolves once storage is open, the port is bound and Raft runs.
 #[napi]
 pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Result<NativeNode> {
+    use tracing::Instrument;
     init_logging();
+    let log_level = match config.log_level.as_deref() {
+        None => None,
+        Some(name) => Some(crate::log_forward::parse_level(name).ok_or_else(|| {
+            js_error(
+                NodeError::new(
+                    ERR::INVALID_CONFIG,
+                    format!("logLevel: expected error, warn, info, debug or trace, got {name}"),
+                )
+                .with_field("logLevel"),
+            )
+        })?),
+    };
     let config = node_config(config).map_err(js_error)?;
     let (events, rx) = EventSink::new();
+    let logs =
+        log_level.map(|level| crate::log_forward::register(&config.node_id, level, events.clone()));
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(pump_events(rx, on_events, stop_rx));
-    match Node::start(config, events).await {
+    // Raft's core task starts inside this span, so its records name this node.
+    let span = tracing::error_span!(
+        crate::log_forward::NODE_SPAN,
+        node_id = config.node_id.as_str()
+    );
+    match Node::start(config, events).instrument(span).await {
         Ok(node) => Ok(NativeNode {
             node: Mutex::new(Some(node)),
             stop_pump: Mutex::new(Some(stop_tx)),
+            logs: Mutex::new(logs),
         }),
         Err(e) => {
             let _ = stop_tx.send(());
@@ -592,6 +663,28 @@ impl NativeNode {
         Ok(upto.map(|i| i as f64))
     }
 
+    /// Disk timings, snapshot size and per-peer round trips, read at scrape time.
+    #[napi]
+    pub fn stats(&self) -> Result<NativeStats> {
+        let node = self.node()?;
+        let s = node.storage_stats();
+        Ok(NativeStats {
+            log_fsync: histogram(s.log_fsync.read()),
+            apply_commit: histogram(s.apply_commit.read()),
+            snapshot_save: histogram(s.snapshot_save.read()),
+            snapshot_install: histogram(s.snapshot_install.read()),
+            snapshot_bytes: s.snapshot_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            peers: node
+                .round_trips()
+                .into_iter()
+                .map(|(node_id, r)| NativePeerRtt {
+                    node_id,
+                    rtt: histogram(r),
+                })
+                .collect(),
+        })
+    }
+
     #[napi]
     pub fn state(&self) -> Result<NativeState> {
         let s = self.node()?.state();
@@ -646,6 +739,7 @@ impl NativeNode {
                 let _ = tokio::time::timeout(STOP_LIMIT, dropped).await;
             }
         }
+        drop(lock(&self.logs).take());
         let stop = lock(&self.stop_pump).take();
         if let Some(tx) = stop {
             let _ = tx.send(());

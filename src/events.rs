@@ -4,8 +4,21 @@
 //! never wait; a single pump drains it in batches and hands each batch to JavaScript as one JSON
 //! array, so a busy node crosses into the JS thread once per batch, not once per event.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use tokio::sync::mpsc;
+
+use crate::lock;
+
+/// A warning with the same key (peer and cause) is sent at most once per this interval; the next
+/// one says how many were held back. A misconfigured peer redialing must not flood the log.
+pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// Keys remembered for rate limiting; peers named in refused handshakes are chosen by whoever
+/// connects, so the table is bounded.
+const MAX_WARNING_KEYS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -70,6 +83,15 @@ pub enum Event {
     Warning {
         code: &'static str,
         message: String,
+    },
+    /// A log record of the Rust core, for the application's logger.
+    Log {
+        level: &'static str,
+        target: String,
+        message: String,
+        fields: serde_json::Map<String, serde_json::Value>,
+        /// Records dropped by the rate bound since the previous one.
+        suppressed: u64,
     },
 }
 
@@ -145,6 +167,20 @@ impl Event {
             Event::Warning { code, message } => {
                 json!({"type": "warning", "code": code, "message": message})
             }
+            Event::Log {
+                level,
+                target,
+                message,
+                fields,
+                suppressed,
+            } => json!({
+                "type": "log",
+                "level": level,
+                "target": target,
+                "message": message,
+                "fields": fields,
+                "suppressed": suppressed,
+            }),
         };
         out.push_str(&value.to_string());
     }
@@ -155,18 +191,66 @@ impl Event {
 #[derive(Clone)]
 pub struct EventSink {
     tx: mpsc::UnboundedSender<Event>,
+    /// Per warning key: when one was last sent, and how many were held back since.
+    warned: Arc<Mutex<HashMap<String, (Instant, u64)>>>,
+    warning_interval: Duration,
 }
 
 impl EventSink {
     pub fn new() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSink { tx }, rx)
+        (
+            EventSink {
+                tx,
+                warned: Arc::default(),
+                warning_interval: WARNING_INTERVAL,
+            },
+            rx,
+        )
     }
 
     pub fn emit(&self, event: Event) {
         let _ = self.tx.send(event);
     }
+
+    /// A warning about a condition that repeats (a peer refused at every redial): sent at most
+    /// once per `key` and `WARNING_INTERVAL`, the next one counting those held back.
+    pub fn warn_limited(&self, key: &str, code: &'static str, message: String) {
+        let now = Instant::now();
+        let held_back = {
+            let mut warned = lock(&self.warned);
+            if let Some((last, held)) = warned.get_mut(key) {
+                if now.duration_since(*last) < self.warning_interval {
+                    *held += 1;
+                    return;
+                }
+            }
+            if warned.len() >= MAX_WARNING_KEYS {
+                let interval = self.warning_interval;
+                warned.retain(|_, (last, _)| now.duration_since(*last) < interval);
+                if warned.len() >= MAX_WARNING_KEYS {
+                    warned.clear();
+                }
+            }
+            warned
+                .insert(key.to_string(), (now, 0))
+                .map(|(_, held)| held)
+                .unwrap_or(0)
+        };
+        let message = if held_back > 0 {
+            format!("{message} ({held_back} more like it in the last minute were not reported)")
+        } else {
+            message
+        };
+        // For UNRDF_CONSENSUS_LOG's stderr output; the application's logger gets it as a warning.
+        tracing::warn!(target: WARNING_TARGET, code, "{message}");
+        self.emit(Event::Warning { code, message });
+    }
 }
+
+/// The tracing target of warnings that also travel as `warning` events: the log forwarder
+/// leaves them out, so an application's logger does not see each twice.
+pub const WARNING_TARGET: &str = "unrdf_consensus::warning";
 
 /// Encodes a batch as a JSON array.
 pub fn batch_to_json(batch: &[Event]) -> String {
@@ -185,6 +269,43 @@ pub fn batch_to_json(batch: &[Event]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_warnings_are_held_back_and_counted_in_the_next() {
+        let (mut sink, mut rx) = EventSink::new();
+        sink.warning_interval = Duration::from_millis(200);
+        for _ in 0..5 {
+            sink.warn_limited(
+                "dial node-2 ERR_AUTH",
+                "ERR_AUTH",
+                "node-2 refused us".into(),
+            );
+        }
+        sink.warn_limited(
+            "dial node-3 ERR_AUTH",
+            "ERR_AUTH",
+            "node-3 refused us".into(),
+        );
+        let mut messages = Vec::new();
+        while let Ok(Event::Warning { message, .. }) = rx.try_recv() {
+            messages.push(message);
+        }
+        assert_eq!(messages, vec!["node-2 refused us", "node-3 refused us"]);
+        // The interval itself has to pass: nothing else ends it.
+        std::thread::sleep(Duration::from_millis(250));
+        sink.warn_limited(
+            "dial node-2 ERR_AUTH",
+            "ERR_AUTH",
+            "node-2 refused us".into(),
+        );
+        match rx.try_recv() {
+            Ok(Event::Warning { message, .. }) => assert_eq!(
+                message,
+                "node-2 refused us (4 more like it in the last minute were not reported)"
+            ),
+            other => panic!("expected a warning, got {other:?}"),
+        }
+    }
 
     #[test]
     fn batch_is_valid_json_with_raw_command() {

@@ -6,7 +6,9 @@
 mod binding;
 pub mod engine;
 pub mod events;
+pub mod log_forward;
 pub mod registry_write;
+pub mod stats;
 pub mod storage;
 pub mod transport;
 pub mod types;

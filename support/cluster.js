@@ -9,6 +9,48 @@ const path = require('node:path');
 
 const WORKER = path.join(__dirname, 'node-worker.js');
 
+/**
+ * Temporary data directories and node processes of this process: an interrupted run (Ctrl-C of
+ * the demo, a test or the benchmark, or SIGTERM) kills its nodes and removes the directories
+ * before it exits, instead of leaving them in the temp folder.
+ */
+const liveRoots = new Set();
+const liveChildren = new Set();
+let cleanupInstalled = false;
+
+function cleanUpNow() {
+  for (const child of liveChildren) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const root of liveRoots) fs.rmSync(root, { recursive: true, force: true, maxRetries: 3 });
+  liveRoots.clear();
+}
+
+function installCleanup() {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(signal, () => {
+      cleanUpNow();
+      // Exit as the signal would have: 128 + its number.
+      process.exit(128 + os.constants.signals[signal]);
+    });
+  }
+  process.once('exit', cleanUpNow);
+}
+
+/** A fresh temporary directory, removed when the process is interrupted or exits. */
+function tempRoot(prefix = 'unrdf-consensus-') {
+  installCleanup();
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  liveRoots.add(root);
+  return root;
+}
+
 /** A free TCP port on 127.0.0.1 (bound, then released for the node to take). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -66,6 +108,9 @@ class NodeProcess {
         })
       : fork(WORKER, [], { stdio, serialization: 'advanced', env });
     const child = this.child;
+    installCleanup();
+    liveChildren.add(child);
+    child.once('exit', () => liveChildren.delete(child));
     if (this.captureOutput) {
       for (const stream of [child.stdout, child.stderr]) stream.on('data', (d) => (this.output += d.toString()));
     }
@@ -184,7 +229,7 @@ class Cluster {
     this.config = config;
     this.guide = guide;
     this.network = network;
-    this.root = root || fs.mkdtempSync(path.join(os.tmpdir(), 'unrdf-consensus-'));
+    this.root = root || tempRoot();
     this.nodes = [];
   }
 
@@ -282,8 +327,11 @@ class Cluster {
 
   async stop({ keepData = false } = {}) {
     await Promise.all(this.nodes.map((n) => n.stop()));
-    if (!keepData) fs.rmSync(this.root, { recursive: true, force: true });
+    if (!keepData) {
+      fs.rmSync(this.root, { recursive: true, force: true });
+      liveRoots.delete(this.root);
+    }
   }
 }
 
-module.exports = { Cluster, NodeProcess, freePort };
+module.exports = { Cluster, NodeProcess, freePort, tempRoot };

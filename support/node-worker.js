@@ -183,6 +183,30 @@ const ops = {
   async metrics() {
     return { metrics: consensus.getMetrics(), prometheus: consensus.prometheusMetrics() };
   },
+  /** The Prometheus text of every node in this process, as a scrape would read it. */
+  async prometheus() {
+    return require('..').metricsText();
+  },
+  /**
+   * A write given up through its AbortSignal after `abortAfterMs`: how it ended, how long the
+   * caller waited after the abort, and the timers and listeners left behind once it settled.
+   */
+  async abortedWrite({ abortAfterMs, viaOperation = false }) {
+    const controller = new AbortController();
+    const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const write = viaOperation
+      ? consensus.replicateOperation({ id: `abort-${Date.now()}`, type: 'task', payload: {} }, { signal: controller.signal })
+      : raft.replicateCommand({ type: 'abort-test' }, { signal: controller.signal });
+    const settled = write.then(() => ({ ok: true }), (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }));
+    await new Promise((r) => setTimeout(r, abortAfterMs));
+    const abortedAt = process.hrtime.bigint();
+    controller.abort();
+    const outcome = await settled;
+    const waitedMs = Number(process.hrtime.bigint() - abortedAt) / 1e6;
+    await new Promise((r) => setImmediate(r));
+    const after = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    return { outcome, waitedMs, timersBefore: before, timersAfter: after };
+  },
   async operationState({ operationId }) {
     return consensus.getOperationState(operationId);
   },

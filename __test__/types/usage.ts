@@ -202,3 +202,23 @@ async function stateMachine(raft: RaftCoordinator): Promise<void> {
 }
 
 void stateMachine;
+import { registerMetrics, metricsText, type Logger } from '@unrdf/consensus';
+
+async function observability(): Promise<void> {
+  const logger: Logger = {
+    debug: (obj, msg) => void [obj, msg],
+    info: () => {},
+    warn: () => {},
+    error: () => {},
+  };
+  const raft = createRaftCoordinator({ nodeId: 'obs-1', port: 0, logger, logLevel: 'info' });
+  const { leaderId, term }: { leaderId: string; term: number } = await raft.waitForLeader({ timeoutMs: 5000, signal: AbortSignal.timeout(6000) });
+  void [leaderId, term];
+  await raft.replicateCommand({ type: 'x' }, { signal: new AbortController().signal });
+  await raft.addPeer('obs-2', '127.0.0.1', 9000, { signal: AbortSignal.timeout(1000) });
+  await raft.removePeer('obs-2', { signal: AbortSignal.timeout(1000) });
+  const text: string = metricsText() + raft.prometheusMetrics();
+  const registry = registerMetrics({ registerMetric: (_m: unknown) => {}, getSingleMetric: (_n: string) => undefined });
+  void [text, registry];
+}
+void observability;

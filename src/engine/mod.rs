@@ -455,7 +455,13 @@ impl Node {
             )
             .with_field("secret"));
         }
+        self.pool.redial(None);
         Ok(())
+    }
+
+    /// A peer completed a handshake with us: whatever refused our dials to it may be fixed.
+    pub fn peer_reached_us(&self, peer: &NodeName) {
+        self.pool.redial(Some(peer));
     }
 
     /// Reads the TLS files again: new connections use the new certificate, key and CA; open
@@ -470,7 +476,9 @@ impl Node {
         tls.reload().map_err(|e| {
             NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
                 .with_field(e.field)
-        })
+        })?;
+        self.pool.redial(None);
+        Ok(())
     }
 
     /// JavaScript ran the listeners of every entry up to `index`.
@@ -717,10 +725,31 @@ impl Node {
             })
             .await;
         if !caught_up {
+            // Read before the withdrawal, which drops the connection and what it learnt.
+            let why = match self.pool.get(peer, addr).last_failure() {
+                Some(failure) => format!("the last attempt to reach it: {failure}"),
+                None => "it was reachable but did not take the log".to_string(),
+            };
+            // The learner this call added goes again, so a wrong address leaves nothing behind
+            // and a retry with the right one is not refused as "already a member".
+            let withdrawn = existing.is_none()
+                && self
+                    .raft
+                    .change_membership(
+                        ChangeMembers::RemoveNodes(BTreeSet::from([peer.clone()])),
+                        false,
+                    )
+                    .await
+                    .is_ok();
+            let next = if withdrawn {
+                "it was not added; check that it runs and listens there (and the address given), then call addPeer again"
+            } else {
+                "it stays a learner; check that it runs and is reachable: it becomes a voter once addPeer is called again and it catches up"
+            };
             return Err(NodeError::new(
                 ERR::TIMEOUT,
                 format!(
-                    "{id} at {addr} did not catch up within {} ms and stays a learner; check that it runs and is reachable, then call addPeer again",
+                    "{id} at {addr} did not catch up within {} ms ({why}); {next}",
                     self.config.add_peer_timeout.as_millis()
                 ),
             ));
@@ -1325,10 +1354,10 @@ impl Node {
             result = work => result,
             _ = stop.wait_for(|stopping| *stopping) => Err(stopped()),
         };
-        // Stopping ends the waits inside `work` too (Raft's metrics go away), which can make it
-        // fail in its own words a moment before the stop signal is seen: the cause is the stop.
+        // Work that failed because the node was stopping (a wait cut short) reports the stop,
+        // whichever of the two the select saw first.
         match result {
-            Err(e) if *self.stop_tx.borrow() && e.code != ERR::SHUTDOWN => Err(stopped()),
+            Err(_) if *stop.borrow() => Err(stopped()),
             other => other,
         }
     }
@@ -1390,6 +1419,16 @@ impl Node {
             RaftError::APIError(other) => NodeError::new(ERR::INVALID_OPERATION, other.to_string()),
             RaftError::Fatal(f) => NodeError::new(ERR::SHUTDOWN, format!("raft stopped: {f}")),
         }
+    }
+
+    /// Disk timings of this node's storage, for metrics.
+    pub fn storage_stats(&self) -> Arc<crate::stats::StorageStats> {
+        self.store.stats().clone()
+    }
+
+    /// Round-trip histograms of calls to each peer, for metrics.
+    pub fn round_trips(&self) -> Vec<(String, crate::stats::HistogramReading)> {
+        self.pool.round_trips()
     }
 
     pub fn state(&self) -> NodeState {

@@ -170,7 +170,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(storage_err)?;
             }
             // The commit fsyncs: the entries are durable before openraft is told they are.
-            wtxn.commit().map_err(storage_err)
+            crate::stats::timed(&s.stats.log_fsync, || wtxn.commit()).map_err(storage_err)
         })?;
         callback.io_completed(Ok(()));
         Ok(())

@@ -52,6 +52,7 @@ pub struct Store {
     /// another process) from opening the same data directory.
     _dir_lock: File,
     path: PathBuf,
+    stats: Arc<crate::stats::StorageStats>,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
@@ -99,6 +100,11 @@ impl std::fmt::Display for OpenError {
 }
 
 impl Store {
+    /// Timings of this store's disk work, for metrics.
+    pub fn stats(&self) -> &Arc<crate::stats::StorageStats> {
+        &self.stats
+    }
+
     /// Opens (creating if missing) the LMDB environment under `dir`.
     pub fn open(dir: &Path, map_size_bytes: usize) -> Result<Arc<Store>, OpenError> {
         std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
@@ -162,6 +168,7 @@ impl Store {
             changes,
             _dir_lock: dir_lock,
             path: dir.to_path_buf(),
+            stats: Arc::default(),
         };
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;

@@ -160,6 +160,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let (mut payload, request) = {
             let _gate = self.sm.app.gate();
             let payload = self.sm.build_payload()?;
@@ -179,6 +180,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
         wtxn.commit().map_err(storage_err)?;
+        s.stats.snapshot_save.observe(started.elapsed());
+        s.stats
+            .snapshot_bytes
+            .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // With the application's state inside, this snapshot can restore it: the entries it
         // covers need not be kept for delivery.
         if let (Some(_), Some(last)) = (&payload.app, &payload.last_applied) {
@@ -310,7 +315,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let _gate = self.app.gate();
-        blocking(|| wtxn.commit()).map_err(storage_err)?;
+        blocking(|| crate::stats::timed(&s.stats.apply_commit, || wtxn.commit()))
+            .map_err(storage_err)?;
         if let Some(last) = &last_applied {
             self.delivery.set_applied(last.index());
         }
@@ -337,6 +343,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
         let payload: SnapshotPayload = decode(&data)?;
         let s = &self.store;
@@ -365,6 +372,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(storage_err)?;
         self.save_snapshot(&mut wtxn, meta, &data)?;
         wtxn.commit().map_err(storage_err)?;
+        s.stats.snapshot_install.observe(started.elapsed());
+        s.stats
+            .snapshot_bytes
+            .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
 
         if let Some(last) = &meta.last_log_id {
             // The application is handed this snapshot instead of the entries it covers.

@@ -20,7 +20,12 @@ use super::tls::PeerStream;
 use super::{tls_refusal, ws_config, TransportConfig};
 use crate::events::{Event, EventSink};
 use crate::lock;
+use crate::stats::{Histogram, HistogramReading, RTT_BUCKETS};
 use crate::types::{NodeName, PeerAddr};
+
+/// Redials of a peer that refused us start this far apart and double up to `REFUSED_MAX`.
+const REFUSED_MIN: Duration = Duration::from_millis(500);
+const REFUSED_MAX: Duration = Duration::from_secs(30);
 
 /// Why a call to a peer did not get an answer.
 #[derive(Debug, Clone)]
@@ -104,6 +109,8 @@ pub struct PeerConn {
     wake: Notify,
     /// Each finished dial, so a caller can wait for the next one and learn why it failed.
     dials: watch::Sender<DialOutcome>,
+    /// Round trips of answered calls (etcd's peer_round_trip_time_seconds).
+    rtt: Histogram,
 }
 
 impl PeerConn {
@@ -156,8 +163,12 @@ impl PeerConn {
             let _ = tokio::time::timeout(timeout, rx.wait_for(|l| *l != Link::Dialing)).await;
         }
         if !self.is_connected() {
-            // Ask the connection task to retry now rather than after its backoff.
-            self.wake.notify_one();
+            // Ask the connection task to retry now rather than after its backoff, unless the
+            // peer refused us: that lasts until someone fixes a configuration, and Raft's
+            // heartbeats would otherwise turn the backoff into a redial every few milliseconds.
+            if !matches!(self.last_failure(), Some(DialFailure::Refused { .. })) {
+                self.wake.notify_one();
+            }
             return Err(CallError::Unreachable(format!(
                 "not connected to {}",
                 self.target
@@ -177,7 +188,10 @@ impl PeerConn {
             })
             .map_err(|_| CallError::Unreachable("transport stopped".into()))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                self.rtt.observe(started.elapsed());
+                Ok(reply)
+            }
             Ok(Err(_)) => Err(CallError::Unreachable(format!(
                 "connection to {} closed",
                 self.target
@@ -235,6 +249,7 @@ impl PeerPool {
             closed: AtomicBool::new(false),
             wake: Notify::new(),
             dials: watch::Sender::new((0, None)),
+            rtt: Histogram::new(RTT_BUCKETS),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -261,6 +276,26 @@ impl PeerPool {
             .values()
             .filter(|c| c.is_connected())
             .map(|c| c.target.0.clone())
+            .collect()
+    }
+
+    /// Redials now the peers whose last dial failed (a refused one waits up to 30 s otherwise):
+    /// after this node's secrets or certificates changed, or when the peer just reached us.
+    pub fn redial(&self, target: Option<&NodeName>) {
+        let peers = lock(&self.peers);
+        for (name, conn) in peers.iter() {
+            if target.is_none_or(|t| t == name) && !conn.is_connected() {
+                conn.wake.notify_one();
+            }
+        }
+    }
+
+    /// Each peer's round-trip histogram.
+    pub fn round_trips(&self) -> Vec<(String, HistogramReading)> {
+        let peers = lock(&self.peers);
+        peers
+            .values()
+            .map(|c| (c.target.0.clone(), c.rtt.read()))
             .collect()
     }
 
@@ -427,7 +462,7 @@ async fn run_connection(
     events: EventSink,
 ) {
     let mut backoff = config.reconnect_min;
-    let mut reported_refusal: Option<DialFailure> = None;
+    let mut refused_backoff: Option<Duration> = None;
     while !conn.closed.load(Ordering::Acquire) {
         let addr = lock(&conn.addr).clone();
         conn.link.send_replace(Link::Dialing);
@@ -456,7 +491,7 @@ async fn run_connection(
         match dialed {
             Ok((ws, _)) => {
                 backoff = config.reconnect_min;
-                reported_refusal = None;
+                refused_backoff = None;
                 conn.link.send_replace(Link::Connected);
                 conn.finish_dial(None);
                 events.emit(Event::PeerConnected {
@@ -471,20 +506,20 @@ async fn run_connection(
             }
             Err(failure) => {
                 conn.link.send_replace(Link::Down);
-                // A refusal (as opposed to a network failure) is reported once, not at every retry.
                 if let DialFailure::Refused { code, message } = &failure {
-                    if reported_refusal.as_ref() != Some(&failure) {
-                        let message = if code == "ERR_INVALID_CONFIG" {
-                            message.clone()
-                        } else {
-                            format!("{} refused us: {code}: {message}", conn.target)
-                        };
-                        events.emit(Event::Warning {
-                            code: "ERR_AUTH",
-                            message,
-                        });
-                        reported_refusal = Some(failure.clone());
-                    }
+                    let text = if code == "ERR_INVALID_CONFIG" {
+                        message.clone()
+                    } else {
+                        format!("{} refused us: {code}: {message}", conn.target)
+                    };
+                    events.warn_limited(&format!("dial {} {code}", conn.target), "ERR_AUTH", text);
+                    refused_backoff = Some(
+                        refused_backoff
+                            .map(|b| (b * 2).min(REFUSED_MAX))
+                            .unwrap_or(REFUSED_MIN),
+                    );
+                } else {
+                    refused_backoff = None;
                 }
                 conn.finish_dial(Some(failure));
             }
@@ -494,7 +529,7 @@ async fn run_connection(
             drop(out.reply);
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(refused_backoff.unwrap_or(backoff)) => {}
             _ = conn.wake.notified() => {}
         }
         backoff = (backoff * 2).min(config.reconnect_max);

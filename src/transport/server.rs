@@ -23,7 +23,7 @@ use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
 use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
-use crate::events::{Event, EventSink};
+use crate::events::EventSink;
 use crate::types::{NodeName, PeerAddr, Raft, Snapshot, SnapshotMeta};
 
 pub struct Server {
@@ -64,6 +64,10 @@ impl Server {
 
     async fn serve(&self, tcp: TcpStream, mut stop: watch::Receiver<bool>) {
         let _ = tcp.set_nodelay(true);
+        let peer_ip = tcp
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let config = &self.config;
         let limit = config.max_frame_bytes as u64;
         let handshake = async {
@@ -74,10 +78,11 @@ impl Server {
                         // A peer whose certificate we reject (or that rejects ours) is reported;
                         // a scanner or a dropped connection is not news.
                         if tls_refusal(&e) {
-                            self.events.emit(Event::Warning {
-                                code: "ERR_AUTH",
-                                message: format!("refused a TLS connection: {e}"),
-                            });
+                            self.events.warn_limited(
+                                &format!("accept tls {peer_ip}"),
+                                "ERR_AUTH",
+                                format!("refused a TLS connection from {peer_ip}: {e}"),
+                            );
                         }
                         return None;
                     }
@@ -125,11 +130,12 @@ impl Server {
             send_frame(&mut ws, &challenge).await.ok()?;
             let proof = match next_frame(&mut ws, limit).await {
                 Ok(Frame::Proof { proof }) => proof,
-                Ok(Frame::Refused { message, .. }) => {
-                    self.events.emit(Event::Warning {
-                        code: "ERR_AUTH",
-                        message: format!("{node_id} refused this node: {message}"),
-                    });
+                Ok(Frame::Refused { code, message }) => {
+                    self.events.warn_limited(
+                        &format!("accept {node_id} refused-us {code}"),
+                        "ERR_AUTH",
+                        format!("{node_id} refused this node: {message}"),
+                    );
                     return None;
                 }
                 _ => return None,
@@ -161,6 +167,9 @@ impl Server {
         else {
             return;
         };
+        if let Some(node) = self.node.upgrade() {
+            node.peer_reached_us(&NodeName(peer.clone()));
+        }
         let cut = until_cut(config.link_cuts.as_ref(), &peer, inbound_cut);
         tokio::pin!(cut);
 
@@ -265,10 +274,12 @@ impl Server {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        self.events.emit(Event::Warning {
-            code: "ERR_AUTH",
-            message: format!("refused a connection: {message}"),
-        });
+        // The message names the peer and the cause: one warning per both per interval.
+        self.events.warn_limited(
+            &format!("accept {code} {message}"),
+            "ERR_AUTH",
+            format!("refused a connection: {message}"),
+        );
         let refused = Frame::Refused {
             code: code.to_string(),
             message,
