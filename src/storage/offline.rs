@@ -503,3 +503,7 @@ impl Store {
         Ok(counts)
     }
 }
+
+#[cfg(test)]
+#[path = "offline_tests.rs"]
+mod tests;
