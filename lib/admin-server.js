@@ -178,17 +178,25 @@ function health(raft, manager) {
   return { ok: true, reason: null, state: s };
 }
 
-function memberHealth(nodeId, s, self, clusterManager) {
+function memberHealth(nodeId, s, self, clusterManager, lagLimit) {
   if (nodeId === s.nodeId) return self.ok ? 'healthy' : 'unhealthy';
+  if (!s.connectedPeers.includes(nodeId)) return 'unreachable';
+  // The leader knows how far each member holds its log: connected but not (yet) following, or
+  // more than a snapshot's worth behind, is not healthy whatever its health checks say.
+  if (s.isLeader) {
+    const matched = s.replication[nodeId];
+    if (matched === undefined || matched === null) return 'degraded';
+    if (s.lastLogIndex - matched > lagLimit) return 'degraded';
+  }
   if (clusterManager) {
     try {
       const h = clusterManager.getNodeHealth(nodeId);
       if (h) return h;
     } catch {
-      // not tracked there: fall through to what the coordinator knows
+      // not tracked there: what the coordinator knows stands
     }
   }
-  return s.connectedPeers.includes(nodeId) ? 'healthy' : 'unreachable';
+  return 'healthy';
 }
 
 function status(raft, manager) {
@@ -205,7 +213,8 @@ function status(raft, manager) {
       matchedIndex = s.replication[nodeId];
       lag = Math.max(0, s.lastLogIndex - (matchedIndex ?? -1));
     }
-    return { nodeId, host: m.host, port: m.port, voter: m.voter, health: memberHealth(nodeId, s, h, clusterManager), matchedIndex, lag };
+    const health = memberHealth(nodeId, s, h, clusterManager, raft.config.snapshotThreshold);
+    return { nodeId, host: m.host, port: m.port, voter: m.voter, health, matchedIndex, lag };
   });
   return {
     nodeId: s.nodeId,
