@@ -164,6 +164,10 @@ pub fn restore(
     let staged = (|| {
         fs::copy(file, staging.join(DATA_FILE))
             .map_err(|e| OfflineError::storage(format!("copying {}: {e}", file.display())))?;
+        // Durable before it takes the directory's place: a crash then leaves a whole copy.
+        fs::File::open(staging.join(DATA_FILE))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| OfflineError::storage(format!("syncing the copy: {e}")))?;
         open_existing(&staging, map_size_bytes).map_err(|e| {
             OfflineError::refused(format!(
                 "{} is not a backup of a node: {}",
