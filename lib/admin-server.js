@@ -246,6 +246,7 @@ function transferTarget(s) {
 
 async function streamBackup(raft, req, res) {
   const dir = raft.config.dataDir;
+  // The node deletes such copies at its next start if this process dies before it does.
   const tmp = path.join(dir, `.backup-${process.pid}-${crypto.randomBytes(6).toString('hex')}.mdb`);
   const cleanup = () => fs.rm(tmp, { force: true }, () => {});
   let size;

@@ -252,6 +252,7 @@ impl Node {
         })?;
         store
             .remember_node_id(&config.node_id)
+            .and_then(|()| store.remove_stale_copies().map(drop))
             .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?;
 
         let raft_config = Config {

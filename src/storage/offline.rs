@@ -29,6 +29,11 @@ use crate::types::{
 /// The LMDB data file: a directory without it holds no node's data.
 pub const DATA_FILE: &str = "data.mdb";
 
+/// How the admin endpoint names the backup copies it writes into the data directory before
+/// streaming them (`.backup-<pid>-<random>.mdb`).
+pub const BACKUP_PREFIX: &str = ".backup-";
+pub const BACKUP_SUFFIX: &str = ".mdb";
+
 /// Which node a directory belongs to, recorded at every start (older directories lack it).
 const KEY_NODE_ID: &str = "node_id";
 
@@ -219,6 +224,22 @@ impl Store {
             .map_err(storage_err)?;
         file.sync_all()?;
         Ok(file.metadata()?.len())
+    }
+
+    /// Deletes backup copies that a node writing them left behind when it died: only a node
+    /// holding the directory's lock writes them, so while this store holds it none is in progress.
+    pub fn remove_stale_copies(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(BACKUP_PREFIX) && name.ends_with(BACKUP_SUFFIX) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Records which node this directory belongs to, the first time a node runs on it.

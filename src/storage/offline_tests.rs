@@ -184,3 +184,16 @@ fn backup_restore_and_export_round_trip() {
     assert_eq!(lines[2]["operationId"], "op-2");
     assert_eq!(lines[10]["value"]["nodeId"], "n1");
 }
+
+#[test]
+fn backup_copies_left_by_a_dead_node_go_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = member_of_three(dir.path());
+    let left = dir.path().join(".backup-123-abcdef.mdb");
+    store.copy_to(&left).expect("copy");
+    let kept = dir.path().join("daemon-state.json");
+    std::fs::write(&kept, b"{}").expect("write");
+    assert_eq!(store.remove_stale_copies().expect("clean"), 1);
+    assert!(!left.exists());
+    assert!(kept.exists());
+}
