@@ -5,12 +5,11 @@ import {
   ErrorCode,
   RaftCoordinator,
   createRaftCoordinator,
-  type AdminServer,
-  type AdminStatus,
   type InitialMember,
   type RaftState,
   type ReplicateResult,
 } from '@unrdf/consensus';
+import type { AdminServer, AdminStatus } from '@unrdf/consensus';
 
 async function main(): Promise<void> {
   const raft: RaftCoordinator = createRaftCoordinator({ nodeId: 'node-1', port: 8080, host: '127.0.0.1' });
