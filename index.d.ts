@@ -231,6 +231,60 @@ export interface RaftCoordinatorEvents {
 
 type Listener<Args extends unknown[]> = (...args: Args) => void;
 
+/**
+ * The admin endpoint: GET /metrics, /health, /status, /members, /backup; POST /members,
+ * /leader/transfer, /compact; DELETE /members/:id.
+ */
+export interface AdminServerOptions {
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  /** Default '127.0.0.1'. An address other than loopback requires `token`. */
+  host?: string;
+  /** At least 16 characters; every request must then send `Authorization: Bearer <token>`. */
+  token?: string;
+}
+
+export interface AdminServer {
+  readonly port: number;
+  readonly host: string;
+  /** `http://host:port`. */
+  readonly url: string;
+  /** Stops listening and closes open connections. Also happens when the node stops. */
+  close(): Promise<void>;
+}
+
+/** What `GET /status` answers. */
+export interface AdminStatus {
+  nodeId: string;
+  role: 'leader' | 'follower' | 'candidate' | 'learner' | 'shutdown';
+  term: number;
+  leader: string | null;
+  isLeader: boolean;
+  commitIndex: number;
+  appliedIndex: number;
+  lastLogIndex: number;
+  logLength: number;
+  snapshotIndex: number | null;
+  /** This node has a leader with a quorum (and hears from it). */
+  quorum: boolean;
+  health: { ok: boolean; reason: string | null };
+  membershipChanging: boolean;
+  partitionState?: PartitionStateValue;
+  lastContact: number;
+  members: Array<{
+    nodeId: string;
+    host: string;
+    port: number;
+    voter: boolean;
+    health: NodeHealthValue | 'unreachable';
+    /** Highest index known replicated there (leader's view); null where unknown. */
+    matchedIndex: number | null;
+    /** Entries behind the leader's log; null where unknown (on a follower). */
+    lag: number | null;
+  }>;
+  timestamp: number;
+}
+
 export declare class RaftCoordinator extends EventEmitter {
   constructor(config: RaftCoordinatorConfig);
   readonly config: Required<Omit<RaftCoordinatorConfig, 'bootstrap' | 'appliedIndex' | 'initialMembers' | 'secret' | 'tls' | 'logger'>> & {
@@ -270,6 +324,10 @@ export declare class RaftCoordinator extends EventEmitter {
   ping(nodeId: string, timeoutMs?: number): Promise<number>;
   /** Snapshots now and purges the log, keeping `keep` entries before the snapshot. */
   compact(keep?: number, timeoutMs?: number): Promise<{ purgedUpTo: number | null }>;
+  /** Serves the admin endpoint of this node (see `AdminServerOptions`). */
+  listenAdmin(options?: AdminServerOptions): Promise<AdminServer>;
+  /** Writes a consistent copy of this node's data to `file` (which must not exist) while it runs. */
+  backup(file: string): Promise<{ bytes: number }>;
   getState(): RaftState;
   stop(): Promise<void>;
   shutdown(): Promise<void>;
@@ -485,6 +543,8 @@ export declare class ConsensusManager extends EventEmitter {
   getConsensusState(): ConsensusState;
   getMetrics(): Record<string, number | string | null>;
   prometheusMetrics(): string;
+  /** Serves the admin endpoint of this node; `/metrics` is `prometheusMetrics()`. */
+  listenAdmin(options?: AdminServerOptions): Promise<AdminServer>;
   shutdown(): Promise<void>;
 
   on<E extends keyof ConsensusManagerEvents>(event: E, listener: Listener<ConsensusManagerEvents[E]>): this;

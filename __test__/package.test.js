@@ -60,6 +60,11 @@ test('npm pack of the main and platform packages installs and runs without a Rus
     );
     assert.equal(esm.status, 0, esm.stderr);
     assert.equal(esm.stdout.trim(), 'function');
+    // The CLI is installed as a bin and its offline commands reach the installed binary.
+    const bin = path.join(app, 'node_modules', '.bin', 'unrdf-consensus');
+    const exported = spawnSync(bin, ['export', '--data-dir', dataDir], { cwd: app, env, encoding: 'utf8', timeout: 30000 });
+    assert.equal(exported.status, 0, exported.stderr);
+    assert.equal(JSON.parse(exported.stdout.split('\n')[0]).nodeId, 'p1');
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }

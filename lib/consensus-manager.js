@@ -554,6 +554,15 @@ class ConsensusManager extends ManagedEmitter {
     return metrics.metricsText({ coordinators: [this.raft], managers: [this] });
   }
 
+  /**
+   * Serves the admin endpoint of this node (see RaftCoordinator#listenAdmin); `/metrics` is
+   * prometheusMetrics() and `/health` also reports a detected partition.
+   */
+  listenAdmin(options = {}) {
+    if (this._shutdown) return Promise.reject(new ConsensusError(ErrorCode.SHUTDOWN, `the ConsensusManager of ${this.nodeId} is shut down`));
+    return require('./admin-server').listenAdmin(this.raft, this, options);
+  }
+
   /** Stops timers and removes every listener this manager added. Data and the coordinator stay. */
   async shutdown() {
     if (this._shutdown) return;

@@ -755,6 +755,26 @@ class RaftCoordinator extends ManagedEmitter {
     return { purgedUpTo: upto ?? null };
   }
 
+  /**
+   * Serves the admin endpoint (GET /metrics, /health, /status, /backup; POST /members,
+   * /leader/transfer, /compact; DELETE /members/:id) on `host` (default 127.0.0.1) and `port`
+   * (0 picks a free one). Resolves `{port, host, url, close()}`. See lib/admin-server.js.
+   */
+  listenAdmin(options = {}) {
+    if (this._stopped) return Promise.reject(this._shutdownError());
+    return require('./admin-server').listenAdmin(this, null, options);
+  }
+
+  /**
+   * Writes a consistent copy of this node's data (its LMDB environment, compacted) to `file`,
+   * which must not exist, while the node keeps running. Resolves `{bytes}`.
+   */
+  async backup(file) {
+    const target = path.resolve(v.string(file, 'file', { maxLength: 4096 }));
+    const bytes = await this._run(() => this._native.backup(target));
+    return { bytes };
+  }
+
   getState() {
     const c = this.config;
     if (this._native === null || this._stopped) {

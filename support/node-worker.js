@@ -298,6 +298,27 @@ const ops = {
   async compact({ keep }) {
     return raft.compact(keep);
   },
+  /** Serves the admin endpoint: the ConsensusManager's in guide mode, else the coordinator's. */
+  async listenAdmin({ port = 0, host = '127.0.0.1', token } = {}) {
+    const admin = await (consensus ?? raft).listenAdmin(token === undefined ? { port, host } : { port, host, token });
+    return { port: admin.port, url: admin.url };
+  },
+  /**
+   * An HTTP GET from inside this process (and its network namespace): how a test reaches an
+   * admin endpoint that listens on the namespace's own loopback.
+   */
+  async httpGet({ url, token }) {
+    const http = require('node:http');
+    return new Promise((resolve, reject) => {
+      const req = http.get(url, { headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      });
+      req.setTimeout(5000, () => req.destroy(new Error(`no answer from ${url} within 5000 ms`)));
+      req.on('error', reject);
+    });
+  },
   async load(args) {
     return load(args);
   },

@@ -13,6 +13,7 @@ import {
   type RaftState,
   type ReplicateResult,
 } from '@unrdf/consensus';
+import type { AdminServer, AdminStatus } from '@unrdf/consensus';
 
 async function main(): Promise<void> {
   const raft: RaftCoordinator = createRaftCoordinator({ nodeId: 'node-1', port: 8080, host: '127.0.0.1' });
@@ -161,6 +162,18 @@ async function guide(): Promise<void> {
   void removed.removed;
   const text: string = consensus1.prometheusMetrics();
   void text;
+  const admin: AdminServer = await consensus1.listenAdmin({ port: 0, host: '127.0.0.1', token: 'a-token-of-16-chars-or-more' });
+  const adminUrl: string = admin.url;
+  void adminUrl;
+  await admin.close();
+  const bare = await raftNode1.listenAdmin();
+  void bare.port;
+  await bare.close();
+  const { bytes } = await raftNode1.backup('/tmp/node-1.backup');
+  void bytes;
+  const status = (await (await fetch(`${adminUrl}/status`)).json()) as AdminStatus;
+  const lag: number | null = status.members[0].lag;
+  void lag;
   const other = createConsensusManager(daemon1, raftNode1, null);
   await other.shutdown();
   await consensus1.shutdown();

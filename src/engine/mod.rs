@@ -1,6 +1,7 @@
 //! A Raft node's lifecycle: storage, transport and openraft wired together, membership changes
 //! with the bootstrap rules, command replication, and metrics turned into events.
 
+mod admin;
 mod cursor;
 mod error;
 mod formation;
@@ -251,6 +252,10 @@ impl Node {
                 ),
             ),
         })?;
+        store
+            .remember_node_id(&config.node_id)
+            .and_then(|()| store.remove_stale_copies().map(drop))
+            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?;
 
         let raft_config = Config {
             cluster_name: config.cluster_id.clone(),

@@ -18,6 +18,7 @@ mod app_state;
 mod delivery;
 mod history;
 mod log_store;
+mod offline;
 mod state_machine;
 
 use std::fs::{File, OpenOptions};
@@ -35,6 +36,7 @@ pub use app_state::AppSnapshots;
 pub use delivery::{Delivery, Replayed, ResumeFrom};
 pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;
+pub use offline::{open_existing, restore, Exported, OfflineError, Recovered};
 pub use state_machine::{OpRecord, StateMachine};
 
 /// Open LMDB environment and its databases; shared by the log store and the state machine.
