@@ -16,7 +16,7 @@ const { spawn } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..');
 const RUN_LANGS = { js: 'node', mjs: 'node', javascript: 'node', sh: 'sh', bash: 'sh', shell: 'sh' };
-const MAX_NOT_RUN = 6;
+const MAX_NOT_RUN = 8;
 
 /** Fenced blocks of a markdown file: language, code (indentation of the fence removed), line, marker. */
 function blocks(file) {
