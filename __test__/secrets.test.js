@@ -13,6 +13,7 @@ const api = require('..');
 
 const SECRET_A = 'alpha-secret-0123456789';
 const SECRET_B = 'bravo-secret-9876543210';
+const TOKEN = 'admin-token-5647382910';
 
 /** Every way a program prints an object. */
 function printed(value) {
@@ -67,7 +68,7 @@ test('the secret shows as [redacted] in config, getState, inspect and JSON of ev
   }
 });
 
-test('no event, error or log line of a run with a wrong secret or bad TLS files shows the secret', { timeout: 120000 }, async () => {
+test('no event, error or log line of a run with a wrong secret, a wrong admin token or bad TLS files shows a secret', { timeout: 120000 }, async () => {
   const logged = { env: { UNRDF_CONSENSUS_LOG: 'debug' }, captureOutput: true };
   const cluster = new Cluster(2, { config: { secret: SECRET_A, addPeerTimeoutMs: 3000 }, nodeOptions: logged });
   try {
@@ -84,17 +85,27 @@ test('no event, error or log line of a run with a wrong secret or bad TLS files 
     const badTls = await cluster.outsider('node-8', { secret: SECRET_A, tls: { certFile: '/nonexistent/cert.pem', keyFile: '/nonexistent/key.pem', caFile: '/nonexistent/ca.pem' } }, logged);
     const tlsError = await badTls.start().catch((e) => e);
     assert.equal(tlsError.code, 'ERR_INVALID_CONFIG');
+    // The admin endpoint, asked with a wrong token and with none.
+    const admin = await leader.call('listenAdmin', { token: TOKEN });
+    const wrongToken = await leader.call('httpGet', { url: `${admin.url}/status`, token: 'not-the-token-0000000000' });
+    const noToken = await leader.call('httpGet', { url: `${admin.url}/status` });
+    assert.equal(wrongToken.status, 401);
+    assert.equal(noToken.status, 401);
+    const rightToken = await leader.call('httpGet', { url: `${admin.url}/status`, token: TOKEN });
+    assert.equal(rightToken.status, 200);
     await wrong.stop();
     await badTls.stop();
     const everything = [
       printed(refused),
       printed(tlsError),
+      printed([wrongToken, noToken, rightToken]),
       ...[...cluster.nodes, wrong, badTls].map((n) => `${printed(n.events)}\n${n.output}`),
     ].join('\n');
     assert.ok(everything.includes('ERR_AUTH'), 'the run did see the refusals');
     assert.ok(everything.length > 1000, 'debug logs were captured');
     assert.ok(!everything.includes(SECRET_A), 'secret A shows in an event, error or log line');
     assert.ok(!everything.includes(SECRET_B), 'secret B shows in an event, error or log line');
+    assert.ok(!everything.includes(TOKEN), 'the admin token shows in an event, error, answer or log line');
   } finally {
     await cluster.stop();
   }
