@@ -18,8 +18,7 @@ use tokio::sync::Notify;
 
 use super::state_machine::SnapshotPayload;
 use super::{
-    blocking, decode, storage_err, Store, KEY_DELIVERED, KEY_LAST_APPLIED, KEY_PURGED,
-    KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    blocking, decode, storage_err, Store, KEY_DELIVERED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
 use crate::types::{Entry, LogId};
@@ -181,24 +180,12 @@ impl Store {
 
     fn purged_index(&self) -> io::Result<Option<u64>> {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
-        let purged: Option<LogId> = match self.raft.get(&rtxn, KEY_PURGED).map_err(storage_err)? {
-            Some(b) => Some(decode(b)?),
-            None => None,
-        };
-        Ok(purged.map(|l| l.index()))
+        Ok(self.stored_purged(&rtxn)?.map(|l| l.index()))
     }
 
     fn last_applied_index(&self) -> io::Result<Option<u64>> {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
-        let last: Option<LogId> = match self
-            .applied
-            .get(&rtxn, KEY_LAST_APPLIED)
-            .map_err(storage_err)?
-        {
-            Some(b) => decode(b)?,
-            None => None,
-        };
-        Ok(last.map(|l| l.index()))
+        Ok(self.stored_last_applied(&rtxn)?.map(|l| l.index()))
     }
 
     /// Queues, before Raft starts, the events the application may not hold: from the resume

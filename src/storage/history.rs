@@ -12,8 +12,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, storage_err, Store, KEY_LAST_APPLIED};
-use crate::types::LogId;
+use super::{decode, encode, storage_err, Store};
 
 /// How many log indices of changes are kept behind the newest applied entry.
 pub const HISTORY_ENTRIES: u64 = 100_000;
@@ -62,14 +61,7 @@ impl Store {
         {
             return Ok(());
         }
-        let last_applied: Option<LogId> = match self
-            .applied
-            .get(&wtxn, KEY_LAST_APPLIED)
-            .map_err(storage_err)?
-        {
-            Some(b) => decode(b)?,
-            None => None,
-        };
+        let last_applied = self.stored_last_applied(&wtxn)?;
         let floor = last_applied.map(|l| l.index()).unwrap_or(0);
         self.applied
             .put(&mut wtxn, KEY_HISTORY_FLOOR, &floor.to_be_bytes())
@@ -169,14 +161,7 @@ impl Store {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
         let floor = self.history_floor(&rtxn)?;
         // Read in the transaction that reads the history: both are written by one apply.
-        let last_applied: Option<LogId> = match self
-            .applied
-            .get(&rtxn, KEY_LAST_APPLIED)
-            .map_err(storage_err)?
-        {
-            Some(b) => decode(b)?,
-            None => None,
-        };
+        let last_applied = self.stored_last_applied(&rtxn)?;
         let up_to = up_to.min(last_applied.map(|l| l.index()).unwrap_or(0));
         let mut out = Vec::new();
         let mut through = up_to.max(after);
@@ -221,6 +206,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::KEY_LAST_APPLIED;
+    use crate::types::LogId;
 
     fn store() -> (tempfile::TempDir, std::sync::Arc<Store>) {
         let dir = tempfile::tempdir().expect("tempdir");

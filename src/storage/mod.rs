@@ -177,6 +177,32 @@ impl Store {
         Ok(Arc::new(store))
     }
 
+    /// The state machine's last applied log id as stored (`None` before anything was applied).
+    pub(crate) fn stored_last_applied(
+        &self,
+        txn: &heed::RoTxn<'_, WithoutTls>,
+    ) -> io::Result<Option<crate::types::LogId>> {
+        match self
+            .applied
+            .get(txn, KEY_LAST_APPLIED)
+            .map_err(storage_err)?
+        {
+            Some(bytes) => decode(bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// The last log id openraft purged, as stored.
+    pub(crate) fn stored_purged(
+        &self,
+        txn: &heed::RoTxn<'_, WithoutTls>,
+    ) -> io::Result<Option<crate::types::LogId>> {
+        match self.raft.get(txn, KEY_PURGED).map_err(storage_err)? {
+            Some(bytes) => decode(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A directory without Raft state starts with an empty delivery cursor: nothing delivered.
     /// (A directory with state but no cursor was written before delivery was tracked.)
     fn mark_new_directory(&self) -> io::Result<()> {

@@ -19,8 +19,8 @@ use openraft::{EntryPayload, LogId, Membership};
 use serde_json::{json, Value};
 
 use super::{
-    decode, encode, storage_err, OpRecord, OpenError, Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP,
-    KEY_PURGED, KEY_SNAPSHOT_META, KEY_VOTE,
+    decode, encode, storage_err, OpRecord, OpenError, Store, KEY_MEMBERSHIP, KEY_PURGED,
+    KEY_SNAPSHOT_META, KEY_VOTE,
 };
 use crate::types::{
     Entry, LogId as RaftLogId, NodeName, PeerAddr, StoredMembership, TypeConfig, Vote,
@@ -388,14 +388,9 @@ impl Store {
         .ok_or_else(|| {
             OfflineError::refused("this directory holds no log; it is not a cluster member's data")
         })?;
-        let last_applied: Option<RaftLogId> = match self
-            .applied
-            .get(&wtxn, KEY_LAST_APPLIED)
-            .map_err(OfflineError::storage)?
-        {
-            Some(b) => decode(b).map_err(OfflineError::storage)?,
-            None => None,
-        };
+        let last_applied = self
+            .stored_last_applied(&wtxn)
+            .map_err(OfflineError::storage)?;
 
         let log_term = term_of(&last);
         let vote_term = vote.as_ref().map(|v| v.leader_id().term()).unwrap_or(0);
@@ -440,19 +435,8 @@ impl Store {
         let mut counts = Exported::default();
         let first = self.log.first(&rtxn).map_err(storage_err)?.map(|(i, _)| i);
         let last = self.log.last(&rtxn).map_err(storage_err)?.map(|(i, _)| i);
-        let purged: Option<RaftLogId> =
-            match self.raft.get(&rtxn, KEY_PURGED).map_err(storage_err)? {
-                Some(b) => Some(decode(b)?),
-                None => None,
-            };
-        let last_applied: Option<RaftLogId> = match self
-            .applied
-            .get(&rtxn, KEY_LAST_APPLIED)
-            .map_err(storage_err)?
-        {
-            Some(b) => decode(b)?,
-            None => None,
-        };
+        let purged = self.stored_purged(&rtxn)?;
+        let last_applied = self.stored_last_applied(&rtxn)?;
         let node_id = self
             .raft
             .get(&rtxn, KEY_NODE_ID)

@@ -93,14 +93,7 @@ impl StateMachine {
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let last_applied = match s
-            .applied
-            .get(&rtxn, KEY_LAST_APPLIED)
-            .map_err(storage_err)?
-        {
-            Some(b) => decode(b)?,
-            None => None,
-        };
+        let last_applied = s.stored_last_applied(&rtxn)?;
         let membership = match s.applied.get(&rtxn, KEY_MEMBERSHIP).map_err(storage_err)? {
             Some(b) => decode(b)?,
             None => StoredMembership::default(),
