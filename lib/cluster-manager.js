@@ -177,7 +177,9 @@ class ClusterManager extends ManagedEmitter {
     this._listen(raftCoordinator, 'peer_added', (e) => this._onMember(e));
     this._listen(raftCoordinator, 'peer_removed', ({ nodeId }) => this._forget(nodeId));
     // A node that catches up by snapshot never sees the registry writes it covers as commands.
-    this._listen(raftCoordinator, 'snapshot_installed', () => this._loadRegistry());
+    this._listen(raftCoordinator, 'snapshot_installed', () => {
+      if (!raftCoordinator._stopped) this._loadRegistry();
+    });
     // Moments at which this node may have just become a member (founded, joined, caught up).
     for (const name of ['leader_elected', 'became_follower', 'peer_added', 'snapshot_installed']) {
       this._listen(raftCoordinator, name, () => this._publishSelf());

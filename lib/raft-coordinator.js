@@ -371,6 +371,10 @@ class RaftCoordinator extends ManagedEmitter {
   }
 
   _emitStateMachineEvent(name, payload) {
+    // What the node applied while it was being stopped is not handed over any more: listeners
+    // would call into a stopped node. It was not reported delivered, so the next start hands it
+    // over again (redelivered).
+    if (this._stopped) return;
     if (name !== SNAPSHOT_REQUEST) this._receivedIndex = Math.max(this._receivedIndex, deliveryIndex(name, payload));
     if (this._holding) {
       if (this._held.length >= MAX_HELD_EVENTS) {
