@@ -13,6 +13,13 @@ function checkSignal(signal, field = 'signal') {
   return signal;
 }
 
+/** `signal` checked as checkSignal does, and refused with an AbortError when it already aborted. */
+function liveSignal(signal, field = 'signal') {
+  checkSignal(signal, field);
+  if (signal?.aborted) throw abortError(signal);
+  return signal;
+}
+
 /** An AbortError as fetch rejects with: a DOMException named 'AbortError', the reason as cause. */
 function abortError(signal) {
   const err = new DOMException('The operation was aborted', 'AbortError');
@@ -51,4 +58,4 @@ function withSignal(signal, promise) {
   });
 }
 
-module.exports = { checkSignal, abortError, withSignal };
+module.exports = { checkSignal, liveSignal, abortError, withSignal };

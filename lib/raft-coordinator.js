@@ -7,7 +7,7 @@ const v = require('./validate');
 const { registrySpecJson } = require('./registry-spec');
 const { normalizeSecrets, hideSecrets, secretsOf } = require('./secrets');
 const metrics = require('./metrics');
-const { checkSignal, withSignal, abortError } = require('./abort');
+const { checkSignal, liveSignal, withSignal, abortError } = require('./abort');
 const { checkLogger, LOG_LEVELS } = require('./logger');
 
 const DEFAULTS = Object.freeze({
@@ -490,11 +490,10 @@ class RaftCoordinator extends ManagedEmitter {
   addPeer(nodeId, host, port, options = {}) {
     let signal;
     try {
-      signal = checkSignal(options?.signal);
+      signal = liveSignal(options?.signal);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
       v.string(host, 'host', { maxLength: 253 });
@@ -518,11 +517,10 @@ class RaftCoordinator extends ManagedEmitter {
   removePeer(nodeId, options = {}) {
     let signal;
     try {
-      signal = checkSignal(options?.signal);
+      signal = liveSignal(options?.signal);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
     const promise = this._run(() => {
       v.nodeId(nodeId, 'nodeId');
       return this._native.removePeer(nodeId, options.forward === true);
@@ -631,8 +629,7 @@ class RaftCoordinator extends ManagedEmitter {
         ? undefined
         : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
     const forward = options.forward === true;
-    const signal = checkSignal(options.signal);
-    if (signal?.aborted) throw abortError(signal);
+    const signal = liveSignal(options.signal);
     let registryKey;
     let registryDelete = false;
     let registrySpec;
