@@ -1,12 +1,9 @@
 'use strict';
 // `npm run bench`: throughput, latency, memory and failover on a 3-process loopback cluster with
-// durable LMDB storage and default Raft timeouts. It reports numbers next to the targets and
-// asserts nothing; it exits non-zero only if something crashes.
-//
-//   --quick         divide operation counts by 10 and run 3 failover trials instead of 5
-//   --ops-scale=N   multiply operation counts by N (e.g. 0.5)
-//   --no-op-ids     replicate without operationIds (no deduplication records)
-//   --state-only    only the DistributedStateMachine figures (beside etcd's when it is on PATH)
+// durable LMDB storage and default Raft timeouts, through the bare engine (replicateCommand) and
+// through the guide's path (ConsensusManager.replicateOperation). It reports numbers next to the
+// targets, beside etcd's with --vs-etcd, and asserts nothing; it exits non-zero only if something
+// crashes. Options: see USAGE below.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -14,6 +11,9 @@ const path = require('node:path');
 const { buildOrExit: build } = require('../scripts/build');
 const { Cluster } = require('../support/cluster');
 const { benchState, printState } = require('./state');
+const { benchEtcd, etcdUnavailable } = require('./etcd');
+const { runSoak } = require('./soak');
+const { MB, sleep, round, summarize, procStatusMb, median, fmt, printRows } = require('./measure');
 
 const args = process.argv.slice(2);
 const USAGE = `usage: npm run bench -- [options]
@@ -25,44 +25,66 @@ on a small machine; --quick a tenth of the operations.
   --quick          divide operation counts by 10 and run 3 failover trials instead of 5
   --ops-scale=N    multiply operation counts by N (e.g. 0.5)
   --no-op-ids      replicate without operationIds (no deduplication records)
+  --state-only     only the DistributedStateMachine figures (beside etcd's when it can run)
+  --vs-etcd        also run etcd 3.4 (3 members, default durability) on the same workload in the
+                   same run and print every figure as a ratio to etcd's; needs \`etcd\` on PATH
+                   (Debian: etcd-server) and the etcd3 client (npm install etcd3); without them
+                   it says so and skips etcd
+  --soak MINUTES   instead: a fixed rate through replicateOperation for MINUTES, a follower
+                   killed for 60 s every 5 minutes, and a table per minute
+  --rate=N         the soak's rate in operations per second (default 3000)
   -h, --help       print this and exit
 `;
 if (args.includes('--help') || args.includes('-h')) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
-const known = (a) => ['--quick', '--no-op-ids'].includes(a) || a.startsWith('--ops-scale=');
-const unknown = args.find((a) => !known(a));
-if (unknown !== undefined) {
-  process.stderr.write(`unknown option ${unknown}\n\n${USAGE}`);
+function usageError(message) {
+  process.stderr.write(`${message}\n\n${USAGE}`);
   process.exit(2);
 }
+const soakAt = args.indexOf('--soak');
+const SOAK_MINUTES = soakAt === -1 ? null : Number(args[soakAt + 1]);
+if (soakAt !== -1 && !(SOAK_MINUTES > 0)) usageError('--soak needs a number of minutes, e.g. --soak 30');
+const rateArg = args.find((a) => a.startsWith('--rate='));
+const SOAK_RATE = rateArg ? Number(rateArg.slice('--rate='.length)) : 3000;
+if (!(SOAK_RATE > 0)) usageError(`bad ${rateArg}`);
+const known = (a, i) =>
+  ['--quick', '--no-op-ids', '--state-only', '--vs-etcd', '--soak'].includes(a) ||
+  a.startsWith('--ops-scale=') ||
+  a.startsWith('--rate=') ||
+  (soakAt !== -1 && i === soakAt + 1);
+const unknown = args.find((a, i) => !known(a, i));
+if (unknown !== undefined) usageError(`unknown option ${unknown}`);
 const QUICK = args.includes('--quick');
 const scaleArg = args.find((a) => a.startsWith('--ops-scale='));
-const SCALE = (QUICK ? 0.1 : 1) * (scaleArg ? Number(scaleArg.split('=')[1]) : 1);
-if (!(SCALE > 0)) throw new Error(`bad --ops-scale: ${scaleArg}`);
+const SCALE = (QUICK ? 0.1 : 1) * (scaleArg ? Number(scaleArg.slice('--ops-scale='.length)) : 1);
+if (!(SCALE > 0)) usageError(`bad ${scaleArg}`);
 // Each command carries an operationId by default, as a daemon retrying safely would send.
 const WITH_IDS = !args.includes('--no-op-ids');
+const VS_ETCD = args.includes('--vs-etcd');
 
 // Defaults everywhere (timeouts, snapshotThreshold 1000): the targets are for the defaults.
 const CONFIG = {};
-const LEVELS = [
+const scaled = (levels) => levels.map((l) => ({ ...l, count: Math.max(l.inFlight, Math.round(l.count * SCALE)) }));
+// The same levels for both paths and for etcd, so every figure has a counterpart.
+const LEVELS = scaled([
   { inFlight: 1, count: 2000 },
   { inFlight: 16, count: 20000 },
   { inFlight: 100, count: 40000 },
   { inFlight: 256, count: 40000 },
-].map((l) => ({ ...l, count: Math.max(l.inFlight, Math.round(l.count * SCALE)) }));
-// The same loads through the guide's ConsensusManager.replicateOperation (validation, idempotence
-// bookkeeping, operation events to a daemon on every node) on a cluster running the guide's stack.
-const GUIDE_LEVELS = [
-  { inFlight: 1, count: 1000 },
-  { inFlight: 100, count: 20000 },
-  { inFlight: 256, count: 20000 },
-].map((l) => ({ ...l, count: Math.max(l.inFlight, Math.round(l.count * SCALE)) }));
+]);
 const WARMUP = { inFlight: 16, count: Math.max(100, Math.round(2000 * SCALE)) };
 const FAILOVER_TRIALS = QUICK ? 3 : 5;
 const FAILOVER_PROBE_MS = 5;
 const FAILOVER_GIVE_UP_MS = 15000;
+// Nodes keep nothing per operation for the harness, and the guide cluster's daemon only counts:
+// the memory measured is the package's.
+const NODE_OPTIONS = { initArgs: { record: false } };
+const PATHS = [
+  { key: 'command', title: 'replicateCommand', op: 'load', guide: null },
+  { key: 'operation', title: 'replicateOperation', op: 'guideLoad', guide: { daemonStyle: 'counting' } },
+];
 
 const TARGETS = {
   opsPerSec256: 25000,
@@ -75,19 +97,6 @@ const TARGETS = {
 };
 
 const RESULTS_DIR = path.join(__dirname, 'results');
-const MB = 1024 * 1024;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const round = (x, digits = 2) => (x === null || x === undefined ? null : Number(x.toFixed(digits)));
-
-/** kB fields of /proc/<pid>/status, in MB. */
-function procStatusMb(pid) {
-  const out = {};
-  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
-    const m = /^(Vm\w+|Rss\w+):\s+(\d+) kB/.exec(line);
-    if (m) out[m[1]] = Number(m[2]) / 1024;
-  }
-  return out;
-}
 
 /** Idle RSS of a bare Node process: the baseline the addon's cost is measured against. */
 async function bareNodeRssMb() {
@@ -96,7 +105,7 @@ async function bareNodeRssMb() {
     // Let it finish starting up, as the cluster nodes have by the time they are measured.
     await sleep(1000);
     const st = procStatusMb(child.pid);
-    return { rssMb: round(st.VmRSS, 1), rssAnonMb: round(st.RssAnon, 1), rssFileMb: round(st.RssFile, 1) };
+    return { rssMb: st.VmRSS, rssAnonMb: st.RssAnon, rssFileMb: st.RssFile };
   } finally {
     child.kill('SIGKILL');
   }
@@ -110,38 +119,72 @@ async function nodeMemory(cluster) {
     const status = procStatusMb(n.child.pid);
     out[n.nodeId] = {
       rssMb: round(m.rss / MB, 1),
-      peakRssMb: round(status.VmHWM, 1),
-      // The worker's own bookkeeping (one record per applied command) lives in the V8 heap.
+      peakRssMb: status.VmHWM,
       heapTotalMb: round(m.heapTotal / MB, 1),
       heapUsedMb: round(m.heapUsed / MB, 1),
       // LMDB is memory-mapped: pages it touches count in RSS as file-backed, not anonymous.
-      rssAnonMb: round(status.RssAnon, 1),
-      rssFileMb: round(status.RssFile, 1),
+      rssAnonMb: status.RssAnon,
+      rssFileMb: status.RssFile,
     };
   }
   return out;
 }
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
-
-async function runLevel(leader, { inFlight, count }, prefix, op = 'load') {
+/**
+ * One load level from inside the leader's process, with the term and leader before and after:
+ * leadership must not move while a busy leader works.
+ */
+async function runLevel(cluster, leader, { inFlight, count }, prefix, op) {
+  const before = await leader.call('state');
   const r = await leader.call(op, { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
-  const sorted = Float64Array.from(r.latencies).sort();
+  const after = await leader.call('state');
   return {
     inFlight,
     count,
-    acked: r.acked.length,
-    errors: r.errors,
-    elapsedMs: round(r.elapsedMs, 1),
-    opsPerSec: Math.round((r.acked.length / r.elapsedMs) * 1000),
-    p50Ms: round(percentile(sorted, 50), 3),
-    p95Ms: round(percentile(sorted, 95), 3),
-    p99Ms: round(percentile(sorted, 99), 3),
-    maxMs: round(sorted[sorted.length - 1], 3),
+    ...summarize(r.latencies, r.elapsedMs, r.errors),
+    termBefore: before.term,
+    termAfter: after.term,
+    leaderAfter: after.leaderId,
+    termChanged: before.term !== after.term || after.leaderId !== leader.nodeId,
   };
+}
+
+const levelLine = (title, l) =>
+  `${title} ${String(l.inFlight).padStart(3)} in flight: ${fmt(l.opsPerSec, 0)} ops/s, p50 ${fmt(l.p50Ms, 2)} p95 ${fmt(l.p95Ms, 2)} ` +
+  `p99 ${fmt(l.p99Ms, 2)} ms, errors ${JSON.stringify(l.errors)}, term ${l.termBefore}${l.termChanged ? ` -> ${l.termAfter} (CHANGED)` : ''}`;
+
+/** Both paths on a fresh cluster each: idle memory, the levels, memory after load. */
+async function benchPath(p, bareNodeRss) {
+  const cluster = new Cluster(3, { config: CONFIG, guide: p.guide, nodeOptions: NODE_OPTIONS });
+  try {
+    await cluster.start();
+    const leader = await cluster.form();
+    // Give the just-formed cluster a moment to settle before calling it idle.
+    await sleep(1000);
+    const idle = await nodeMemory(cluster);
+    console.log(`${p.title}: cluster formed, leader ${leader.nodeId}; idle nodes ${Object.values(idle).map((m) => fmt(m.rssMb)).join(' / ')} MB`);
+    const warm = await runLevel(cluster, leader, WARMUP, `${p.key}-warmup`, p.op);
+    let totalOps = warm.acked;
+    const load = [];
+    for (const level of LEVELS) {
+      const r = await runLevel(cluster, leader, level, `${p.key}-c${level.inFlight}`, p.op);
+      totalOps += r.acked;
+      load.push(r);
+      console.log(levelLine(p.title, r));
+    }
+    const afterLoad = await nodeMemory(cluster);
+    const s = await leader.call('state');
+    const maxAdded = (mem) => Math.max(...Object.values(mem).map((m) => m.rssMb)) - bareNodeRss;
+    return {
+      load,
+      totalOps,
+      termChanges: load.filter((l) => l.termChanged).length,
+      leaderLog: { logLength: s.logLength, lastLogIndex: s.lastLogIndex, snapshotIndex: s.snapshotIndex },
+      memory: { idle, afterLoad, idleAddedMb: round(maxAdded(idle), 1), afterLoadAddedMb: round(maxAdded(afterLoad), 1) },
+    };
+  } finally {
+    await cluster.stop();
+  }
 }
 
 /**
@@ -150,7 +193,7 @@ async function runLevel(leader, { inFlight, count }, prefix, op = 'load') {
  * stuck on a node that is not (or no longer) leader cannot delay the measurement.
  */
 async function failoverTrial(trial) {
-  const cluster = new Cluster(3, { config: CONFIG });
+  const cluster = new Cluster(3, { config: CONFIG, nodeOptions: { initArgs: { record: false } } });
   try {
     await cluster.start();
     const leader = await cluster.form();
@@ -211,47 +254,18 @@ async function failoverTrial(trial) {
   }
 }
 
-function median(values) {
-  const v = values.filter((x) => x !== null).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const mid = Math.floor(v.length / 2);
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
-
-function fmt(x, digits = 1) {
-  if (x === null || x === undefined) return 'n/a';
-  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
 function printTable(r) {
   const rows = [];
   const meets = (ok) => (ok === null ? '' : ok ? 'yes' : 'NO');
-  const level = (n) => r.load.find((l) => l.inFlight === n);
-  const errs = (l) => Object.entries(l.errors).map(([k, v]) => `${k}:${v}`).join(' ') || '0';
-
-  for (const l of r.load) {
-    rows.push([
-      `${l.inFlight} in flight (${l.count} ops)`,
-      `${fmt(l.opsPerSec, 0)} ops/s  p50 ${fmt(l.p50Ms, 2)}  p95 ${fmt(l.p95Ms, 2)}  p99 ${fmt(l.p99Ms, 2)} ms  errors ${errs(l)}`,
-      '',
-      '',
-    ]);
-  }
-  for (const l of r.guide) {
-    rows.push([
-      `replicateOperation ${l.inFlight} in flight (${l.count} ops)`,
-      `${fmt(l.opsPerSec, 0)} ops/s  p50 ${fmt(l.p50Ms, 2)}  p95 ${fmt(l.p95Ms, 2)}  p99 ${fmt(l.p99Ms, 2)} ms  errors ${errs(l)}`,
-      '',
-      '',
-    ]);
-  }
+  const op = r.paths.operation;
+  const level = (n) => op.load.find((l) => l.inFlight === n);
   const l256 = level(256);
   const l100 = level(100);
   const l1 = level(1);
-  rows.push(['256 in flight throughput', `${fmt(l256.opsPerSec, 0)} ops/s`, `>= ${fmt(TARGETS.opsPerSec256, 0)}`, meets(l256.opsPerSec >= TARGETS.opsPerSec256)]);
-  rows.push(['256 in flight p99', `${fmt(l256.p99Ms, 2)} ms`, `<= ${TARGETS.p99Ms256}`, meets(l256.p99Ms <= TARGETS.p99Ms256)]);
-  rows.push(['100 in flight throughput', `${fmt(l100.opsPerSec, 0)} ops/s`, `>= ${fmt(TARGETS.opsPerSec100, 0)}`, meets(l100.opsPerSec >= TARGETS.opsPerSec100)]);
-  rows.push(['sequential p50', `${fmt(l1.p50Ms, 3)} ms`, `<= ${TARGETS.p50Ms1}`, meets(l1.p50Ms <= TARGETS.p50Ms1)]);
+  rows.push(['replicateOperation 256 in flight', `${fmt(l256.opsPerSec, 0)} ops/s`, `>= ${fmt(TARGETS.opsPerSec256, 0)}`, meets(l256.opsPerSec >= TARGETS.opsPerSec256)]);
+  rows.push(['replicateOperation 256 in flight p99', `${fmt(l256.p99Ms, 2)} ms`, `<= ${TARGETS.p99Ms256}`, meets(l256.p99Ms <= TARGETS.p99Ms256)]);
+  rows.push(['replicateOperation 100 in flight', `${fmt(l100.opsPerSec, 0)} ops/s`, `>= ${fmt(TARGETS.opsPerSec100, 0)}`, meets(l100.opsPerSec >= TARGETS.opsPerSec100)]);
+  rows.push(['replicateOperation sequential p50', `${fmt(l1.p50Ms, 3)} ms`, `<= ${TARGETS.p50Ms1}`, meets(l1.p50Ms <= TARGETS.p50Ms1)]);
   const fo = r.failover;
   rows.push([
     `failover median (${fo.trials.length} trials)`,
@@ -259,119 +273,108 @@ function printTable(r) {
     `<= ${TARGETS.failoverMedianMs}`,
     meets(fo.medianMs === null ? false : fo.medianMs <= TARGETS.failoverMedianMs),
   ]);
-  const m = r.memory;
-  rows.push(['bare node idle RSS', `${fmt(m.bareNodeRssMb)} MB`, '', '']);
-  for (const id of Object.keys(m.idle)) {
+  rows.push(['bare node idle RSS', `${fmt(r.bareNode.rssMb)} MB`, '', '']);
+  for (const p of PATHS) {
+    const m = r.paths[p.key].memory;
+    rows.push([`${p.title}: RSS above bare node, idle (max node)`, `${fmt(m.idleAddedMb)} MB`, `<= ${TARGETS.idleAddedMb}`, meets(m.idleAddedMb <= TARGETS.idleAddedMb)]);
     rows.push([
-      `${id} RSS idle / after load / peak`,
-      `${fmt(m.idle[id].rssMb)} / ${fmt(m.afterLoad[id].rssMb)} / ${fmt(m.afterLoad[id].peakRssMb)} MB  (V8 heap after load ${fmt(m.afterLoad[id].heapTotalMb)} MB)`,
-      '',
-      '',
+      `${p.title}: ... after ${fmt(r.paths[p.key].totalOps, 0)} ops (max node)`,
+      `${fmt(m.afterLoadAddedMb)} MB`,
+      `<= ${TARGETS.afterLoadAddedMb}`,
+      meets(m.afterLoadAddedMb <= TARGETS.afterLoadAddedMb),
     ]);
   }
-  rows.push(['addon RSS above bare node, idle (max node)', `${fmt(m.idleAddedMb)} MB`, `<= ${TARGETS.idleAddedMb}`, meets(m.idleAddedMb <= TARGETS.idleAddedMb)]);
-  rows.push([
-    `... after ${fmt(r.totalOps, 0)} ops (max node)`,
-    `${fmt(m.afterLoadAddedMb)} MB`,
-    `<= ${TARGETS.afterLoadAddedMb}`,
-    meets(m.afterLoadAddedMb <= TARGETS.afterLoadAddedMb),
-  ]);
-  const lg = r.leaderLog;
-  rows.push([
-    'leader log length after load',
-    `${fmt(lg.logLength, 0)} entries (lastLogIndex ${fmt(lg.lastLogIndex, 0)}, snapshot at ${fmt(lg.snapshotIndex, 0)})`,
-    'bounded',
-    '',
-  ]);
-
-  const header = ['measurement', 'result', 'target', 'meets'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const termChanges = PATHS.reduce((a, p) => a + r.paths[p.key].termChanges, 0);
+  rows.push(['load levels during which the term changed', String(termChanges), '0', meets(termChanges === 0)]);
   console.log();
-  console.log(line(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const row of rows) console.log(line(row));
+  printRows(['measurement', 'result', 'target', 'meets'], rows);
+  console.log();
+}
+
+/** Every figure of both paths as a ratio to etcd's from the same run. */
+function etcdRatios(r) {
+  if (!r.etcd || r.etcd.skipped) return null;
+  const ratio = (ours, theirs) => (ours === null || theirs === null || !theirs ? null : round(ours / theirs, 2));
+  const levels = LEVELS.map(({ inFlight }) => {
+    const e = r.etcd.load.find((l) => l.inFlight === inFlight);
+    const row = { inFlight, etcd: { opsPerSec: e.opsPerSec, p50Ms: e.p50Ms, p99Ms: e.p99Ms } };
+    for (const p of PATHS) {
+      const o = r.paths[p.key].load.find((l) => l.inFlight === inFlight);
+      row[p.key] = { opsPerSec: o.opsPerSec, p50Ms: o.p50Ms, p99Ms: o.p99Ms, opsRatio: ratio(o.opsPerSec, e.opsPerSec), p50Ratio: ratio(o.p50Ms, e.p50Ms), p99Ratio: ratio(o.p99Ms, e.p99Ms) };
+    }
+    return row;
+  });
+  const maxRss = (mem) => Math.max(...Object.values(mem).map((m) => m.VmRSS ?? m.rssMb));
+  const etcdFailover = median(r.etcd.failover.map((t) => t.ms));
+  const memory = {};
+  for (const p of PATHS) {
+    const m = r.paths[p.key].memory;
+    memory[p.key] = {
+      idleRatio: ratio(maxRss(m.idle), maxRss(r.etcd.memory.idle)),
+      afterLoadRatio: ratio(maxRss(m.afterLoad), maxRss(r.etcd.memory.afterLoad)),
+    };
+  }
+  return { levels, failover: { oursMs: r.failover.medianMs, etcdMs: etcdFailover, ratio: ratio(r.failover.medianMs, etcdFailover) }, memory };
+}
+
+function printEtcd(r) {
+  if (!r.etcd) return;
+  if (r.etcd.skipped) {
+    console.log(`etcd side by side: skipped (${r.etcd.skipped})\n`);
+    return;
+  }
+  const x = r.etcdRatios;
+  const times = (v) => (v === null ? 'n/a' : `${fmt(v, 2)}x`);
+  console.log('Beside etcd 3.4 in the same run (ratio = ours / etcd; throughput: higher is better, latency and memory: lower is better)');
+  const rows = [];
+  for (const l of x.levels) {
+    rows.push([
+      `${l.inFlight} in flight`,
+      `${fmt(l.etcd.opsPerSec, 0)} ops/s, p50 ${fmt(l.etcd.p50Ms, 2)}, p99 ${fmt(l.etcd.p99Ms, 2)}`,
+      ...PATHS.map((p) => `${fmt(l[p.key].opsPerSec, 0)} (${times(l[p.key].opsRatio)}), p50 ${fmt(l[p.key].p50Ms, 2)} (${times(l[p.key].p50Ratio)}), p99 ${fmt(l[p.key].p99Ms, 2)} (${times(l[p.key].p99Ratio)})`),
+    ]);
+  }
+  // One failover figure serves both paths: the kill and the election happen below either.
+  rows.push(['failover median ms', fmt(x.failover.etcdMs), ...PATHS.map(() => `${fmt(x.failover.oursMs)} (${times(x.failover.ratio)})`)]);
+  const maxRss = (mem) => Math.max(...Object.values(mem).map((m) => m.VmRSS ?? m.rssMb));
+  rows.push([
+    'RSS per node idle / after load, MB',
+    `${fmt(maxRss(r.etcd.memory.idle))} / ${fmt(maxRss(r.etcd.memory.afterLoad))}`,
+    ...PATHS.map((p) => {
+      const m = r.paths[p.key].memory;
+      return `${fmt(maxRss(m.idle))} (${times(x.memory[p.key].idleRatio)}) / ${fmt(maxRss(m.afterLoad))} (${times(x.memory[p.key].afterLoadRatio)})`;
+    }),
+  ]);
+  printRows(['level', 'etcd', ...PATHS.map((p) => p.title)], rows);
   console.log();
 }
 
 async function main() {
   build();
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  if (SOAK_MINUTES !== null) {
+    await runSoak({ minutes: SOAK_MINUTES, rate: SOAK_RATE, resultsDir: RESULTS_DIR });
+    return;
+  }
   if (args.includes('--state-only')) {
     const state = await benchState({ scale: SCALE });
     printState(state);
-    fs.mkdirSync(RESULTS_DIR, { recursive: true });
     fs.writeFileSync(path.join(RESULTS_DIR, 'state-latest.json'), `${JSON.stringify(state, null, 2)}\n`);
     return;
+  }
+  if (VS_ETCD) {
+    const why = etcdUnavailable();
+    console.log(why ? `--vs-etcd: etcd will be skipped: ${why}` : '--vs-etcd: etcd 3.4 runs on the same workload after this package');
   }
   const results = {
     startedAt: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, totalMemMb: Math.round(os.totalmem() / MB), node: process.version },
-    options: { quick: QUICK, opsScale: SCALE, operationIds: WITH_IDS, config: CONFIG },
+    options: { quick: QUICK, opsScale: SCALE, operationIds: WITH_IDS, config: CONFIG, vsEtcd: VS_ETCD },
     targets: TARGETS,
   };
-
-  const bareNode = await bareNodeRssMb();
-  const bareNodeRss = bareNode.rssMb;
-
-  const cluster = new Cluster(3, { config: CONFIG });
-  try {
-    await cluster.start();
-    const leader = await cluster.form();
-    // Give the just-formed cluster a moment to settle before calling it idle.
-    await sleep(1000);
-    const idle = await nodeMemory(cluster);
-    console.log(`cluster formed, leader ${leader.nodeId}; bare node ${fmt(bareNodeRss)} MB, idle nodes ${Object.values(idle).map((m) => fmt(m.rssMb)).join(' / ')} MB`);
-
-    let totalOps = 0;
-    const warm = await runLevel(leader, WARMUP, 'warmup');
-    totalOps += warm.acked;
-    console.log(`warm-up: ${warm.acked} ops at ${WARMUP.inFlight} in flight, ${fmt(warm.opsPerSec, 0)} ops/s`);
-
-    const load = [];
-    for (const level of LEVELS) {
-      const r = await runLevel(leader, level, `c${level.inFlight}`);
-      totalOps += r.acked;
-      load.push(r);
-      console.log(
-        `${String(level.inFlight).padStart(3)} in flight: ${fmt(r.opsPerSec, 0)} ops/s, p50 ${fmt(r.p50Ms, 2)} p95 ${fmt(r.p95Ms, 2)} p99 ${fmt(r.p99Ms, 2)} ms, errors ${JSON.stringify(r.errors)}`,
-      );
-    }
-
-    const afterLoad = await nodeMemory(cluster);
-    const s = await leader.call('state');
-    const maxAdded = (mem) => Math.max(...Object.values(mem).map((m) => m.rssMb)) - bareNodeRss;
-    Object.assign(results, {
-      warmup: warm,
-      load,
-      totalOps,
-      leaderLog: { logLength: s.logLength, lastLogIndex: s.lastLogIndex, snapshotIndex: s.snapshotIndex },
-      memory: {
-        bareNodeRssMb: bareNodeRss,
-        bareNode,
-        idle,
-        afterLoad,
-        idleAddedMb: round(maxAdded(idle), 1),
-        afterLoadAddedMb: round(maxAdded(afterLoad), 1),
-      },
-    });
-  } finally {
-    await cluster.stop();
-  }
-
-  const guideCluster = new Cluster(3, { config: CONFIG, guide: {} });
-  try {
-    await guideCluster.start();
-    const leader = await guideCluster.form();
-    await runLevel(leader, WARMUP, 'guide-warmup', 'guideLoad');
-    results.guide = [];
-    for (const level of GUIDE_LEVELS) {
-      const r = await runLevel(leader, level, `g${level.inFlight}`, 'guideLoad');
-      results.guide.push(r);
-      console.log(`replicateOperation ${String(level.inFlight).padStart(3)} in flight: ${fmt(r.opsPerSec, 0)} ops/s, p50 ${fmt(r.p50Ms, 2)} p99 ${fmt(r.p99Ms, 2)} ms`);
-    }
-  } finally {
-    await guideCluster.stop();
-  }
+  results.bareNode = await bareNodeRssMb();
+  results.paths = {};
+  for (const p of PATHS) results.paths[p.key] = await benchPath(p, results.bareNode.rssMb);
 
   const trials = [];
   for (let i = 1; i <= FAILOVER_TRIALS; i++) {
@@ -382,12 +385,16 @@ async function main() {
     );
   }
   results.failover = { trials, medianMs: round(median(trials.map((t) => t.ms)), 1) };
+  if (VS_ETCD) {
+    results.etcd = await benchEtcd({ levels: LEVELS, warmupCount: WARMUP.count, failoverTrials: FAILOVER_TRIALS });
+    results.etcdRatios = etcdRatios(results);
+  }
   results.finishedAt = new Date().toISOString();
 
   printTable(results);
-  results.state = await benchState({ scale: SCALE });
+  printEtcd(results);
+  results.state = await benchState({ scale: SCALE, withEtcd: VS_ETCD });
   printState(results.state);
-  fs.mkdirSync(RESULTS_DIR, { recursive: true });
   const out = path.join(RESULTS_DIR, 'latest.json');
   fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`results written to ${path.relative(process.cwd(), out)}`);

@@ -70,7 +70,9 @@ class NodeProcess {
    *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
    *   listening on `host` (its address there).
    */
-  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, initArgs = {} }) {
+    /** More arguments of the worker's `init` (`record: false` keeps it from logging every apply). */
+    this.initArgs = initArgs;
     /** Extra environment of the node process, and whether its stdout/stderr are kept in `output`. */
     this.env = env;
     this.captureOutput = captureOutput;
@@ -124,6 +126,7 @@ class NodeProcess {
     return this.call('init', {
       config: { nodeId: this.nodeId, host: this.host, port: this.port, dataDir: this.dataDir, ...this.config },
       guide: this.guide,
+      ...this.initArgs,
     });
   }
 
@@ -223,7 +226,7 @@ class Cluster {
    *   `network` puts node i in the network's namespace i, so partitions are real.
    */
   constructor(size, { config = {}, root, guide = null, network = null, nodeOptions = {} } = {}) {
-    /** Passed to every NodeProcess (`env`, `captureOutput`). */
+    /** Passed to every NodeProcess (`env`, `captureOutput`, `initArgs`). */
     this.nodeOptions = nodeOptions;
     this.size = size;
     this.config = config;

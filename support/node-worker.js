@@ -6,12 +6,17 @@ const { createRaftCoordinator, createClusterManager, ConsensusManager } = requir
 const { Daemon } = require('../examples/lib/daemon');
 const { StyleDaemon } = require('./style-daemons');
 const { fromNative } = require('../lib/errors');
+const { makeValue, summarize } = require('../bench/measure');
 
 let raft = null;
 let daemon = null;
 let cluster = null;
 let consensus = null;
 const applied = []; // [index, term, operationId|null, command.type, command.seq]
+/** Whether `applied` records every command; a benchmark turns it off so memory is the package's. */
+let recordApplied = true;
+/** The open-loop writer of a soak run, while one runs in this process. */
+let soak = null;
 const snapshots = [];
 const unhandled = [];
 
@@ -68,7 +73,7 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
       const t0 = process.hrtime.bigint();
       try {
         const r = await raft.replicateCommand(
-          { type: 'bench', seq, payload: prefix },
+          { ...makeValue(seq), type: 'bench', seq, prefix },
           withIds ? { operationId: `${prefix}-${seq}` } : {},
         );
         latencies[seq] = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -84,7 +89,8 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 }
 
 const ops = {
-  async init({ config, guide }) {
+  async init({ config, guide, record = true }) {
+    recordApplied = record;
     if (guide) {
       // The guide's stack: daemon, coordinator, cluster manager, consensus manager. The daemon
       // is the examples' one (with `daemonState`, kept on disk with the index of what it
@@ -116,7 +122,7 @@ const ops = {
     }
     for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
     raft.on('command_applied', ({ command, entry, operationId }) => {
-      applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
+      if (recordApplied) applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
     });
     raft.on('snapshot_installed', (s) => snapshots.push(s));
     if (guide) {
@@ -144,7 +150,7 @@ const ops = {
           const seq = next++;
           const t0 = process.hrtime.bigint();
           try {
-            const r = await consensus.replicateOperation({ id: `${prefix}-${seq}`, daemonId: daemon.daemonId, type: 'task', payload: { seq } });
+            const r = await consensus.replicateOperation({ ...makeValue(seq), id: `${prefix}-${seq}`, daemonId: daemon.daemonId, type: 'task' });
             latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
             acked.push([`${prefix}-${seq}`, r.logIndex]);
           } catch (err) {
@@ -154,6 +160,62 @@ const ops = {
       }),
     );
     return { acked, errors, elapsedMs: Date.now() - started, latencies };
+  },
+  /**
+   * Starts writing `rate` operations per second through replicateOperation without waiting for
+   * earlier ones (an open loop, as independent clients do), numbered from `from`. At most
+   * `maxInFlight` wait at once; what the cap holds back is counted as `shed`, never queued.
+   */
+  async soakStart({ rate, prefix, from = 0, maxInFlight = 4096 }) {
+    if (soak) throw new Error('a soak writer already runs here');
+    const started = performance.now();
+    const s = { issued: 0, next: from, inFlight: 0, latencies: [], errors: {}, shed: 0, timer: null };
+    const write = (n) => {
+      s.inFlight++;
+      const t0 = performance.now();
+      consensus
+        .replicateOperation({ ...makeValue(n), id: `${prefix}-${n}`, daemonId: daemon.daemonId, type: 'task' })
+        .then(
+          () => s.latencies.push(performance.now() - t0),
+          (err) => {
+            s.errors[err.code || 'error'] = (s.errors[err.code || 'error'] || 0) + 1;
+          },
+        )
+        .finally(() => s.inFlight--);
+    };
+    s.timer = setInterval(() => {
+      const due = Math.floor(((performance.now() - started) / 1000) * rate) - s.issued;
+      for (let i = 0; i < due; i++) {
+        s.issued++;
+        if (s.inFlight >= maxInFlight) s.shed++;
+        else write(s.next++);
+      }
+    }, 5);
+    s.sampledAt = performance.now();
+    soak = s;
+    return null;
+  },
+  /** What the soak writer saw since the last sample, and starts a new sample. */
+  async soakSample() {
+    if (!soak) return null;
+    const now = performance.now();
+    const r = { ...summarize(soak.latencies, now - soak.sampledAt, soak.errors), shed: soak.shed, inFlight: soak.inFlight, next: soak.next };
+    Object.assign(soak, { latencies: [], errors: {}, shed: 0, sampledAt: now });
+    return r;
+  },
+  /** Stops issuing, waits for what is in flight, and says where numbering stopped. */
+  async soakStop() {
+    if (!soak) return null;
+    const s = soak;
+    clearInterval(s.timer);
+    while (s.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+    soak = null;
+    return { next: s.next };
+  },
+  /** The storage figures an operator scrapes: snapshot size and build/install durations. */
+  async storageStats() {
+    const st = raft._native.stats();
+    return { snapshotBytes: st.snapshotBytes, snapshotSave: { count: st.snapshotSave.count, sum: st.snapshotSave.sum }, snapshotInstall: { count: st.snapshotInstall.count, sum: st.snapshotInstall.sum } };
   },
   async consensusState() {
     return consensus.getConsensusState();

@@ -7,6 +7,8 @@
 //   where it stands through `appliedIndex`, so it sees each operation exactly once.
 // - 'memory': keeps its state in memory only; `appliedIndex: 0` with snapshot/restore rebuilds
 //   it at every start from the latest local snapshot and the entries after it.
+// - 'counting': the benchmark's daemon; it counts what it takes and keeps nothing per operation,
+//   so that a node's memory over a long run is the package's, not the daemon's.
 const { EventEmitter } = require('node:events');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -60,6 +62,11 @@ class StyleDaemon extends EventEmitter {
 
   attach(consensus) {
     consensus.on('consensus:operation_committed', ({ operation, logIndex, redelivered }) => {
+      if (this.style === 'counting') {
+        this.taken = (this.taken || 0) + 1;
+        this.appliedIndex = logIndex;
+        return;
+      }
       const record = [logIndex, operation.id, redelivered];
       if (this.style !== 'memory') {
         // The index goes to disk in the same write as the effect: one line.

@@ -1,0 +1,195 @@
+'use strict';
+// `npm run bench -- --soak MINUTES`: whether the cost of the guide's path stays flat over a long
+// run. A fixed rate of replicateOperation calls, issued from inside the leader's process without
+// waiting for earlier ones, runs on a 3-process cluster with the guide's stack while, every
+// 5 minutes, a follower is killed (kill -9) for 60 s and then has to catch up, by snapshot once
+// the leader has compacted past it. Every minute it prints ops/s, p99, failures, RSS and data
+// directory size per node, and the snapshot size; at the end, the catch-ups and whether p99 and
+// RSS stayed flat (DESIGN §5: the last 5 minutes within 20% of minutes 5-10).
+const path = require('node:path');
+const fs = require('node:fs');
+const { Cluster } = require('../support/cluster');
+const { MB, sleep, round, procStatusMb, diskUsageBytes, median, fmt, printRows } = require('./measure');
+
+const MINUTE_MS = 60000;
+const KILL_EVERY_MINUTES = 5;
+const KILLED_FOR_MS = 60000;
+const CATCH_UP_GIVE_UP_MS = 120000;
+
+function nodeFigures(node) {
+  if (!node.running) return { rssMb: null, dataMb: round(diskUsageBytes(node.dataDir) / MB, 1) };
+  return { rssMb: procStatusMb(node.child.pid).VmRSS, dataMb: round(diskUsageBytes(node.dataDir) / MB, 1) };
+}
+
+/**
+ * Kills `victim`, restarts it after KILLED_FOR_MS on the same data directory, and measures how
+ * long it takes to hold everything the leader had committed at the restart, and whether it got
+ * there by snapshot.
+ */
+async function killAndCatchUp(cluster, victim, log) {
+  const killedAt = Date.now();
+  await victim.kill('SIGKILL');
+  log(`minute ${((killedAt - cluster.soakStartedAt) / MINUTE_MS).toFixed(1)}: killed follower ${victim.nodeId} for ${KILLED_FOR_MS / 1000} s`);
+  await sleep(KILLED_FOR_MS);
+  const leader = await cluster.leader(15000);
+  const target = (await leader.call('state')).commitIndex;
+  const t0 = performance.now();
+  await victim.start();
+  const restartMs = performance.now() - t0;
+  const caughtUp = await cluster
+    .waitFor(async () => {
+      const s = await victim.call('state');
+      return s.lastApplied >= target ? s : null;
+    }, CATCH_UP_GIVE_UP_MS, 100)
+    .then(() => round(performance.now() - t0, 0))
+    .catch(() => null);
+  const bySnapshot = victim.events.some((e) => e.name === 'snapshot_installed');
+  const stats = await victim.call('storageStats').catch(() => null);
+  const result = {
+    nodeId: victim.nodeId,
+    killedAt,
+    behindBy: target,
+    restartMs: round(restartMs, 0),
+    caughtUpMs: caughtUp,
+    bySnapshot,
+    snapshotMb: stats ? round(stats.snapshotBytes / MB, 2) : null,
+    installMs: stats && stats.snapshotInstall.count ? round((stats.snapshotInstall.sum / stats.snapshotInstall.count) * 1000, 0) : null,
+  };
+  log(
+    `${victim.nodeId} restarted in ${fmt(result.restartMs, 0)} ms, caught up to index ${target} in ` +
+      `${result.caughtUpMs === null ? `more than ${CATCH_UP_GIVE_UP_MS / 1000} s` : `${fmt(result.caughtUpMs, 0)} ms`}` +
+      `${bySnapshot ? ` by a snapshot of ${fmt(result.snapshotMb, 2)} MB` : ' from the log'}`,
+  );
+  return result;
+}
+
+async function soak({ minutes, rate }) {
+  const log = (msg) => console.log(`[soak] ${msg}`);
+  // The harness keeps nothing per operation (record: false), so memory is the package's own.
+  const cluster = new Cluster(3, { guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
+  const rows = [];
+  const catchUps = [];
+  let generator = null;
+  let next = 0;
+  try {
+    await cluster.start();
+    generator = await cluster.form();
+    log(`cluster formed, leader ${generator.nodeId}; ${rate} ops/s through replicateOperation for ${minutes} min`);
+    await generator.call('soakStart', { rate, prefix: 'soak', from: next });
+    cluster.soakStartedAt = Date.now();
+    let killing = null;
+    let lastTerm = (await generator.call('state')).term;
+    for (let minute = 1; minute <= minutes; minute++) {
+      await sleep(cluster.soakStartedAt + minute * MINUTE_MS - Date.now());
+      const sample = await generator.call('soakSample');
+      const leader = await cluster.leader(15000).catch(() => null);
+      const state = leader ? await leader.call('state') : null;
+      const stats = leader ? await leader.call('storageStats').catch(() => null) : null;
+      const figures = Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, nodeFigures(n)]));
+      const row = {
+        minute,
+        opsPerSec: sample.opsPerSec,
+        p50Ms: sample.p50Ms,
+        p99Ms: sample.p99Ms,
+        failed: Object.values(sample.errors).reduce((a, b) => a + b, 0),
+        errors: sample.errors,
+        shed: sample.shed,
+        term: state ? state.term : null,
+        termChanged: state ? state.term !== lastTerm : null,
+        nodes: figures,
+        snapshotMb: stats ? round(stats.snapshotBytes / MB, 2) : null,
+        logLength: state ? state.logLength : null,
+      };
+      if (state) lastTerm = state.term;
+      rows.push(row);
+      log(
+        `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms, failed ${row.failed}, shed ${row.shed}, ` +
+          `RSS ${Object.values(figures).map((f) => fmt(f.rssMb, 0)).join('/')} MB, data ${Object.values(figures).map((f) => fmt(f.dataMb, 0)).join('/')} MB, ` +
+          `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}`,
+      );
+      // Leadership should not move without a fault; when it does anyway, the writer follows it
+      // so the run goes on, and the table shows the term change.
+      if (leader && leader !== generator) {
+        log(`leadership moved to ${leader.nodeId}: moving the writer`);
+        next = (await generator.call('soakStop').catch(() => ({ next: next + rate * 60 })))?.next ?? next;
+        generator = leader;
+        await generator.call('soakStart', { rate, prefix: 'soak', from: next });
+      }
+      if (minute % KILL_EVERY_MINUTES === 0 && minute < minutes && !killing) {
+        const victim = cluster.nodes.find((n) => n !== generator && n.running);
+        killing = killAndCatchUp(cluster, victim, log).then((r) => {
+          catchUps.push(r);
+          killing = null;
+        });
+      }
+    }
+    await generator.call('soakStop');
+    if (killing) await killing;
+  } finally {
+    await cluster.stop();
+  }
+  return { minutes, rate, rows, catchUps, verdict: verdict(rows, catchUps) };
+}
+
+/** DESIGN §5's flatness check: the last 5 minutes against minutes 5-10, within 20%. */
+function verdict(rows, catchUps) {
+  if (rows.length < 15) return { note: 'flatness is judged on runs of 15 minutes or more' };
+  const window = (from, to) => rows.filter((r) => r.minute >= from && r.minute <= to);
+  const maxRss = (r) => Math.max(...Object.values(r.nodes).map((f) => f.rssMb ?? 0));
+  const early = window(5, 10);
+  const late = window(rows.length - 4, rows.length);
+  const ratio = (f) => round(median(late.map(f)) / median(early.map(f)), 2);
+  const p99Ratio = ratio((r) => r.p99Ms);
+  const rssRatio = ratio(maxRss);
+  return {
+    p99LateOverEarly: p99Ratio,
+    rssLateOverEarly: rssRatio,
+    p99Flat: p99Ratio <= 1.2,
+    rssFlat: rssRatio <= 1.2,
+    failed: rows.reduce((a, r) => a + r.failed, 0),
+    termChanges: rows.filter((r) => r.termChanged).length,
+    catchUpsWithin10s: catchUps.filter((c) => c.caughtUpMs !== null && c.caughtUpMs <= 10000).length,
+    catchUps: catchUps.length,
+  };
+}
+
+function printSoak(r) {
+  console.log(`\nSoak: ${r.rate} ops/s through replicateOperation for ${r.minutes} minutes (3 processes, durable storage)`);
+  const ids = Object.keys(r.rows[0]?.nodes || {});
+  printRows(
+    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log'],
+    r.rows.map((x) => [
+      x.minute,
+      fmt(x.opsPerSec, 0),
+      fmt(x.p50Ms, 2),
+      fmt(x.p99Ms, 1),
+      x.failed,
+      x.shed,
+      `${x.term}${x.termChanged ? ' (changed)' : ''}`,
+      ...ids.map((id) => fmt(x.nodes[id].rssMb, 0)),
+      ...ids.map((id) => fmt(x.nodes[id].dataMb, 1)),
+      fmt(x.snapshotMb, 2),
+      x.logLength,
+    ]),
+  );
+  if (r.catchUps.length) {
+    console.log('\nFollower kills (60 s each) and catch-up:');
+    printRows(
+      ['node', 'behind (index)', 'restart ms', 'caught up ms', 'by snapshot', 'snapshot MB', 'install ms'],
+      r.catchUps.map((c) => [c.nodeId, c.behindBy, c.restartMs, c.caughtUpMs ?? 'gave up', c.bySnapshot ? 'yes' : 'no', fmt(c.snapshotMb, 2), c.installMs ?? '']),
+    );
+  }
+  console.log(`\nverdict: ${JSON.stringify(r.verdict)}`);
+}
+
+async function runSoak({ minutes, rate, resultsDir }) {
+  const r = await soak({ minutes, rate });
+  printSoak(r);
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const out = path.join(resultsDir, 'soak-latest.json');
+  fs.writeFileSync(out, `${JSON.stringify(r, null, 2)}\n`);
+  console.log(`results written to ${path.relative(process.cwd(), out)}`);
+  return r;
+}
+
+module.exports = { runSoak };
