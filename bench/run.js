@@ -13,6 +13,7 @@ const { Cluster } = require('../support/cluster');
 const { benchState, printState } = require('./state');
 const { benchEtcd, etcdUnavailable } = require('./etcd');
 const { runSoak } = require('./soak');
+const { split, printSplit } = require('./split');
 const { MB, sleep, round, summarize, procStatusMb, median, fmt, printRows } = require('./measure');
 
 const args = process.argv.slice(2);
@@ -385,6 +386,7 @@ async function main() {
     );
   }
   results.failover = { trials, medianMs: round(median(trials.map((t) => t.ms)), 1) };
+  results.split = await split();
   if (VS_ETCD) {
     results.etcd = await benchEtcd({ levels: LEVELS, warmupCount: WARMUP.count, failoverTrials: FAILOVER_TRIALS });
     results.etcdRatios = etcdRatios(results);
@@ -393,6 +395,7 @@ async function main() {
 
   printTable(results);
   printEtcd(results);
+  printSplit(results.split);
   results.state = await benchState({ scale: SCALE, withEtcd: VS_ETCD });
   printState(results.state);
   const out = path.join(RESULTS_DIR, 'latest.json');

@@ -44,11 +44,11 @@ async function killAndCatchUp(cluster, victim, log) {
     .then(() => round(performance.now() - t0, 0))
     .catch(() => null);
   const bySnapshot = victim.events.some((e) => e.name === 'snapshot_installed');
-  const stats = await victim.call('storageStats').catch(() => null);
+  const stats = await victim.call('nativeStats').catch(() => null);
   const result = {
     nodeId: victim.nodeId,
     killedAt,
-    behindBy: target,
+    leaderCommitAtRestart: target,
     restartMs: round(restartMs, 0),
     caughtUpMs: caughtUp,
     bySnapshot,
@@ -84,7 +84,7 @@ async function soak({ minutes, rate }) {
       const sample = await generator.call('soakSample');
       const leader = await cluster.leader(15000).catch(() => null);
       const state = leader ? await leader.call('state') : null;
-      const stats = leader ? await leader.call('storageStats').catch(() => null) : null;
+      const stats = leader ? await leader.call('nativeStats').catch(() => null) : null;
       const figures = Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, nodeFigures(n)]));
       const row = {
         minute,
@@ -175,8 +175,8 @@ function printSoak(r) {
   if (r.catchUps.length) {
     console.log('\nFollower kills (60 s each) and catch-up:');
     printRows(
-      ['node', 'behind (index)', 'restart ms', 'caught up ms', 'by snapshot', 'snapshot MB', 'install ms'],
-      r.catchUps.map((c) => [c.nodeId, c.behindBy, c.restartMs, c.caughtUpMs ?? 'gave up', c.bySnapshot ? 'yes' : 'no', fmt(c.snapshotMb, 2), c.installMs ?? '']),
+      ['node', 'leader commit at restart', 'restart ms', 'caught up ms', 'by snapshot', 'snapshot MB', 'install ms'],
+      r.catchUps.map((c) => [c.nodeId, c.leaderCommitAtRestart, c.restartMs, c.caughtUpMs ?? 'gave up', c.bySnapshot ? 'yes' : 'no', fmt(c.snapshotMb, 2), c.installMs ?? '']),
     );
   }
   console.log(`\nverdict: ${JSON.stringify(r.verdict)}`);

@@ -212,10 +212,21 @@ const ops = {
     soak = null;
     return { next: s.next };
   },
-  /** The storage figures an operator scrapes: snapshot size and build/install durations. */
-  async storageStats() {
+  /**
+   * The engine's own measurements (what /metrics exposes): each histogram as its count and sum
+   * in seconds, per peer round trips by node id, and the latest snapshot's size.
+   */
+  async nativeStats() {
     const st = raft._native.stats();
-    return { snapshotBytes: st.snapshotBytes, snapshotSave: { count: st.snapshotSave.count, sum: st.snapshotSave.sum }, snapshotInstall: { count: st.snapshotInstall.count, sum: st.snapshotInstall.sum } };
+    const h = (x) => ({ count: x.count, sum: x.sum });
+    return {
+      logFsync: h(st.logFsync),
+      applyCommit: h(st.applyCommit),
+      snapshotSave: h(st.snapshotSave),
+      snapshotInstall: h(st.snapshotInstall),
+      snapshotBytes: st.snapshotBytes,
+      peers: Object.fromEntries(st.peers.map((p) => [p.nodeId, h(p.rtt)])),
+    };
   },
   async consensusState() {
     return consensus.getConsensusState();
