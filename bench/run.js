@@ -14,6 +14,7 @@ const { benchState, printState } = require('./state');
 const { benchEtcd, etcdUnavailable } = require('./etcd');
 const { runSoak } = require('./soak');
 const { split, printSplit } = require('./split');
+const { flameUnavailable, FLAME_NODE_ENV, withFlameGraph } = require('./flame');
 const { MB, sleep, round, summarize, procStatusMb, median, fmt, printRows } = require('./measure');
 
 const args = process.argv.slice(2);
@@ -34,6 +35,8 @@ on a small machine; --quick a tenth of the operations.
   --soak MINUTES   instead: a fixed rate through replicateOperation for MINUTES, a follower
                    killed for 60 s every 5 minutes, and a table per minute
   --rate=N         the soak's rate in operations per second (default 3000)
+  --flame DIR      also sample the leader's process with perf during each level and write a
+                   flame graph per level and path to DIR (needs perf and inferno)
   -h, --help       print this and exit
 `;
 if (args.includes('--help') || args.includes('-h')) {
@@ -47,11 +50,16 @@ function usageError(message) {
 const soakAt = args.indexOf('--soak');
 const SOAK_MINUTES = soakAt === -1 ? null : Number(args[soakAt + 1]);
 if (soakAt !== -1 && !(SOAK_MINUTES > 0)) usageError('--soak needs a number of minutes, e.g. --soak 30');
+const flameAt = args.indexOf('--flame');
+const FLAME_DIR = flameAt === -1 ? null : args[flameAt + 1];
+if (flameAt !== -1 && (!FLAME_DIR || FLAME_DIR.startsWith('--'))) usageError('--flame needs a directory, e.g. --flame flames');
+if (FLAME_DIR && flameUnavailable()) usageError(`--flame: ${flameUnavailable()}`);
 const rateArg = args.find((a) => a.startsWith('--rate='));
 const SOAK_RATE = rateArg ? Number(rateArg.slice('--rate='.length)) : 3000;
 if (!(SOAK_RATE > 0)) usageError(`bad ${rateArg}`);
 const known = (a, i) =>
-  ['--quick', '--no-op-ids', '--state-only', '--vs-etcd', '--soak'].includes(a) ||
+  ['--quick', '--no-op-ids', '--state-only', '--vs-etcd', '--soak', '--flame'].includes(a) ||
+  (flameAt !== -1 && i === flameAt + 1) ||
   a.startsWith('--ops-scale=') ||
   a.startsWith('--rate=') ||
   (soakAt !== -1 && i === soakAt + 1);
@@ -81,7 +89,7 @@ const FAILOVER_PROBE_MS = 5;
 const FAILOVER_GIVE_UP_MS = 15000;
 // Nodes keep nothing per operation for the harness, and the guide cluster's daemon only counts:
 // the memory measured is the package's.
-const NODE_OPTIONS = { initArgs: { record: false } };
+const NODE_OPTIONS = { initArgs: { record: false }, ...(FLAME_DIR ? { env: FLAME_NODE_ENV } : {}) };
 const PATHS = [
   { key: 'command', title: 'replicateCommand', op: 'load', guide: null },
   { key: 'operation', title: 'replicateOperation', op: 'guideLoad', guide: { daemonStyle: 'counting' } },
@@ -135,9 +143,10 @@ async function nodeMemory(cluster) {
  * One load level from inside the leader's process, with the term and leader before and after:
  * leadership must not move while a busy leader works.
  */
-async function runLevel(cluster, leader, { inFlight, count }, prefix, op) {
+async function runLevel(leader, { inFlight, count }, prefix, op, flameName = null) {
   const before = await leader.call('state');
-  const r = await leader.call(op, { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
+  const load = () => leader.call(op, { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
+  const r = FLAME_DIR && flameName ? await withFlameGraph(FLAME_DIR, flameName, leader.child.pid, load) : await load();
   const after = await leader.call('state');
   return {
     inFlight,
@@ -164,11 +173,11 @@ async function benchPath(p, bareNodeRss) {
     await sleep(1000);
     const idle = await nodeMemory(cluster);
     console.log(`${p.title}: cluster formed, leader ${leader.nodeId}; idle nodes ${Object.values(idle).map((m) => fmt(m.rssMb)).join(' / ')} MB`);
-    const warm = await runLevel(cluster, leader, WARMUP, `${p.key}-warmup`, p.op);
+    const warm = await runLevel(leader, WARMUP, `${p.key}-warmup`, p.op);
     let totalOps = warm.acked;
     const load = [];
     for (const level of LEVELS) {
-      const r = await runLevel(cluster, leader, level, `${p.key}-c${level.inFlight}`, p.op);
+      const r = await runLevel(leader, level, `${p.key}-c${level.inFlight}`, p.op, `${p.title}-${level.inFlight}-in-flight`);
       totalOps += r.acked;
       load.push(r);
       console.log(levelLine(p.title, r));
