@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{eventually, op_id, set_command, Cluster};
 use unrdf_consensus::engine::{Bootstrap, ERR};
+use unrdf_consensus::types::PeerAddr;
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -61,19 +62,51 @@ async fn initial_members_in_any_order_elect_one_leader_all_agree_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_members_started_one_by_one_form_one_cluster() {
+    let mut cluster = Cluster::new();
+    let mut configs = cluster.initial_member_configs(&IDS);
+    // The last listed starts first; each start returns before a leader exists.
+    configs.reverse();
+    for config in configs {
+        cluster.start(config).await;
+    }
+    let leader = cluster.agreed_leader(&IDS).await;
+    voters_everywhere(&cluster, &IDS, &IDS).await;
+    let written = cluster
+        .node(&leader)
+        .set("formed", 1, false)
+        .await
+        .expect("the leader commits a write");
+    cluster
+        .applied_everywhere(&IDS, written.applied.index)
+        .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_peer_on_a_fresh_node_founds_the_cluster_and_adds_the_others() {
     let mut cluster = Cluster::new();
     for id in IDS {
         cluster.start_fresh(id).await;
     }
-    let founder = cluster.node("n1");
-    for id in ["n2", "n3"] {
-        let peer = cluster.node(id).addr();
-        founder
-            .node
-            .add_peer(id.to_string(), peer, false)
-            .await
-            .unwrap_or_else(|e| panic!("n1 adds {id}: {e}"));
+    let founder = &cluster.node("n1").node;
+    let peers: Vec<(String, PeerAddr)> = ["n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), cluster.node(id).addr()))
+        .collect();
+    // As the JavaScript layer does for calls made together: every target is registered
+    // before any call runs, so the founding node knows them all when it claims the cluster.
+    for (id, addr) in &peers {
+        founder.expect_peer(id, addr.clone());
+    }
+    let added = futures_util::future::join_all(
+        peers
+            .iter()
+            .map(|(id, addr)| founder.add_peer(id.clone(), addr.clone(), true)),
+    )
+    .await;
+    for ((id, _), result) in peers.iter().zip(added) {
+        result.unwrap_or_else(|e| panic!("n1 adds {id}: {e}"));
     }
     let leader = cluster.agreed_leader(&IDS).await;
     voters_everywhere(&cluster, &IDS, &IDS).await;

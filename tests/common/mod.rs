@@ -294,26 +294,32 @@ impl Cluster {
         dir
     }
 
-    /// Starts the nodes `ids`, all at once, each given the same `initialMembers` in an order of
-    /// its own (rotated by its position), as an operator's config files may list them.
-    pub async fn with_initial_members(ids: &[&str]) -> Cluster {
-        let mut cluster = Cluster::new();
+    /// Configurations of the nodes `ids` founding one cluster: each is given the same
+    /// `initialMembers` in an order of its own (rotated by its position), as an operator's
+    /// config files may list them.
+    pub fn initial_member_configs(&self, ids: &[&str]) -> Vec<NodeConfig> {
         let members: Vec<(String, PeerAddr)> = ids
             .iter()
             .map(|id| (id.to_string(), addr(free_port())))
             .collect();
-        let configs: Vec<NodeConfig> = members
+        members
             .iter()
             .enumerate()
             .map(|(i, (id, addr))| {
-                let mut c = config(id, addr.port, &cluster.fresh_dir(id));
+                let mut c = config(id, addr.port, &self.fresh_dir(id));
                 let mut listed = members.clone();
                 listed.rotate_left(i);
                 c.initial_members = Some(listed);
                 c.bootstrap = Bootstrap::Never;
                 c
             })
-            .collect();
+            .collect()
+    }
+
+    /// Starts the nodes `ids` all at once with `initialMembers` (see `initial_member_configs`).
+    pub async fn with_initial_members(ids: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new();
+        let configs = cluster.initial_member_configs(ids);
         let started =
             futures_util::future::join_all(configs.into_iter().map(TestNode::start)).await;
         for node in started {
