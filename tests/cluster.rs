@@ -37,7 +37,7 @@ async fn voters_everywhere(cluster: &Cluster, ids: &[&str], expected: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn initial_members_in_any_order_elect_one_leader_all_agree_on() {
+async fn initial_members_started_together_elect_one_leader_all_agree_on() {
     let cluster = Cluster::with_initial_members(&IDS).await;
     let leader = cluster.agreed_leader(&IDS).await;
     voters_everywhere(&cluster, &IDS, &IDS).await;
