@@ -70,9 +70,11 @@ class NodeProcess {
    *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
    *   listening on `host` (its address there).
    */
-  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, worker = WORKER }) {
     /** Extra environment of the node process, and whether its stdout/stderr are kept in `output`. */
     this.env = env;
+    /** The node-worker.js to run: another checkout's runs that checkout's code (rolling upgrades). */
+    this.worker = worker;
     this.captureOutput = captureOutput;
     this.output = '';
     this.nodeId = nodeId;
@@ -101,12 +103,12 @@ class NodeProcess {
     const stdio = ['ignore', out, out, 'ipc'];
     const env = this.env ? { ...process.env, ...this.env } : process.env;
     this.child = this.netns
-      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, WORKER], {
+      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, this.worker], {
           stdio,
           serialization: 'advanced',
           env,
         })
-      : fork(WORKER, [], { stdio, serialization: 'advanced', env });
+      : fork(this.worker, [], { stdio, serialization: 'advanced', env });
     const child = this.child;
     installCleanup();
     liveChildren.add(child);
@@ -334,4 +336,4 @@ class Cluster {
   }
 }
 
-module.exports = { Cluster, NodeProcess, freePort, tempRoot };
+module.exports = { Cluster, NodeProcess, freePort, tempRoot, WORKER };
