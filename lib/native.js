@@ -6,6 +6,9 @@ const path = require('node:path');
 const { platformSuffix } = require('./platform');
 
 function load() {
+  // An explicit binary (another build of this package, e.g. to run an older release's data).
+  const explicit = process.env.NAPI_RS_NATIVE_LIBRARY_PATH;
+  if (explicit) return require(path.resolve(explicit));
   const suffix = platformSuffix();
   const local = path.join(__dirname, '..', `consensus.${suffix}.node`);
   if (fs.existsSync(local)) return require(local);

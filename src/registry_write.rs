@@ -1,7 +1,9 @@
-//! Writes to the replicated registry carried by a command, and their log encoding.
+//! Writes to the replicated registry carried by a command, and their serde form.
 //!
-//! The first release encoded a command's registry write as bincode's `Option<(key, delete)>`: a
-//! tag byte 0 or 1, then the pair. Log entries and snapshots written that way must still decode,
+//! The serde form is what crosses the wire (bincode 1, see `transport::codec`) and what storage
+//! format 1 held; storage now keeps its own form (`storage::records`). The first release encoded
+//! a command's registry write as bincode's `Option<(key, delete)>`: a tag byte 0 or 1, then the
+//! pair. Nodes of that release, and format 1 directories being migrated, must still be understood,
 //! and bincode cannot tell a missing trailing field from a truncated entry, so the richer write
 //! (explicit value, condition, batch) takes tag 2 instead of growing the old shape. A write that
 //! uses none of the new parts is still encoded with tag 1, byte for byte as before.

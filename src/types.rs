@@ -52,7 +52,8 @@ impl fmt::Display for PeerAddr {
 }
 
 /// A replicated command: the JSON text the application handed in, plus the operation id and
-/// proposal time that make idempotence deterministic on every replica.
+/// proposal time that make idempotence deterministic on every replica. Its serde form is the
+/// wire's; storage converts it to a record of its own (`storage::records`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// The command as JSON text; applied and delivered verbatim.

@@ -70,11 +70,13 @@ class NodeProcess {
    *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
    *   listening on `host` (its address there).
    */
-  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, initArgs = {} }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, initArgs = {}, worker = WORKER }) {
     /** More arguments of the worker's `init` (`record: false` keeps it from logging every apply). */
     this.initArgs = initArgs;
     /** Extra environment of the node process, and whether its stdout/stderr are kept in `output`. */
     this.env = env;
+    /** The node-worker.js to run: another checkout's runs that checkout's code (rolling upgrades). */
+    this.worker = worker;
     this.captureOutput = captureOutput;
     this.output = '';
     this.nodeId = nodeId;
@@ -103,12 +105,12 @@ class NodeProcess {
     const stdio = ['ignore', out, out, 'ipc'];
     const env = this.env ? { ...process.env, ...this.env } : process.env;
     this.child = this.netns
-      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, WORKER], {
+      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, this.worker], {
           stdio,
           serialization: 'advanced',
           env,
         })
-      : fork(WORKER, [], { stdio, serialization: 'advanced', env });
+      : fork(this.worker, [], { stdio, serialization: 'advanced', env });
     const child = this.child;
     installCleanup();
     liveChildren.add(child);
@@ -337,4 +339,4 @@ class Cluster {
   }
 }
 
-module.exports = { Cluster, NodeProcess, freePort, tempRoot };
+module.exports = { Cluster, NodeProcess, freePort, tempRoot, WORKER };

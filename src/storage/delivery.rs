@@ -290,7 +290,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let payload: SnapshotPayload = decode(data)?;
+        let payload: SnapshotPayload = super::legacy::decode_snapshot_payload(data)?;
         Ok(Some((payload.last_applied, payload)))
     }
 }

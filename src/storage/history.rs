@@ -36,10 +36,11 @@ pub struct Changes {
     pub changes: Vec<Change>,
 }
 
+/// A change as stored, under its (index, seq) key.
 #[derive(Serialize, Deserialize)]
-struct Stored {
-    key: String,
-    value: Option<String>,
+pub(super) struct StoredChange {
+    pub key: String,
+    pub value: Option<String>,
 }
 
 fn change_key(index: u64, seq: u32) -> [u8; 12] {
@@ -88,7 +89,7 @@ impl Store {
         key: &str,
         value: Option<&str>,
     ) -> io::Result<()> {
-        let stored = Stored {
+        let stored = StoredChange {
             key: key.to_string(),
             value: value.map(str::to_string),
         };
@@ -186,7 +187,7 @@ impl Store {
                 through = index.saturating_sub(1);
                 break;
             }
-            let stored: Stored = decode(v)?;
+            let stored: StoredChange = decode(v)?;
             if stored.key.starts_with(prefix) {
                 out.push(Change {
                     index,

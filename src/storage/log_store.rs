@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
+use super::records::Record;
 use super::{
     blocking, decode, encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE,
 };
@@ -33,7 +34,7 @@ impl LogStore {
         }
     }
 
-    fn get_raft_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+    fn get_raft_meta<T: Record>(&self, key: &str) -> io::Result<Option<T>> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
         match s.raft.get(&rtxn, key).map_err(storage_err)? {
@@ -42,7 +43,7 @@ impl LogStore {
         }
     }
 
-    fn put_raft_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
+    fn put_raft_meta<T: Record>(&self, key: &str, value: &T) -> io::Result<()> {
         let s = &self.store;
         let bytes = encode(value)?;
         blocking(|| {

@@ -2,7 +2,7 @@
 //!
 //! Databases:
 //! - `log`: Raft log entries, keyed by index (big-endian, so LMDB's order is log order).
-//! - `raft`: vote, committed and purge markers.
+//! - `raft`: vote, committed and purge markers, and the storage format version (see `format`).
 //! - `applied`: the state machine's last-applied log id and membership, and the delivery cursor
 //!   (see `delivery`).
 //! - `ops`: operation id -> where it took effect (idempotence registry).
@@ -16,9 +16,12 @@
 
 mod app_state;
 mod delivery;
+mod format;
 mod history;
+mod legacy;
 mod log_store;
 mod offline;
+mod records;
 mod state_machine;
 
 use std::fs::{File, OpenOptions};
@@ -29,11 +32,11 @@ use std::sync::Arc;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use records::Record;
 
 pub use app_state::AppSnapshots;
 pub use delivery::{Delivery, Replayed, ResumeFrom};
+pub use format::FORMAT_VERSION;
 pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;
 pub use offline::{open_existing, restore, Exported, OfflineError, Recovered};
@@ -72,12 +75,13 @@ pub(crate) fn blocking<T>(write: impl FnOnce() -> T) -> T {
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// A record in the current storage format (see `records`).
+pub(crate) fn encode<T: Record>(value: &T) -> io::Result<Vec<u8>> {
+    value.to_bytes()
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+pub(crate) fn decode<T: Record>(bytes: &[u8]) -> io::Result<T> {
+    T::from_bytes(bytes)
 }
 
 /// Why a data directory could not be opened.
@@ -172,6 +176,7 @@ impl Store {
             path: dir.to_path_buf(),
             stats: Arc::default(),
         };
+        store.check_format().map_err(OpenError::Io)?;
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;
         Ok(Arc::new(store))

@@ -291,18 +291,12 @@ impl Store {
                 return Ok(Some(m));
             }
         }
-        #[derive(serde::Deserialize)]
-        struct Meta {
-            #[allow(dead_code)]
-            last_log_id: Option<RaftLogId>,
-            last_membership: StoredMembership,
-        }
         if let Some(bytes) = self
             .snapshot
             .get(rtxn, KEY_SNAPSHOT_META)
             .map_err(storage_err)?
         {
-            let meta: Meta = decode(bytes)?;
+            let meta: crate::types::SnapshotMeta = decode(bytes)?;
             return Ok(Some(meta.last_membership));
         }
         Ok(None)

@@ -10,6 +10,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::legacy;
 use super::{
     blocking, decode, encode, storage_err, AppSnapshots, Delivery, Store, KEY_LAST_APPLIED,
     KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
@@ -28,7 +29,8 @@ pub struct OpRecord {
     pub proposed_at_ms: u64,
 }
 
-/// The state machine's whole state as carried by a snapshot.
+/// The state machine's whole state as carried by a snapshot (encoded by `legacy`: it crosses
+/// the wire to followers of any release).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SnapshotPayload {
     pub last_applied: Option<LogId>,
@@ -37,14 +39,6 @@ pub(crate) struct SnapshotPayload {
     registry: Vec<(String, String)>,
     /// The application's state (JSON) as of `last_applied`, when it registered a provider.
     pub app: Option<String>,
-}
-
-/// Snapshot meta as stored: our own struct so the on-disk form does not depend on openraft's
-/// wire compatibility rules.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshotMeta {
-    last_log_id: Option<LogId>,
-    last_membership: StoredMembership,
 }
 
 pub struct StateMachine {
@@ -131,12 +125,8 @@ impl StateMachine {
         data: &[u8],
     ) -> io::Result<()> {
         let s = &self.store;
-        let stored = StoredSnapshotMeta {
-            last_log_id: meta.last_log_id,
-            last_membership: meta.last_membership.clone(),
-        };
         s.snapshot
-            .put(wtxn, KEY_SNAPSHOT_META, &encode(&stored)?)
+            .put(wtxn, KEY_SNAPSHOT_META, &encode(meta)?)
             .map_err(storage_err)?;
         s.snapshot
             .put(wtxn, KEY_SNAPSHOT_DATA, data)
@@ -164,7 +154,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         if let Some(rx) = request {
             payload.app = self.sm.app.wait(rx).await?;
         }
-        let data = encode(&payload)?;
+        let data = legacy::encode_snapshot_payload(&payload)?;
         let meta = SnapshotMeta {
             last_log_id: payload.last_applied,
             last_membership: payload.membership.clone(),
@@ -338,7 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let started = std::time::Instant::now();
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload = decode(&data)?;
+        let payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         s.ops.clear(&mut wtxn).map_err(storage_err)?;
@@ -394,7 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         else {
             return Ok(None);
         };
-        let stored: StoredSnapshotMeta = decode(meta_bytes)?;
+        let meta: SnapshotMeta = decode(meta_bytes)?;
         let data = s
             .snapshot
             .get(&rtxn, KEY_SNAPSHOT_DATA)
@@ -402,10 +392,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .ok_or_else(|| storage_err("snapshot meta present but data missing"))?
             .to_vec();
         Ok(Some(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: stored.last_log_id,
-                last_membership: stored.last_membership,
-            },
+            meta,
             snapshot: std::io::Cursor::new(data),
         }))
     }

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
-use super::codec::{self, Frame, Reply, Rpc, PROTOCOL_VERSION};
-use super::handshake::{self, Role};
+use super::codec::{self, Frame, Reply, Rpc};
+use super::handshake;
 use super::link_cuts::{outbound_cut, until_cut};
 use super::tls::PeerStream;
 use super::{tls_refusal, ws_config, TransportConfig};
@@ -70,7 +70,7 @@ impl std::fmt::Display for DialFailure {
 }
 
 impl DialFailure {
-    fn refused(code: &str, message: impl Into<String>) -> Self {
+    pub(super) fn refused(code: &str, message: impl Into<String>) -> Self {
         DialFailure::Refused {
             code: code.to_string(),
             message: message.into(),
@@ -345,113 +345,20 @@ async fn dial(
         let (mut ws, _) = client_async_with_config(addr.url(), stream, Some(ws_config(config)))
             .await
             .map_err(|e| Network(format!("websocket handshake with {addr}: {e}")))?;
-        let limit = config.max_frame_bytes as u64;
-        let my_nonce =
-            handshake::nonce().ok_or_else(|| Network("the OS random source failed".into()))?;
-        send_frame(
-            &mut ws,
-            &Frame::Hello {
-                protocol: PROTOCOL_VERSION,
-                cluster_id: config.cluster_id.clone(),
-                node_id: local.0.clone(),
-                nonce: my_nonce.clone(),
-            },
-        )
-        .await
-        .map_err(Network)?;
-        let (peer_id, peer_nonce, peer_proof) = match next_frame(&mut ws, limit).await {
-            Ok(Frame::Challenge {
-                node_id,
-                nonce,
-                proof,
-            }) => (node_id, nonce, proof),
-            Ok(Frame::Refused { code, message }) => {
-                return Err(DialFailure::Refused { code, message })
-            }
-            Ok(other) => return Err(Network(format!("unexpected handshake reply {other:?}"))),
-            Err(e) => return Err(Network(e)),
+        let me = handshake::Local {
+            cluster_id: &config.cluster_id,
+            node_id: &local.0,
+            secret: config.secret.as_deref(),
+            versions: handshake::SUPPORTED,
+            limit: config.max_frame_bytes as u64,
         };
-        let my_proof = match &config.secret {
-            Some(secret) => {
-                // The listener proves itself first: we reveal nothing to an impostor.
-                let genuine = peer_proof.is_some_and(|p| {
-                    secret.verify(
-                        Role::Listener,
-                        &config.cluster_id,
-                        &peer_id,
-                        &peer_nonce,
-                        &my_nonce,
-                        &p,
-                    )
-                });
-                if !genuine {
-                    // Say why before hanging up, so the other side reports it too.
-                    let _ = send_frame(
-                        &mut ws,
-                        &Frame::Refused {
-                            code: "ERR_AUTH".into(),
-                            message: format!(
-                                "{} could not verify that {peer_id} knows the cluster secret",
-                                local.0
-                            ),
-                        },
-                    )
-                    .await;
-                    return Err(DialFailure::refused(
-                        "ERR_AUTH",
-                        format!("{peer_id} at {addr} did not prove it knows the cluster secret"),
-                    ));
-                }
-                Some(secret.prove(
-                    Role::Dialer,
-                    &config.cluster_id,
-                    &local.0,
-                    &my_nonce,
-                    &peer_nonce,
-                ))
-            }
-            None => None,
-        };
-        send_frame(&mut ws, &Frame::Proof { proof: my_proof })
-            .await
-            .map_err(Network)?;
-        match next_frame(&mut ws, limit).await {
-            Ok(Frame::Welcome { node_id }) => Ok((ws, node_id)),
-            Ok(Frame::Refused { code, message }) => Err(DialFailure::Refused { code, message }),
-            Ok(other) => Err(Network(format!("unexpected handshake reply {other:?}"))),
-            Err(e) => Err(Network(e)),
-        }
+        let agreed = handshake::dial(&mut ws, &me, &addr.to_string()).await?;
+        tracing::debug!(peer = %agreed.peer, protocol = agreed.protocol, "connected");
+        Ok((ws, agreed.peer))
     };
     tokio::time::timeout(config.handshake_timeout, connect)
         .await
         .map_err(|_| Network(format!("handshake with {addr} timed out")))?
-}
-
-/// One frame of the handshake, on either side of it.
-pub(super) async fn send_frame<S>(ws: &mut WebSocketStream<S>, frame: &Frame) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let bytes = codec::encode(frame)?;
-    ws.send(Message::binary(bytes))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// The next frame of a handshake, skipping keepalives.
-pub(super) async fn next_frame<S>(ws: &mut WebSocketStream<S>, limit: u64) -> Result<Frame, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(bytes))) => return codec::decode(&bytes, limit),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(other)) => return Err(format!("unexpected handshake message {other:?}")),
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("closed during handshake".into()),
-        }
-    }
 }
 
 async fn run_connection(

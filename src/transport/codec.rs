@@ -12,9 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Applied, LogId, RegistryWrite, StoredMembership, TypeConfig, Vote};
 
-/// Bumped on any incompatible change to the frames below. 3: `Applied` carries
-/// `condition_failed`; registry writes may carry a value, a condition and a batch.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The newest protocol version this build speaks; bumped on any incompatible change to the
+/// frames below. 3: `Applied` carries `condition_failed`; registry writes may carry a value, a
+/// condition and a batch. 4: the handshake negotiates a version range (see `handshake`); the
+/// frames are those of 3.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The oldest protocol version this build still speaks, for rolling upgrades from the release
+/// that spoke only 3.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
@@ -186,7 +192,7 @@ mod tests {
             (
                 "hello",
                 Frame::Hello {
-                    protocol: PROTOCOL_VERSION,
+                    protocol: OLDEST_PROTOCOL_VERSION,
                     cluster_id: "c".into(),
                     node_id: "n".into(),
                     nonce: vec![7; 32],

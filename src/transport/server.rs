@@ -11,12 +11,11 @@ use openraft::raft::AppendEntriesResponse;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::accept_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{accept_async_with_config, WebSocketStream};
 
-use super::client::{next_frame, send_frame};
-use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError, PROTOCOL_VERSION};
-use super::handshake::{self, Role};
+use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError};
+use super::handshake::{self, Admission, NotAccepted};
 use super::link_cuts::{inbound_cut, until_cut};
 use super::tls::PeerStream;
 use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
@@ -92,76 +91,51 @@ impl Server {
             let mut ws = accept_async_with_config(stream, Some(ws_config(config)))
                 .await
                 .ok()?;
-            let Ok(Frame::Hello {
-                protocol,
-                cluster_id,
-                node_id,
-                nonce: peer_nonce,
-            }) = next_frame(&mut ws, limit).await
-            else {
-                return None;
+            let me = handshake::Local {
+                cluster_id: &config.cluster_id,
+                node_id: &config.node_id,
+                secret: config.secret.as_deref(),
+                versions: handshake::SUPPORTED,
+                limit,
             };
-            if let Some((code, message)) = self.refusal(protocol, &cluster_id, &node_id) {
-                self.refuse(&mut ws, code, message).await;
-                return None;
-            }
-            if config
-                .link_cuts
-                .as_ref()
-                .is_some_and(|c| c.is_cut(&node_id, inbound_cut))
-            {
-                return None;
-            }
-            let my_nonce = handshake::nonce()?;
-            let my_proof = config.secret.as_ref().map(|secret| {
-                secret.prove(
-                    Role::Listener,
-                    &config.cluster_id,
-                    &config.node_id,
-                    &my_nonce,
-                    &peer_nonce,
-                )
-            });
-            let challenge = Frame::Challenge {
-                node_id: config.node_id.clone(),
-                nonce: my_nonce.clone(),
-                proof: my_proof,
+            let admit = |cluster_id: &str, node_id: &str| {
+                if let Some((code, message)) = self.refusal(cluster_id, node_id) {
+                    return Admission::Refuse(code, message);
+                }
+                let cut = config.link_cuts.as_ref();
+                if cut.is_some_and(|c| c.is_cut(node_id, inbound_cut)) {
+                    return Admission::Drop;
+                }
+                Admission::Admit
             };
-            send_frame(&mut ws, &challenge).await.ok()?;
-            let proof = match next_frame(&mut ws, limit).await {
-                Ok(Frame::Proof { proof }) => proof,
-                Ok(Frame::Refused { code, message }) => {
+            match handshake::accept(&mut ws, &me, admit).await {
+                Ok(agreed) => {
+                    tracing::debug!(peer = %agreed.peer, protocol = agreed.protocol, "accepted");
+                    Some((ws, agreed.peer))
+                }
+                Err(NotAccepted::Refused { code, message }) => {
+                    // The message names the peer and the cause: one warning per both per interval.
                     self.events.warn_limited(
-                        &format!("accept {node_id} refused-us {code}"),
+                        &format!("accept {code} {message}"),
                         "ERR_AUTH",
-                        format!("{node_id} refused this node: {message}"),
+                        format!("refused a connection: {message}"),
                     );
-                    return None;
+                    None
                 }
-                _ => return None,
-            };
-            if let Some(secret) = &config.secret {
-                let genuine = proof.is_some_and(|p| {
-                    secret.verify(
-                        Role::Dialer,
-                        &config.cluster_id,
-                        &node_id,
-                        &peer_nonce,
-                        &my_nonce,
-                        &p,
-                    )
-                });
-                if !genuine {
-                    let message = format!("{node_id} did not prove it knows the cluster secret");
-                    self.refuse(&mut ws, "ERR_AUTH", message).await;
-                    return None;
+                Err(NotAccepted::RefusedBy {
+                    peer,
+                    code,
+                    message,
+                }) => {
+                    self.events.warn_limited(
+                        &format!("accept {peer} refused-us {code}"),
+                        "ERR_AUTH",
+                        format!("{peer} refused this node: {message}"),
+                    );
+                    None
                 }
+                Err(NotAccepted::Dropped) => None,
             }
-            let welcome = Frame::Welcome {
-                node_id: config.node_id.clone(),
-            };
-            send_frame(&mut ws, &welcome).await.ok()?;
-            Some((ws, node_id))
         };
         let Ok(Some((ws, peer))) = tokio::time::timeout(config.handshake_timeout, handshake).await
         else {
@@ -226,19 +200,8 @@ impl Server {
 
 impl Server {
     /// Why a peer announcing itself with this hello is not let in, if it is not.
-    fn refusal(
-        &self,
-        protocol: u32,
-        cluster_id: &str,
-        node_id: &str,
-    ) -> Option<(&'static str, String)> {
+    fn refusal(&self, cluster_id: &str, node_id: &str) -> Option<(&'static str, String)> {
         let config = &self.config;
-        if protocol != PROTOCOL_VERSION {
-            return Some((
-                "ERR_PROTOCOL",
-                format!("protocol {protocol} not supported, this node speaks {PROTOCOL_VERSION}"),
-            ));
-        }
         if cluster_id != config.cluster_id {
             return Some((
                 "ERR_AUTH",
@@ -267,25 +230,6 @@ impl Server {
             ));
         }
         None
-    }
-
-    /// Tells the peer why it is refused, reports it, and hangs up.
-    async fn refuse<S>(&self, ws: &mut WebSocketStream<S>, code: &str, message: String)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        // The message names the peer and the cause: one warning per both per interval.
-        self.events.warn_limited(
-            &format!("accept {code} {message}"),
-            "ERR_AUTH",
-            format!("refused a connection: {message}"),
-        );
-        let refused = Frame::Refused {
-            code: code.to_string(),
-            message,
-        };
-        let _ = send_frame(ws, &refused).await;
-        let _ = ws.close(None).await;
     }
 }
 

@@ -1,0 +1,120 @@
+'use strict';
+// Upgrading in place: the data directories of a 3-node cluster written by the release before
+// storage format 2 (fixtures/format-v1, made as its README says) start with this build, are
+// migrated, and hold everything they held; a directory in a format newer than this build knows
+// is refused with ERR_STORAGE by the node and by the offline tools.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { Cluster, tempRoot } = require('../support/cluster');
+const { runCli } = require('../support/cli');
+const { createRaftCoordinator } = require('..');
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'format-v1');
+const manifest = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'manifest.json'), 'utf8'));
+const GUIDE = {
+  consensus: { partitionDetectionMs: 1000, operationTimeoutMs: 4000 },
+  cluster: { healthCheckInterval: 250, healthCheckTimeout: 250, maxFailedHealthChecks: 2 },
+};
+
+/** A copy of the fixture's directories in a fresh temporary root. */
+function copyFixture() {
+  const root = tempRoot();
+  for (const id of Object.keys(manifest.nodes)) {
+    fs.mkdirSync(path.join(root, id));
+    fs.copyFileSync(path.join(FIXTURE, id, 'data.mdb'), path.join(root, id, 'data.mdb'));
+  }
+  return root;
+}
+
+test('a format 1 cluster starts on this build: every operation and registry record is found again, and it takes new writes', { timeout: 180000 }, async () => {
+  const root = copyFixture();
+  const cluster = new Cluster(3, { root, config: { snapshotThreshold: 100, logsKeptAfterSnapshot: 20 }, guide: GUIDE });
+  await cluster.prepare();
+  // The membership stored in the log names the ports the fixture's nodes had.
+  for (const n of cluster.nodes) n.port = manifest.nodes[n.nodeId].port;
+  try {
+    await Promise.all(cluster.nodes.map((n) => n.start()));
+    // Every node follows one leader before the writes go to it.
+    const leaderId = await cluster.waitFor(async () => {
+      const states = await cluster.states();
+      const id = states[0].leaderId;
+      return id && states.every((s) => s.leaderId === id) ? id : null;
+    }, 30000);
+    const leader = cluster.node(leaderId);
+    const operationIds = Object.keys(manifest.operations);
+    assert.ok(operationIds.length > 300);
+    for (const n of cluster.nodes) {
+      const found = await n.call('operations', { operationIds });
+      assert.deepEqual(
+        Object.fromEntries(operationIds.map((id, i) => [id, found[i]])),
+        manifest.operations,
+        `${n.nodeId} finds every operation where it took effect`,
+      );
+      const state = await n.call('state');
+      assert.ok(state.lastApplied >= manifest.nodes[n.nodeId].lastApplied, `${n.nodeId} applied what it had`);
+    }
+    await cluster.waitFor(async () => {
+      const lists = await Promise.all(cluster.nodes.map((n) => n.call('clusterNodes')));
+      return lists.every((l) => manifest.members.every((id) => l.some((m) => (m.nodeId ?? m.id) === id)));
+    }, 20000);
+
+    const load = await leader.call('load', { count: 150, concurrency: 8, prefix: 'v2op' });
+    assert.equal(load.acked.length, 150, `the upgraded cluster acknowledges new writes: ${JSON.stringify(load.errors)}`);
+    const last = await leader.call('replicate', { command: { type: 'after-upgrade' }, operationId: 'v2-last' });
+    const newIds = [...load.acked.map(([seq]) => `v2op-${seq}`), 'v2-last'];
+    await cluster.waitFor(async () => {
+      const states = await cluster.states();
+      return states.every((s) => s.lastApplied >= last.logIndex);
+    }, 20000);
+    for (const n of cluster.nodes) {
+      const found = await n.call('operations', { operationIds: newIds });
+      assert.ok(found.every((f) => f !== null), `${n.nodeId} applied every new write`);
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
+/**
+ * Marks a data directory as written in storage format `version`. LMDB keeps a small value right
+ * after its key in the leaf page, without a checksum, so the stored version can be rewritten in
+ * the file of a stopped node as a newer release would have written it.
+ */
+function markFormat(dataFile, version) {
+  const bytes = fs.readFileSync(dataFile);
+  const key = Buffer.from('format_version');
+  let patched = 0;
+  for (let at = bytes.indexOf(key); at !== -1; at = bytes.indexOf(key, at + 1)) {
+    bytes.writeUInt32BE(version, at + key.length);
+    patched++;
+  }
+  assert.ok(patched > 0, 'the directory records its format version');
+  fs.writeFileSync(dataFile, bytes);
+}
+
+test('a data directory in a newer storage format is refused with ERR_STORAGE, saying what to do', { timeout: 60000 }, async () => {
+  const root = tempRoot();
+  const dataDir = path.join(root, 'node-1');
+  const first = createRaftCoordinator({ nodeId: 'node-1', port: 0, dataDir, bootstrap: true });
+  await first.initialize();
+  await first.replicateCommand({ type: 'before' }, { operationId: 'op-1' });
+  await first.shutdown();
+  markFormat(path.join(dataDir, 'data.mdb'), 99);
+
+  const again = createRaftCoordinator({ nodeId: 'node-1', port: 0, dataDir });
+  await assert.rejects(again.initialize(), (err) => {
+    assert.equal(err.code, 'ERR_STORAGE');
+    assert.match(err.message, /storage format 99/);
+    assert.match(err.message, /formats 1 to \d+/);
+    assert.match(err.message, /restore a backup/);
+    return true;
+  });
+  await again.shutdown().catch(() => {});
+
+  const exported = await runCli(['export', '--data-dir', dataDir]);
+  assert.notEqual(exported.code, 0);
+  assert.match(exported.stderr, /ERR_STORAGE/);
+  assert.match(exported.stderr, /storage format 99/);
+});
