@@ -732,7 +732,7 @@ if (!nativeBinding) {
   const abi = process.platform === 'linux' ? (isMusl() ? 'musl' : 'gnu') : process.platform === 'win32' ? 'msvc' : ''
   const platformArchAbi = [process.platform, process.arch, abi].filter(Boolean).join('-')
   const platformPackage = "@unrdf/consensus" + '-' + platformArchAbi
-  const published = ["linux-x64-gnu","linux-arm64-gnu","darwin-x64","darwin-arm64","win32-x64-msvc"]
+  const published = ["linux-x64-gnu","linux-x64-musl","linux-arm64-gnu","linux-arm64-musl","darwin-x64","darwin-arm64","win32-x64-msvc"]
   const how = published.includes(platformArchAbi)
     ? 'npm installs it as an optional dependency: reinstall ' + "@unrdf/consensus" +
       ' with optional dependencies enabled (not with --omit=optional, --no-optional or --ignore-optional);' +
