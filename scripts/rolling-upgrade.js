@@ -18,7 +18,6 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { NodeProcess, freePort, tempRoot, WORKER } = require('../support/cluster');
-const { platformSuffix } = require('../lib/platform');
 
 const ROOT = path.resolve(__dirname, '..');
 const DEFAULT_FROM = '7da5905aa8ae1d47a403eb00121ecc4394b4644f';
@@ -55,6 +54,8 @@ function checkout(commit, binary) {
   try {
     git(['worktree', 'add', '--detach', dir, commit]);
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+    // Where the old release's own loader looks for its addon.
+    const { platformSuffix } = require(path.join(dir, 'lib', 'platform'));
     const addon = path.join(dir, `consensus.${platformSuffix()}.node`);
     if (binary) {
       fs.copyFileSync(binary, addon);

@@ -6,7 +6,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { buildOrExit: build } = require('./build');
+const { buildOrExit: build, hostTarget } = require('./build');
 
 const root = path.resolve(__dirname, '..');
 
@@ -20,7 +20,10 @@ function run(cmd, args) {
 }
 
 build();
-run('cargo', ['test', '--release']);
+// `napi build` always names the target, so its artifacts live in target/<triple>/release; the
+// Rust tests name it too and reuse the dependencies compiled there instead of building them again.
+const host = hostTarget();
+run('cargo', ['test', '--release', ...(host ? ['--target', host.triple] : [])]);
 run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '__test__/types/tsconfig.json']);
 const files = fs
   .readdirSync(path.join(root, '__test__'))
