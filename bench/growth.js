@@ -2,9 +2,11 @@
 // `node bench/growth.js`: whether a long run keeps its cost per operation. One 3-process
 // loopback cluster running the guide's stack (daemon, ClusterManager, ConsensusManager) takes
 // rounds of ConsensusManager.replicateOperation with unique ids at a fixed number in flight; after
-// each round it prints throughput, p99 latency, failed operations, the RSS of every node and the
-// size of every data directory. Memory or disk that grows round after round is a per-operation
-// cost that is not bounded. It asserts nothing; it exits non-zero only if something crashes.
+// each round it prints throughput, p99 latency, failed operations, the RSS of every node (and the
+// part of it that is the JavaScript heap in use) and the size of every data directory. Memory or
+// disk that grows round after round is a per-operation cost that is not bounded. The test daemon
+// and node worker keep a few hundred bytes per operation on purpose (what each node executed and
+// applied, for tests to compare): that part shows in the heap column. It asserts nothing; it exits non-zero only if something crashes.
 //
 //   --rounds=N      rounds to run (default 6)
 //   --ops=N         operations per round (default 50000)
@@ -64,12 +66,22 @@ async function main() {
   try {
     await cluster.start();
     const leader = await cluster.form();
-    const header = ['round', 'total ops', 'ops/s', 'p99 ms', 'failed', ...cluster.nodes.map((n) => `${n.nodeId} RSS MB`), ...cluster.nodes.map((n) => `${n.nodeId} disk MB`)];
+    const header = [
+      'round',
+      'total ops',
+      'ops/s',
+      'p99 ms',
+      'failed',
+      ...cluster.nodes.map((n) => `${n.nodeId} RSS MB`),
+      ...cluster.nodes.map((n) => `${n.nodeId} heap MB`),
+      ...cluster.nodes.map((n) => `${n.nodeId} disk MB`),
+    ];
     process.stdout.write(`${header.join(' | ')}\n`);
     for (let round = 1; round <= options.rounds; round++) {
       const r = await leader.call('guideLoad', { count: options.ops, concurrency: options['in-flight'], prefix: `growth${round}` }, 3600000);
       const sorted = Float64Array.from(r.latencies).sort();
       const failed = Object.values(r.errors).reduce((a, b) => a + b, 0);
+      const memory = await Promise.all(cluster.nodes.map((n) => n.call('memory')));
       const row = {
         round,
         totalOps: round * options.ops,
@@ -78,11 +90,12 @@ async function main() {
         failed,
         errors: r.errors,
         rssMb: Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, Number(rssMb(n.child.pid).toFixed(1))])),
+        heapUsedMb: Object.fromEntries(cluster.nodes.map((n, i) => [n.nodeId, Number((memory[i].heapUsed / MB).toFixed(1))])),
         diskMb: Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, Number((diskBytes(n.dataDir) / MB).toFixed(1))])),
       };
       rows.push(row);
       const cells = [row.round, row.totalOps, row.opsPerSec, row.p99Ms, failed ? `${failed} ${JSON.stringify(r.errors)}` : 0];
-      cells.push(...Object.values(row.rssMb), ...Object.values(row.diskMb));
+      cells.push(...Object.values(row.rssMb), ...Object.values(row.heapUsedMb), ...Object.values(row.diskMb));
       process.stdout.write(`${cells.join(' | ')}\n`);
     }
   } finally {
