@@ -36,9 +36,11 @@ function idBytes(id) {
 
 /**
  * This node's records of operations, bounded as the core's id registry is: the most recent
- * `maxIds` ids within `maxBytes`, oldest forgotten first. Records move to the end when their
- * entry is applied, so they are kept in log order like the registry's, and a record still held
- * here is still held there: a duplicate answered from here is one the core would also find.
+ * `maxIds` ids within `maxBytes`, oldest forgotten first. A record moves to the end when its
+ * entry is applied here (and is then marked `applied`), so applied records are in log order like
+ * the registry's ids, and one still held here is still held there: a duplicate answered from an
+ * applied record is one the core would also find (up to the TTL, which the core counts from the
+ * proposal and this node from the application, milliseconds later).
  */
 class OperationRecords {
   constructor(maxIds, maxBytes) {
@@ -60,7 +62,7 @@ class OperationRecords {
   record(id) {
     let r = this._records.get(id);
     if (!r) {
-      r = { state: null, logIndex: null, term: null, updatedAt: 0, execution: null };
+      r = { state: null, logIndex: null, term: null, updatedAt: 0, execution: null, applied: false };
       this._records.set(id, r);
       this.bytes += idBytes(id);
       this._evict();
@@ -70,10 +72,14 @@ class OperationRecords {
 
   /** The record of `id`, moved to the end: its entry was just applied. */
   applied(id) {
-    const r = this._records.get(id);
-    if (!r) return this.record(id);
-    this._records.delete(id);
-    this._records.set(id, r);
+    let r = this._records.get(id);
+    if (r) {
+      this._records.delete(id);
+      this._records.set(id, r);
+    } else {
+      r = this.record(id);
+    }
+    r.applied = true;
     return r;
   }
 
@@ -259,7 +265,7 @@ class ConsensusManager extends ManagedEmitter {
         : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
     if (signal?.aborted) throw abortError(signal);
     const known = this._operations.get(op.id);
-    if (known && known.state === OperationState.COMMITTED && known.logIndex !== null) {
+    if (known && known.applied && known.state === OperationState.COMMITTED) {
       this._counters.duplicates++;
       return { operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true };
     }
