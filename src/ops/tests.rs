@@ -203,3 +203,28 @@ async fn a_retry_inside_the_window_is_a_duplicate_and_one_outside_takes_effect_a
         );
     }
 }
+
+#[test]
+fn a_registry_written_without_log_order_is_reindexed_when_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), 64 << 20).expect("open");
+        // As an earlier version left it: ids with their records, nothing in log order.
+        let mut wtxn = store.env.write_txn().expect("txn");
+        for (id, index) in [("zeta", 1u64), ("alpha", 3), ("mid", 2)] {
+            let bytes = crate::storage::encode(&record(index, 0)).expect("encode");
+            store.ops.put(&mut wtxn, id, &bytes).expect("put");
+        }
+        wtxn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path(), 64 << 20).expect("reopen");
+    assert_eq!(remembered(&store), vec!["zeta", "mid", "alpha"]);
+    // The byte count was rebuilt too: a window of three ids' bytes takes one more by evicting one.
+    let w = window(
+        1000,
+        entry_bytes("zeta") + entry_bytes("mid") + entry_bytes("alpha"),
+        u64::MAX,
+    );
+    remember_all(&store, &w, &[("new", 4, 0)]);
+    assert_eq!(remembered(&store), vec!["mid", "alpha", "new"]);
+}
