@@ -91,6 +91,17 @@ export interface RaftCoordinatorConfig {
   addPeerTimeoutMs?: number;
   /** How long an operation id is remembered for idempotence. Default 24 h. */
   operationTtlMs?: number;
+  /**
+   * The most operation ids remembered for idempotence. Default 100000. Past it the oldest ids
+   * (in log order) are forgotten, and a retry of a forgotten id takes effect again. Give every
+   * node the same value: replicas then agree on which retries are duplicates.
+   */
+  operationIdWindow?: number;
+  /**
+   * The most bytes of remembered operation ids (each counts its UTF-8 length + 32); bounds the
+   * registry in memory, on disk and in snapshots. Default 16 MiB (at least 1024).
+   */
+  operationIdWindowBytes?: number;
   /** Largest command accepted, as JSON. Default 1 MiB. */
   maxCommandBytes?: number;
   /** LMDB map size (the most the data directory may hold). Default 1024 MiB. */
@@ -453,6 +464,13 @@ export interface ConsensusManagerConfig {
   operationTimeoutMs?: number;
   /** How long operation ids are remembered. Default 24 h. */
   operationTtlMs?: number;
+  /**
+   * Operation ids this manager keeps records of (duplicates, getOperationState); older ids are
+   * forgotten and a retry of one is applied again. Default: the coordinator's operationIdWindow.
+   */
+  operationIdWindow?: number;
+  /** Bytes of those records' ids. Default: the coordinator's operationIdWindowBytes. */
+  operationIdWindowBytes?: number;
   /** Default 256. */
   maxOperationIdLength?: number;
   /** Default 1 MiB. */

@@ -58,6 +58,34 @@ test('1000 operations: every daemon executes the same sequence once; a retried i
   }
 });
 
+test('operation id window: a retry inside it is a duplicate, one older is applied again, identically on every node', async () => {
+  const cluster = await new Cluster(3, { config: { operationIdWindow: 50 }, guide: {} }).start();
+  try {
+    const leader = await cluster.form();
+    const load = await leader.call('guideLoad', { count: 100, concurrency: 10, prefix: 'w' });
+    assert.deepEqual(load.errors, {});
+    const indexOf = (id) => load.acked.find(([acked]) => acked === id)[1];
+    const recent = await leader.call('replicateOperation', { operation: { id: 'w-95', type: 'task', payload: {} } });
+    assert.equal(recent.duplicate, true);
+    assert.equal(recent.logIndex, indexOf('w-95'));
+    const old = await leader.call('replicateOperation', { operation: { id: 'w-3', type: 'task', payload: {} } });
+    assert.equal(old.duplicate, undefined, 'an id older than the window is a new operation');
+    assert.ok(old.logIndex > indexOf('w-99'));
+    const sequences = await cluster.waitFor(async () => {
+      const lists = await Promise.all(cluster.nodes.map((n) => n.call('applied')));
+      const ids = lists.map((l) => l.entries.map((e) => e[2]).filter((id) => id !== null && id.startsWith('w-')));
+      return ids.every((l) => l.length >= 101) ? ids : null;
+    }, 30000);
+    for (const ids of sequences) {
+      assert.deepEqual(ids, sequences[0], 'every node applied the same operations in the same order');
+      assert.equal(ids.filter((id) => id === 'w-3').length, 2);
+      assert.equal(ids.filter((id) => id === 'w-95').length, 1);
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
 test('leader failure: every survivor sees consensus:leader_elected for the new leader; nothing acknowledged is missing', async () => {
   const cluster = await new Cluster(3, { guide: {} }).start();
   try {

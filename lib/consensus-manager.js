@@ -1,8 +1,9 @@
 'use strict';
 const { ManagedEmitter } = require('./managed-emitter');
 const { ConsensusError, ErrorCode, invalidConfig, invalidOperation } = require('./errors');
-const { PartitionState, OperationState, CommandType } = require('./constants');
+const { OperationState, CommandType } = require('./constants');
 const { RaftCoordinator } = require('./raft-coordinator');
+const { PartitionDetector } = require('./partition-detector');
 const v = require('./validate');
 const metrics = require('./metrics');
 const { checkSignal, withSignal, abortError } = require('./abort');
@@ -20,14 +21,93 @@ const DEFAULTS = Object.freeze({
   maxPayloadBytes: 1024 * 1024,
 });
 
-const KNOWN_KEYS = [...Object.keys(DEFAULTS), 'snapshot', 'restore'];
+const KNOWN_KEYS = [...Object.keys(DEFAULTS), 'operationIdWindow', 'operationIdWindowBytes', 'snapshot', 'restore'];
 
-/** Commit-latency histogram buckets, in seconds. */
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+/**
+ * How long a read of the log's length serves admission and compaction. Operations admitted or
+ * finished since the read are counted on top of it, so a stale read only errs on the safe side.
+ */
+const LOG_LENGTH_READ_MS = 10;
 
-const PARTITION_STATE_VALUE = { healthy: 0, recovering: 1, partitioned: 2 };
+/** What one remembered operation id counts against operationIdWindowBytes (as in the core). */
+function idBytes(id) {
+  return Buffer.byteLength(id) + 32;
+}
 
-function normalizeConfig(config = {}) {
+/**
+ * This node's records of operations, bounded as the core's id registry is: the most recent
+ * `maxIds` ids within `maxBytes`, oldest forgotten first. A record moves to the end when its
+ * entry is applied here (and is then marked `applied`), so applied records are in log order like
+ * the registry's ids, and one still held here is still held there: a duplicate answered from an
+ * applied record is one the core would also find (up to the TTL, which the core counts from the
+ * proposal and this node from the application, milliseconds later).
+ */
+class OperationRecords {
+  constructor(maxIds, maxBytes) {
+    this.maxIds = maxIds;
+    this.maxBytes = maxBytes;
+    this.bytes = 0;
+    this._records = new Map();
+    // One iterator kept from the front: every key behind it was evicted, so its next key is the
+    // oldest. Asking a Map for its first key afresh instead walks over every slot freed since the
+    // Map last compacted, tens of microseconds per eviction once the window is full.
+    this._oldest = this._records.keys();
+  }
+
+  get size() {
+    return this._records.size;
+  }
+
+  get(id) {
+    return this._records.get(id);
+  }
+
+  /** The record of `id`, created (at the end) when there is none. */
+  record(id) {
+    let r = this._records.get(id);
+    if (!r) {
+      r = { state: null, logIndex: null, term: null, updatedAt: 0, execution: null, applied: false };
+      this._records.set(id, r);
+      this.bytes += idBytes(id);
+      this._evict();
+    }
+    return r;
+  }
+
+  /** The record of `id`, moved to the end: its entry was just applied. */
+  applied(id) {
+    let r = this._records.get(id);
+    if (r) {
+      this._records.delete(id);
+      this._records.set(id, r);
+    } else {
+      r = this.record(id);
+    }
+    r.applied = true;
+    return r;
+  }
+
+  delete(id) {
+    if (this._records.delete(id)) this.bytes -= idBytes(id);
+  }
+
+  [Symbol.iterator]() {
+    return this._records.entries();
+  }
+
+  _evict() {
+    while (this._records.size > 1 && (this._records.size > this.maxIds || this.bytes > this.maxBytes)) {
+      let oldest = this._oldest.next();
+      if (oldest.done) {
+        this._oldest = this._records.keys();
+        oldest = this._oldest.next();
+      }
+      this.delete(oldest.value);
+    }
+  }
+}
+
+function normalizeConfig(config = {}, coordinatorConfig = {}) {
   v.checkObject(config, 'config');
   v.checkKnownKeys(config, KNOWN_KEYS, 'ConsensusManager');
   const int = (key, min, max = 2 ** 31 - 1) => v.integer(config[key], key, { min, max, fallback: DEFAULTS[key] });
@@ -46,6 +126,17 @@ function normalizeConfig(config = {}) {
     }),
     maxOperationIdLength: int('maxOperationIdLength', 1, 4096),
     maxPayloadBytes: int('maxPayloadBytes', 1, 64 * 1024 * 1024),
+    // The coordinator's window by default: the records here then answer as its registry does.
+    operationIdWindow: v.integer(config.operationIdWindow, 'operationIdWindow', {
+      min: 1,
+      max: 2 ** 31 - 1,
+      fallback: coordinatorConfig.operationIdWindow,
+    }),
+    operationIdWindowBytes: v.integer(config.operationIdWindowBytes, 'operationIdWindowBytes', {
+      min: 1024,
+      max: Number.MAX_SAFE_INTEGER,
+      fallback: coordinatorConfig.operationIdWindowBytes,
+    }),
     snapshot: config.snapshot,
     restore: config.restore,
   };
@@ -81,31 +172,21 @@ class ConsensusManager extends ManagedEmitter {
     this.daemon = daemon;
     this.raft = raftCoordinator;
     this.clusterManager = clusterManager ?? null;
-    this.config = normalizeConfig(config);
+    this.config = normalizeConfig(config, raftCoordinator.config);
 
-    this.partitionState = PartitionState.HEALTHY;
-    this.lastHeartbeat = 0;
+    this._partitions = new PartitionDetector(this.raft, this.config, (name, payload) => this._emitSafely(name, payload));
     this._initialized = false;
     this._shutdown = false;
-    /** id -> {state, logIndex, term, updatedAt, execution} */
-    this._operations = new Map();
+    /** id -> {state, logIndex, term, updatedAt, execution}, within the operation id window */
+    this._operations = new OperationRecords(this.config.operationIdWindow, this.config.operationIdWindowBytes);
     /** id -> in-flight promise of the first submission */
     this._inFlight = new Map();
-    this._counters = {
-      replicated: 0,
-      committed: 0,
-      failed: 0,
-      duplicates: 0,
-      partitionsDetected: 0,
-      compactions: 0,
-      entriesCompacted: 0,
-      executionsSucceeded: 0,
-      executionsFailed: 0,
-    };
-    this._latency = { bounds: LATENCY_BUCKETS, buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
+    this._counters = new metrics.ManagerCounters();
     metrics.track('manager', this);
     this._compacting = false;
     this._admitted = 0;
+    /** The log's length as last read, when, and the operations finished since. */
+    this._logLength = { value: 0, readAt: -Infinity, finishedSince: 0 };
     this._reportedVoterCount = null;
     this._factorCheck = null;
 
@@ -150,6 +231,16 @@ class ConsensusManager extends ManagedEmitter {
     return this.raft.currentTerm;
   }
 
+  /** `healthy`, `partitioned` or `recovering` (see lib/partition-detector.js). */
+  get partitionState() {
+    return this._partitions.state;
+  }
+
+  /** When this node last heard from the leader (or a majority), ms since epoch. */
+  get lastHeartbeat() {
+    return this._partitions.lastHeartbeat;
+  }
+
   /** Starts partition detection and compaction; initializes the coordinator if needed. */
   async initialize() {
     this._assertRunning();
@@ -157,8 +248,9 @@ class ConsensusManager extends ManagedEmitter {
     await this.raft.initialize();
     this._initialized = true;
     this._scheduleReplicationFactorCheck();
-    const tick = Math.max(10, Math.min(250, Math.floor(this.config.partitionDetectionMs / 4)));
-    this._every(tick, () => this._checkPartition());
+    this._every(this._partitions.tickMs, () => {
+      if (!this._shutdown) this._partitions.check();
+    });
     this._every(Math.max(50, Math.min(1000, this.config.snapshotInterval)), () => this._maybeCompact());
     this._every(Math.max(1000, Math.min(60000, this.config.operationTtlMs)), () => this._expireOperations());
     this._emitSafely('consensus:initialized', { nodeId: this.nodeId });
@@ -182,9 +274,9 @@ class ConsensusManager extends ManagedEmitter {
         : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
     if (signal?.aborted) throw abortError(signal);
     const known = this._operations.get(op.id);
-    if (known && known.state === OperationState.COMMITTED && known.result) {
+    if (known && known.applied && known.state === OperationState.COMMITTED) {
       this._counters.duplicates++;
-      return { ...known.result, duplicate: true };
+      return { operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true };
     }
     const pending = this._inFlight.get(op.id);
     if (pending) {
@@ -209,7 +301,7 @@ class ConsensusManager extends ManagedEmitter {
         { type: CommandType.OPERATION, operation: op },
         { operationId: op.id, timeoutMs },
       );
-      this._observeLatency(Number(process.hrtime.bigint() - started) / 1e9);
+      this._counters.latency.observe(Number(process.hrtime.bigint() - started) / 1e9);
       const result = { operationId: op.id, replicated: true, committed: true, logIndex: r.logIndex, term: r.term };
       if (r.duplicate) {
         this._counters.duplicates++;
@@ -217,8 +309,7 @@ class ConsensusManager extends ManagedEmitter {
       } else {
         this._counters.replicated++;
       }
-      const record = this._setState(op.id, OperationState.COMMITTED, r.logIndex, r.term);
-      record.result = { operationId: op.id, replicated: true, committed: true, logIndex: r.logIndex, term: r.term };
+      this._setState(op.id, OperationState.COMMITTED, r.logIndex, r.term);
       return result;
     } catch (err) {
       this._counters.failed++;
@@ -226,8 +317,27 @@ class ConsensusManager extends ManagedEmitter {
       this._emitSafely('consensus:operation_failed', { operationId: op.id, error: err });
       throw err;
     } finally {
-      if (admitted) this._admitted--;
+      if (admitted) {
+        this._admitted--;
+        this._logLength.finishedSince++;
+      }
     }
+  }
+
+  /**
+   * The log's length for admission and compaction: read from the coordinator at most every
+   * LOG_LENGTH_READ_MS, plus every admitted operation that finished since (each may have added
+   * an entry), so the read is not repeated for every operation.
+   */
+  _logLengthBound() {
+    const l = this._logLength;
+    const now = Date.now();
+    if (now - l.readAt >= LOG_LENGTH_READ_MS) {
+      l.value = this.raft.getState().logLength;
+      l.readAt = now;
+      l.finishedSince = 0;
+    }
+    return l.value + l.finishedSince;
   }
 
   /**
@@ -238,8 +348,7 @@ class ConsensusManager extends ManagedEmitter {
    */
   async _admit(deadline) {
     for (;;) {
-      const { logLength } = this.raft.getState();
-      if (logLength + this._admitted < this.config.maxLogSize) break;
+      if (this._logLengthBound() + this._admitted < this.config.maxLogSize) break;
       this._maybeCompact();
       if (Date.now() >= deadline) {
         throw new ConsensusError(
@@ -287,11 +396,7 @@ class ConsensusManager extends ManagedEmitter {
   }
 
   _setState(id, state, logIndex, term) {
-    let record = this._operations.get(id);
-    if (!record) {
-      record = { state, logIndex: null, term: null, updatedAt: Date.now(), execution: null };
-      this._operations.set(id, record);
-    }
+    const record = this._operations.record(id);
     record.state = state;
     record.updatedAt = Date.now();
     if (logIndex !== undefined) record.logIndex = logIndex;
@@ -299,7 +404,10 @@ class ConsensusManager extends ManagedEmitter {
     return record;
   }
 
-  /** State of an operation this node knows: `{state, logIndex, term, execution}` or null. */
+  /**
+   * State of an operation this node knows: `{state, logIndex, term, execution}`, or null once
+   * its id left the operation id window (or its TTL passed).
+   */
   getOperationState(operationId) {
     const r = this._operations.get(operationId);
     if (!r) return null;
@@ -309,10 +417,11 @@ class ConsensusManager extends ManagedEmitter {
   _onApplied({ command, entry, redelivered }) {
     if (command.type !== CommandType.OPERATION) return;
     const op = command.operation;
-    const record = this._setState(op.id, OperationState.COMMITTED, entry.index, entry.term);
-    if (!record.result) {
-      record.result = { operationId: op.id, replicated: true, committed: true, logIndex: entry.index, term: entry.term };
-    }
+    const record = this._operations.applied(op.id);
+    record.state = OperationState.COMMITTED;
+    record.updatedAt = Date.now();
+    record.logIndex = entry.index;
+    record.term = entry.term;
     this._counters.committed++;
     this._emitSafely('consensus:operation_committed', {
       operation: op,
@@ -346,65 +455,10 @@ class ConsensusManager extends ManagedEmitter {
     else this._counters.executionsFailed++;
   }
 
-  _observeLatency(seconds) {
-    const h = this._latency;
-    h.sum += seconds;
-    h.count++;
-    for (let i = 0; i < LATENCY_BUCKETS.length; i++) if (seconds <= LATENCY_BUCKETS[i]) h.buckets[i]++;
-  }
-
   _expireOperations() {
     const cutoff = Date.now() - this.config.operationTtlMs;
     for (const [id, r] of this._operations) {
       if (r.updatedAt < cutoff && !this._inFlight.has(id)) this._operations.delete(id);
-    }
-  }
-
-  /** The partition state machine: healthy -> partitioned -> recovering -> healthy. */
-  _checkPartition() {
-    if (this._shutdown) return;
-    const s = this.raft.getState();
-    if (s.membership.voters.length === 0) return; // not in a cluster yet
-    const now = Date.now();
-    if (s.lastContact > 0) this.lastHeartbeat = s.lastContact;
-    const age = s.lastContact > 0 ? now - s.lastContact : Infinity;
-    const alone = s.membership.voters.length === 1 && s.membership.voters[0] === s.nodeId;
-    const lost = !alone && (s.isLeader ? age > this.config.partitionDetectionMs : !s.leaderId || age > this.config.partitionDetectionMs);
-    if (this.partitionState === PartitionState.HEALTHY && lost) {
-      if (this._lostSince === undefined) this._lostSince = now;
-      // A fresh follower that never heard a leader waits out one detection period first.
-      if (s.lastContact === 0 && now - this._lostSince < this.config.partitionDetectionMs) return;
-      this.partitionState = PartitionState.PARTITIONED;
-      this._counters.partitionsDetected++;
-      this._emitSafely('partition:detected', { nodeId: this.nodeId, health: 'unhealthy' });
-    } else if (this.partitionState === PartitionState.PARTITIONED && !lost) {
-      this.partitionState = PartitionState.RECOVERING;
-      this._emitSafely('partition:recovered', { newLeader: s.leaderId });
-    } else if (this.partitionState === PartitionState.RECOVERING) {
-      if (lost) {
-        this.partitionState = PartitionState.PARTITIONED;
-        this._counters.partitionsDetected++;
-        this._emitSafely('partition:detected', { nodeId: this.nodeId, health: 'unhealthy' });
-      } else if (s.lastApplied >= s.commitIndex) {
-        this.partitionState = PartitionState.HEALTHY;
-        this._emitSafely('partition:healthy', { leaderId: s.leaderId });
-      }
-    }
-    if (!lost) this._lostSince = undefined;
-    if (this.partitionState === PartitionState.PARTITIONED) this._probeForRecovery(s, now);
-  }
-
-  /**
-   * While partitioned, every recoveryRetryMs: a round trip to each member, which also makes the
-   * transport redial at once instead of after its backoff, so the node rejoins soon after the
-   * network heals.
-   */
-  _probeForRecovery(s, now) {
-    if (now - (this._lastRecoveryProbe ?? 0) < this.config.recoveryRetryMs) return;
-    this._lastRecoveryProbe = now;
-    const timeout = Math.max(1, Math.min(this.config.recoveryRetryMs, 2000));
-    for (const id of s.membership.voters) {
-      if (id !== this.nodeId) this.raft.ping(id, timeout).catch(() => {});
     }
   }
 
@@ -434,8 +488,7 @@ class ConsensusManager extends ManagedEmitter {
 
   _maybeCompact() {
     if (!this._initialized || this._shutdown || this._compacting) return;
-    const s = this.raft.getState();
-    if (s.logLength < this.config.logCompactionThreshold) return;
+    if (this._logLengthBound() < this.config.logCompactionThreshold) return;
     // Keep some entries for followers that are slightly behind, but stay well under maxLogSize.
     const keep = Math.max(
       0,
@@ -449,13 +502,15 @@ class ConsensusManager extends ManagedEmitter {
       })
       .finally(() => {
         this._compacting = false;
+        this._logLength.readAt = -Infinity;
       });
   }
 
   _onPurged({ entriesRemoved }) {
     this._counters.compactions++;
     this._counters.entriesCompacted += entriesRemoved;
-    this._emitSafely('log:compacted', { entriesRemoved, entriesRemaining: this.raft.getState().logLength });
+    this._logLength.readAt = -Infinity;
+    this._emitSafely('log:compacted', { entriesRemoved, entriesRemaining: this._logLengthBound() });
   }
 
   /**
@@ -521,28 +576,9 @@ class ConsensusManager extends ManagedEmitter {
     };
   }
 
-  /** The guide's dashboard keys, plus a few more an operator needs. */
+  /** The guide's dashboard keys, plus a few more an operator needs (see lib/metrics.js). */
   getMetrics() {
-    const s = this.raft.getState();
-    const healthy = this.clusterManager ? this.clusterManager.getHealthyNodes().length : null;
-    const total = this.clusterManager ? this.clusterManager.nodes.size : s.membership.voters.length;
-    return {
-      'consensus.leader_id': s.leaderId,
-      'consensus.is_leader': s.isLeader ? 1 : 0,
-      'consensus.current_term': s.term,
-      'consensus.partition_state': PARTITION_STATE_VALUE[this.partitionState],
-      'consensus.log_size': s.logLength,
-      'consensus.operations.replicated': this._counters.replicated,
-      'consensus.operations.committed': this._counters.committed,
-      'consensus.operations.failed': this._counters.failed,
-      'consensus.operations.duplicates': this._counters.duplicates,
-      'consensus.partitions_detected': this._counters.partitionsDetected,
-      'consensus.commit_index': s.commitIndex,
-      'consensus.last_applied_index': s.lastApplied,
-      'consensus.compactions': this._counters.compactions,
-      'cluster.healthy_nodes': healthy,
-      'cluster.total_nodes': total,
-    };
+    return metrics.managerMetrics(this);
   }
 
   /**

@@ -52,6 +52,52 @@ class NodeCounters {
 
 const PARTITION_STATE_VALUE = { healthy: 0, recovering: 1, partitioned: 2 };
 
+/** Operation commit latency buckets (seconds), as replicateOperation's callers see it. */
+const OPERATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** What a ConsensusManager counts: operations by outcome, compactions, executions, latency. */
+class ManagerCounters {
+  constructor() {
+    this.replicated = 0;
+    this.committed = 0;
+    this.failed = 0;
+    this.duplicates = 0;
+    this.compactions = 0;
+    this.entriesCompacted = 0;
+    this.executionsSucceeded = 0;
+    this.executionsFailed = 0;
+    this.latency = new Histogram(OPERATION_BUCKETS);
+  }
+}
+
+/**
+ * The guide's dashboard keys of a ConsensusManager, plus a few more an operator needs: one
+ * coordinator state read, the manager's counters and partition state.
+ */
+function managerMetrics(m) {
+  const s = m.raft.getState();
+  const c = m._counters;
+  const healthy = m.clusterManager ? m.clusterManager.getHealthyNodes().length : null;
+  const total = m.clusterManager ? m.clusterManager.nodes.size : s.membership.voters.length;
+  return {
+    'consensus.leader_id': s.leaderId,
+    'consensus.is_leader': s.isLeader ? 1 : 0,
+    'consensus.current_term': s.term,
+    'consensus.partition_state': PARTITION_STATE_VALUE[m.partitionState],
+    'consensus.log_size': s.logLength,
+    'consensus.operations.replicated': c.replicated,
+    'consensus.operations.committed': c.committed,
+    'consensus.operations.failed': c.failed,
+    'consensus.operations.duplicates': c.duplicates,
+    'consensus.partitions_detected': m._partitions.detected,
+    'consensus.commit_index': s.commitIndex,
+    'consensus.last_applied_index': s.lastApplied,
+    'consensus.compactions': c.compactions,
+    'cluster.healthy_nodes': healthy,
+    'cluster.total_nodes': total,
+  };
+}
+
 /** Live sources: coordinators (Raft families) and managers (operation families). */
 const coordinators = new Set();
 const managers = new Set();
@@ -176,11 +222,8 @@ family('consensus_operations_replicated_total', 'counter', 'Operations replicate
 family('consensus_operations_committed_total', 'counter', 'Operations committed and delivered to the daemon on this node', perManager((m, labels) => ({ labels, value: m._counters.committed })));
 family('consensus_operations_failed_total', 'counter', 'Operations that failed to replicate on this node', perManager((m, labels) => ({ labels, value: m._counters.failed })));
 family('consensus_operations_duplicate_total', 'counter', 'Operations submitted again under an id already committed', perManager((m, labels) => ({ labels, value: m._counters.duplicates })));
-family('consensus_operation_commit_duration_seconds', 'histogram', 'Time from replicateOperation to commit', perManager((m, labels) => {
-  const h = m._latency;
-  return histogramSamples(labels, { bounds: h.bounds, cumulative: h.buckets, count: h.count, sum: h.sum });
-}));
-family('consensus_partitions_detected_total', 'counter', 'Network partitions detected by this node', perManager((m, labels) => ({ labels, value: m._counters.partitionsDetected })));
+family('consensus_operation_commit_duration_seconds', 'histogram', 'Time from replicateOperation to commit', perManager((m, labels) => histogramSamples(labels, m._counters.latency.read())));
+family('consensus_partitions_detected_total', 'counter', 'Network partitions detected by this node', perManager((m, labels) => ({ labels, value: m._partitions.detected })));
 family('consensus_partition_state', 'gauge', 'Partition state: 0 healthy, 1 recovering, 2 partitioned', perManager((m, labels) => ({ labels, value: PARTITION_STATE_VALUE[m.partitionState] ?? 0 })));
 family('consensus_log_size', 'gauge', 'Current operation log size (the guide\'s consensus.log_size)', perManager((m, labels) => ({ labels, value: m.raft.getState().logLength })));
 family('consensus_cluster_healthy_nodes', 'gauge', 'Members this node sees healthy, itself included', perManager((m, labels) => (m.clusterManager ? { labels, value: m.clusterManager.getHealthyNodes().length } : [])));
@@ -272,4 +315,4 @@ function registerMetrics(registry) {
   return registry;
 }
 
-module.exports = { NodeCounters, Histogram, track, untrack, metricsText, metricNames, registerMetrics, knowsLeader, PROPOSAL_BUCKETS };
+module.exports = { NodeCounters, ManagerCounters, managerMetrics, Histogram, track, untrack, metricsText, metricNames, registerMetrics, knowsLeader, PROPOSAL_BUCKETS };

@@ -21,6 +21,8 @@ const DEFAULTS = Object.freeze({
   commandTimeoutMs: 5000,
   addPeerTimeoutMs: 30000,
   operationTtlMs: 24 * 3600 * 1000,
+  operationIdWindow: 100000,
+  operationIdWindowBytes: 16 * 1024 * 1024,
   maxCommandBytes: 1024 * 1024,
   mapSizeMb: 1024,
   maxFrameBytes: 64 * 1024 * 1024,
@@ -50,6 +52,8 @@ const KNOWN_KEYS = [
   'commandTimeoutMs',
   'addPeerTimeoutMs',
   'operationTtlMs',
+  'operationIdWindow',
+  'operationIdWindowBytes',
   'maxCommandBytes',
   'mapSizeMb',
   'maxFrameBytes',
@@ -226,6 +230,8 @@ function normalizeConfig(config) {
     commandTimeoutMs: int('commandTimeoutMs', 1, 2 ** 31 - 1),
     addPeerTimeoutMs: int('addPeerTimeoutMs', 1, 2 ** 31 - 1),
     operationTtlMs: int('operationTtlMs', 0, Number.MAX_SAFE_INTEGER),
+    operationIdWindow: int('operationIdWindow', 1, 2 ** 31 - 1),
+    operationIdWindowBytes: int('operationIdWindowBytes', 1024, Number.MAX_SAFE_INTEGER),
     maxCommandBytes: int('maxCommandBytes', 1, 64 * 1024 * 1024),
     mapSizeMb: int('mapSizeMb', 1, 1024 * 1024),
     maxFrameBytes: int('maxFrameBytes', 64 * 1024, 2 ** 31 - 1),
@@ -450,6 +456,8 @@ class RaftCoordinator extends ManagedEmitter {
             logsKeptAfterSnapshot: c.logsKeptAfterSnapshot,
             bootstrap: c.bootstrap,
             operationTtlMs: c.operationTtlMs,
+            operationIdWindow: c.operationIdWindow,
+            operationIdWindowBytes: c.operationIdWindowBytes,
             commandTimeoutMs: c.commandTimeoutMs,
             addPeerTimeoutMs: c.addPeerTimeoutMs,
             mapSizeMb: c.mapSizeMb,
@@ -686,7 +694,8 @@ class RaftCoordinator extends ManagedEmitter {
 
   /**
    * Where this node's state machine applied operation `operationId`: `{logIndex, term}`, or null
-   * when it has not (yet) applied it here. Ids are remembered for `operationTtlMs`.
+   * when it has not (yet) applied it here. Ids are remembered for `operationTtlMs`, and only the
+   * most recent `operationIdWindow` ids (within `operationIdWindowBytes`).
    */
   getOperation(operationId) {
     if (this._stopped) throw this._shutdownError();

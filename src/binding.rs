@@ -15,6 +15,7 @@ mod admin;
 use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
+use crate::ops::IdWindow;
 use crate::storage::ResumeFrom;
 use crate::transport::link_cuts::Cuts;
 use crate::transport::tls::TlsFiles;
@@ -57,6 +58,8 @@ pub struct NativeConfig {
     /// "auto", "always" or "never".
     pub bootstrap: String,
     pub operation_ttl_ms: f64,
+    pub operation_id_window: Option<f64>,
+    pub operation_id_window_bytes: Option<f64>,
     pub command_timeout_ms: u32,
     pub add_peer_timeout_ms: u32,
     pub map_size_mb: u32,
@@ -260,7 +263,15 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         snapshot_threshold: c.snapshot_threshold.into(),
         logs_kept_after_snapshot: c.logs_kept_after_snapshot.into(),
         bootstrap,
-        op_ttl_ms: c.operation_ttl_ms.max(0.0) as u64,
+        id_window: IdWindow {
+            ttl_ms: c.operation_ttl_ms.max(0.0) as u64,
+            max_ids: c
+                .operation_id_window
+                .map_or(IdWindow::DEFAULT_MAX_IDS, |n| n.max(1.0) as u64),
+            max_bytes: c
+                .operation_id_window_bytes
+                .map_or(IdWindow::DEFAULT_MAX_BYTES, |n| n.max(1.0) as u64),
+        },
         command_timeout: Duration::from_millis(c.command_timeout_ms.into()),
         add_peer_timeout: Duration::from_millis(c.add_peer_timeout_ms.into()),
         map_size_bytes: (c.map_size_mb as usize) << 20,

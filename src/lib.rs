@@ -7,6 +7,7 @@ mod binding;
 pub mod engine;
 pub mod events;
 pub mod log_forward;
+pub mod ops;
 pub mod registry_write;
 pub mod stats;
 pub mod storage;

@@ -72,7 +72,8 @@ pub struct NodeConfig {
     /// Log entries kept after a snapshot, so slightly lagging followers catch up from the log.
     pub logs_kept_after_snapshot: u64,
     pub bootstrap: Bootstrap,
-    pub op_ttl_ms: u64,
+    /// What the operation-id registry remembers (TTL, count, bytes).
+    pub id_window: crate::ops::IdWindow,
     /// Default wait for a commit when a call names none.
     pub command_timeout: Duration,
     pub add_peer_timeout: Duration,
@@ -327,7 +328,7 @@ impl Node {
             events.clone(),
             app_snapshots.clone(),
             delivery.clone(),
-            config.op_ttl_ms,
+            config.id_window,
         );
         let raft = Raft::new(
             id.clone(),

@@ -5,8 +5,9 @@
 //! - `raft`: vote, committed and purge markers, and the storage format version (see `format`).
 //! - `applied`: the state machine's last-applied log id and membership, and the delivery cursor
 //!   (see `delivery`).
-//! - `ops`: operation id -> where it took effect (idempotence registry).
-//! - `ops_by_age`: (proposal time, id) -> (), to expire registry entries in age order.
+//! - `ops`: operation id -> where it took effect (the idempotence registry; its rules live in
+//!   `crate::ops`).
+//! - `ops_by_index`: log index -> operation id, the registry in log order, oldest first.
 //! - `registry`: replicated key -> JSON records (cluster membership metadata).
 //! - `snapshot`: the current snapshot's meta and data.
 //! - `changes`: (index, seq) -> registry change, a bounded history for watches (see `history`).
@@ -34,22 +35,23 @@ use heed::types::{Bytes, Str, U64};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 use records::Record;
 
+pub use crate::ops::OpRecord;
 pub use app_state::AppSnapshots;
 pub use delivery::{Delivery, Replayed, ResumeFrom};
 pub use format::FORMAT_VERSION;
 pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;
 pub use offline::{open_existing, restore, Exported, OfflineError, Recovered};
-pub use state_machine::{OpRecord, StateMachine};
+pub use state_machine::StateMachine;
 
 /// Open LMDB environment and its databases; shared by the log store and the state machine.
 pub struct Store {
-    env: Env<WithoutTls>,
+    pub(crate) env: Env<WithoutTls>,
     log: Database<'static, U64<BigEndian>, Bytes>,
     raft: Database<'static, Str, Bytes>,
-    applied: Database<'static, Str, Bytes>,
-    ops: Database<'static, Str, Bytes>,
-    ops_by_age: Database<'static, Bytes, Bytes>,
+    pub(crate) applied: Database<'static, Str, Bytes>,
+    pub(crate) ops: Database<'static, Str, Bytes>,
+    pub(crate) ops_by_index: Database<'static, U64<BigEndian>, Str>,
     registry: Database<'static, Str, Str>,
     snapshot: Database<'static, Str, Bytes>,
     changes: Database<'static, Bytes, Bytes>,
@@ -146,17 +148,18 @@ impl Store {
 
         let io = |e: heed::Error| OpenError::Io(storage_err(e));
         let wtxn = env.write_txn().map_err(io)?;
-        let (log, raft, applied, ops, ops_by_age, registry, snapshot, changes) = env
+        let (log, raft, applied, ops, ops_by_index, registry, snapshot, changes, ops_by_age) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
                 Ok(heed::CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("log"))?,
                     dbs.create_database(wtxn, Some("raft"))?,
                     dbs.create_database(wtxn, Some("applied"))?,
                     dbs.create_database(wtxn, Some("ops"))?,
-                    dbs.create_database(wtxn, Some("ops_by_age"))?,
+                    dbs.create_database(wtxn, Some("ops_by_index"))?,
                     dbs.create_database(wtxn, Some("registry"))?,
                     dbs.create_database(wtxn, Some("snapshot"))?,
                     dbs.create_database(wtxn, Some("changes"))?,
+                    dbs.open_database::<Bytes, Bytes>(wtxn, Some("ops_by_age"))?,
                 )))
             })
             .map_err(io)?
@@ -168,7 +171,7 @@ impl Store {
             raft,
             applied,
             ops,
-            ops_by_age,
+            ops_by_index,
             registry,
             snapshot,
             changes,
@@ -177,8 +180,15 @@ impl Store {
             stats: Arc::default(),
         };
         store.check_format().map_err(OpenError::Io)?;
+        if let Some(ops_by_age) = ops_by_age {
+            // The registry's order before it was kept by log index (see `crate::ops::upgrade`).
+            let mut wtxn = store.env.write_txn().map_err(io)?;
+            ops_by_age.clear(&mut wtxn).map_err(io)?;
+            wtxn.commit().map_err(io)?;
+        }
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;
+        crate::ops::upgrade(&store).map_err(OpenError::Io)?;
         Ok(Arc::new(store))
     }
 

@@ -1,6 +1,7 @@
 //! The replicated state machine: what has been applied, the membership, and the operation-id
-//! registry that makes retries idempotent. Persistent: each applied batch commits (fsync) before
-//! its responses go out, so a restarted node resumes after its last applied entry.
+//! registry that makes retries idempotent (its rules live in `crate::ops`). Persistent: each
+//! applied batch commits (fsync) before its responses go out, so a restarted node resumes after
+//! its last applied entry.
 
 use std::io;
 use std::sync::Arc;
@@ -16,18 +17,11 @@ use super::{
     KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
+use crate::ops::{self, IdWindow, OpRecord};
 use crate::types::{
     Applied, LogId, RegistryWrite, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
-
-/// Where an operation id took effect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpRecord {
-    pub index: u64,
-    pub term: u64,
-    pub proposed_at_ms: u64,
-}
 
 /// The state machine's whole state as carried by a snapshot (encoded by `legacy`: it crosses
 /// the wire to followers of any release).
@@ -46,16 +40,8 @@ pub struct StateMachine {
     events: EventSink,
     app: Arc<AppSnapshots>,
     delivery: Arc<Delivery>,
-    /// Registry entries older than this (by proposal time, relative to the newest applied
-    /// proposal) are forgotten; a retry after that is treated as a new operation.
-    op_ttl_ms: u64,
-}
-
-fn age_key(proposed_at_ms: u64, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + id.len());
-    key.extend_from_slice(&proposed_at_ms.to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
+    /// What the operation-id registry remembers; a retry past it is treated as a new operation.
+    id_window: IdWindow,
 }
 
 impl StateMachine {
@@ -64,24 +50,20 @@ impl StateMachine {
         events: EventSink,
         app: Arc<AppSnapshots>,
         delivery: Arc<Delivery>,
-        op_ttl_ms: u64,
+        id_window: IdWindow,
     ) -> Self {
         StateMachine {
             store,
             events,
             app,
             delivery,
-            op_ttl_ms,
+            id_window,
         }
     }
 
     /// Looks an operation id up in the applied registry.
     pub fn find_op(store: &Store, op_id: &str) -> io::Result<Option<OpRecord>> {
-        let rtxn = store.env.read_txn().map_err(storage_err)?;
-        match store.ops.get(&rtxn, op_id).map_err(storage_err)? {
-            Some(bytes) => Ok(Some(decode(bytes)?)),
-            None => Ok(None),
-        }
+        ops::lookup(store, op_id)
     }
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -99,11 +81,7 @@ impl StateMachine {
         let (last_applied, membership) = self.read_applied()?;
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let mut ops = Vec::new();
-        for item in s.ops.iter(&rtxn).map_err(storage_err)? {
-            let (id, bytes) = item.map_err(storage_err)?;
-            ops.push((id.to_string(), decode::<OpRecord>(bytes)?));
-        }
+        let ops = ops::export(s, &rtxn)?;
         let mut registry = Vec::new();
         for item in s.registry.iter(&rtxn).map_err(storage_err)? {
             let (k, v) = item.map_err(storage_err)?;
@@ -206,7 +184,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied_events = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
-        let mut newest_proposal = 0u64;
 
         for (entry, responder) in batch {
             let log_id = entry.log_id;
@@ -221,12 +198,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => {
-                    newest_proposal = newest_proposal.max(cmd.proposed_at_ms);
                     let earlier = match &cmd.op_id {
-                        Some(id) => match s.ops.get(&wtxn, id).map_err(storage_err)? {
-                            Some(bytes) => Some(decode::<OpRecord>(bytes)?),
-                            None => None,
-                        },
+                        Some(id) => {
+                            ops::expire(s, &mut wtxn, &self.id_window, cmd.proposed_at_ms)?;
+                            ops::find(s, &wtxn, id)?
+                        }
                         None => None,
                     };
                     match earlier {
@@ -249,12 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     term,
                                     proposed_at_ms: cmd.proposed_at_ms,
                                 };
-                                s.ops
-                                    .put(&mut wtxn, id, &encode(&record)?)
-                                    .map_err(storage_err)?;
-                                s.ops_by_age
-                                    .put(&mut wtxn, &age_key(cmd.proposed_at_ms, id), &[])
-                                    .map_err(storage_err)?;
+                                ops::remember(s, &mut wtxn, &self.id_window, id, &record)?;
                             }
                             applied_events.push(Event::CommandApplied {
                                 index,
@@ -276,9 +247,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
         if let Some(last) = &last_applied {
             s.prune_history(&mut wtxn, last.index())?;
-        }
-        if newest_proposal > self.op_ttl_ms {
-            expire_ops(s, &mut wtxn, newest_proposal - self.op_ttl_ms)?;
         }
         s.applied
             .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&last_applied)?)
@@ -316,7 +284,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 events: self.events.clone(),
                 app: self.app.clone(),
                 delivery: self.delivery.clone(),
-                op_ttl_ms: self.op_ttl_ms,
+                id_window: self.id_window,
             },
         }
     }
@@ -331,22 +299,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        s.ops.clear(&mut wtxn).map_err(storage_err)?;
-        s.ops_by_age.clear(&mut wtxn).map_err(storage_err)?;
+        ops::replace(s, &mut wtxn, &self.id_window, &payload.ops)?;
         s.registry.clear(&mut wtxn).map_err(storage_err)?;
         for (key, json) in &payload.registry {
             s.registry.put(&mut wtxn, key, json).map_err(storage_err)?;
         }
         let floor = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         s.reset_history(&mut wtxn, floor)?;
-        for (id, record) in &payload.ops {
-            s.ops
-                .put(&mut wtxn, id, &encode(record)?)
-                .map_err(storage_err)?;
-            s.ops_by_age
-                .put(&mut wtxn, &age_key(record.proposed_at_ms, id), &[])
-                .map_err(storage_err)?;
-        }
         s.applied
             .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&meta.last_log_id)?)
             .map_err(storage_err)?;
@@ -437,31 +396,4 @@ fn apply_registry(
         s.record_change(wtxn, index, seq, &w.key, value)?;
     }
     Ok(true)
-}
-
-/// Forgets registry entries proposed before `cutoff_ms`, oldest first.
-fn expire_ops(s: &Store, wtxn: &mut heed::RwTxn, cutoff_ms: u64) -> io::Result<()> {
-    let cutoff = cutoff_ms.to_be_bytes();
-    let mut expired = Vec::new();
-    for item in s
-        .ops_by_age
-        .range(
-            wtxn,
-            &(
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Excluded(&cutoff[..]),
-            ),
-        )
-        .map_err(storage_err)?
-    {
-        let (key, _) = item.map_err(storage_err)?;
-        expired.push(key.to_vec());
-    }
-    for key in expired {
-        s.ops_by_age.delete(wtxn, &key).map_err(storage_err)?;
-        if let Ok(id) = std::str::from_utf8(&key[8..]) {
-            s.ops.delete(wtxn, id).map_err(storage_err)?;
-        }
-    }
-    Ok(())
 }

@@ -30,7 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
                 events,
                 Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
                 Delivery::none(),
-                24 * 3600 * 1000,
+                crate::ops::IdWindow::default(),
             ),
         ))
     }
@@ -97,7 +97,10 @@ mod delivery {
                 events,
                 Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
                 delivery.clone(),
-                u64::MAX,
+                crate::ops::IdWindow {
+                    ttl_ms: u64::MAX,
+                    ..Default::default()
+                },
             ),
             store,
             delivery,
