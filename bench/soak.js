@@ -9,7 +9,7 @@
 const path = require('node:path');
 const fs = require('node:fs');
 const { Cluster } = require('../support/cluster');
-const { MB, sleep, round, procStatusMb, diskUsageBytes, median, fmt, printRows } = require('./measure');
+const { MB, sleep, round, summarize, procStatusMb, diskUsageBytes, median, fmt, printRows } = require('./measure');
 
 const MINUTE_MS = 60000;
 const KILL_EVERY_MINUTES = 5;
@@ -63,25 +63,82 @@ async function killAndCatchUp(cluster, victim, log) {
   return result;
 }
 
+/**
+ * The writer: runs in the leader's process and follows leadership as soon as any node reports a
+ * new leader, carrying its numbering and what it measured over.
+ */
+class Writer {
+  constructor(cluster, rate, log) {
+    Object.assign(this, { cluster, rate, log, node: null, next: 0, moving: Promise.resolve() });
+    this.carried = { latencies: [], errors: {}, shed: 0 };
+  }
+
+  async start(node) {
+    this.node = node;
+    await node.call('soakStart', { rate: this.rate, prefix: 'soak', from: this.next });
+  }
+
+  _carry(sample) {
+    if (!sample) return;
+    for (const l of sample.latencies) this.carried.latencies.push(l);
+    for (const [k, v] of Object.entries(sample.errors)) this.carried.errors[k] = (this.carried.errors[k] || 0) + v;
+    this.carried.shed += sample.shed;
+    this.next = Math.max(this.next, sample.next);
+  }
+
+  follow(leaderId) {
+    this.moving = this.moving.then(async () => {
+      const target = this.cluster.node(leaderId);
+      if (!target || target === this.node || !target.running || this.stopped) return;
+      this._carry(await this.node.call('soakStop').catch(() => null));
+      this.log(`leadership moved to ${leaderId}: the writer follows`);
+      await this.start(target).catch((err) => this.log(`could not start the writer on ${leaderId}: ${err.message}`));
+    });
+  }
+
+  /** Everything measured since the last call, wherever the writer ran. */
+  async sample() {
+    await this.moving;
+    this._carry(await this.node.call('soakSample').catch(() => null));
+    const out = this.carried;
+    this.carried = { latencies: [], errors: {}, shed: 0 };
+    return out;
+  }
+
+  async stop() {
+    this.stopped = true;
+    await this.moving;
+    this._carry(await this.node.call('soakStop').catch(() => null));
+  }
+}
+
 async function soak({ minutes, rate }) {
   const log = (msg) => console.log(`[soak] ${msg}`);
   // The harness keeps nothing per operation (record: false), so memory is the package's own.
   const cluster = new Cluster(3, { guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
   const rows = [];
   const catchUps = [];
-  let generator = null;
-  let next = 0;
   try {
     await cluster.start();
-    generator = await cluster.form();
-    log(`cluster formed, leader ${generator.nodeId}; ${rate} ops/s through replicateOperation for ${minutes} min`);
-    await generator.call('soakStart', { rate, prefix: 'soak', from: next });
+    const first = await cluster.form();
+    log(`cluster formed, leader ${first.nodeId}; ${rate} ops/s through replicateOperation for ${minutes} min`);
+    const writer = new Writer(cluster, rate, log);
+    await writer.start(first);
+    for (const n of cluster.nodes) {
+      n.onEvent = (e) => {
+        if (e.name === 'leader_elected' && e.payload.leaderId) writer.follow(e.payload.leaderId);
+      };
+    }
     cluster.soakStartedAt = Date.now();
+    let sampledAt = performance.now();
     let killing = null;
-    let lastTerm = (await generator.call('state')).term;
+    let lastTerm = (await first.call('state')).term;
     for (let minute = 1; minute <= minutes; minute++) {
       await sleep(cluster.soakStartedAt + minute * MINUTE_MS - Date.now());
-      const sample = await generator.call('soakSample');
+      const raw = await writer.sample();
+      const now = performance.now();
+      const sample = summarize(raw.latencies, now - sampledAt, raw.errors);
+      sampledAt = now;
       const leader = await cluster.leader(15000).catch(() => null);
       const state = leader ? await leader.call('state') : null;
       const stats = leader ? await leader.call('nativeStats').catch(() => null) : null;
@@ -93,7 +150,7 @@ async function soak({ minutes, rate }) {
         p99Ms: sample.p99Ms,
         failed: Object.values(sample.errors).reduce((a, b) => a + b, 0),
         errors: sample.errors,
-        shed: sample.shed,
+        shed: raw.shed,
         term: state ? state.term : null,
         termChanged: state ? state.term !== lastTerm : null,
         nodes: figures,
@@ -103,27 +160,19 @@ async function soak({ minutes, rate }) {
       if (state) lastTerm = state.term;
       rows.push(row);
       log(
-        `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms, failed ${row.failed}, shed ${row.shed}, ` +
+        `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms, failed ${row.failed} ${row.failed ? JSON.stringify(row.errors) : ''}, shed ${row.shed}, ` +
           `RSS ${Object.values(figures).map((f) => fmt(f.rssMb, 0)).join('/')} MB, data ${Object.values(figures).map((f) => fmt(f.dataMb, 0)).join('/')} MB, ` +
           `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}`,
       );
-      // Leadership should not move without a fault; when it does anyway, the writer follows it
-      // so the run goes on, and the table shows the term change.
-      if (leader && leader !== generator) {
-        log(`leadership moved to ${leader.nodeId}: moving the writer`);
-        next = (await generator.call('soakStop').catch(() => ({ next: next + rate * 60 })))?.next ?? next;
-        generator = leader;
-        await generator.call('soakStart', { rate, prefix: 'soak', from: next });
-      }
       if (minute % KILL_EVERY_MINUTES === 0 && minute < minutes && !killing) {
-        const victim = cluster.nodes.find((n) => n !== generator && n.running);
+        const victim = cluster.nodes.find((n) => n !== writer.node && n.running);
         killing = killAndCatchUp(cluster, victim, log).then((r) => {
           catchUps.push(r);
           killing = null;
         });
       }
     }
-    await generator.call('soakStop');
+    await writer.stop();
     if (killing) await killing;
   } finally {
     await cluster.stop();

@@ -6,7 +6,7 @@ const { createRaftCoordinator, createClusterManager, ConsensusManager } = requir
 const { Daemon } = require('../examples/lib/daemon');
 const { StyleDaemon } = require('./style-daemons');
 const { fromNative } = require('../lib/errors');
-const { makeValue, summarize } = require('../bench/measure');
+const { makeValue } = require('../bench/measure');
 
 let raft = null;
 let daemon = null;
@@ -191,26 +191,24 @@ const ops = {
         else write(s.next++);
       }
     }, 5);
-    s.sampledAt = performance.now();
     soak = s;
     return null;
   },
-  /** What the soak writer saw since the last sample, and starts a new sample. */
+  /** What the soak writer saw since the last sample (latencies in ms), and starts a new one. */
   async soakSample() {
     if (!soak) return null;
-    const now = performance.now();
-    const r = { ...summarize(soak.latencies, now - soak.sampledAt, soak.errors), shed: soak.shed, inFlight: soak.inFlight, next: soak.next };
-    Object.assign(soak, { latencies: [], errors: {}, shed: 0, sampledAt: now });
+    const r = { latencies: soak.latencies, errors: soak.errors, shed: soak.shed, inFlight: soak.inFlight, next: soak.next };
+    Object.assign(soak, { latencies: [], errors: {}, shed: 0 });
     return r;
   },
-  /** Stops issuing, waits for what is in flight, and says where numbering stopped. */
+  /** Stops issuing, waits for what is in flight, and returns the last sample. */
   async soakStop() {
     if (!soak) return null;
-    const s = soak;
-    clearInterval(s.timer);
-    while (s.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+    clearInterval(soak.timer);
+    while (soak.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+    const last = await ops.soakSample();
     soak = null;
-    return { next: s.next };
+    return last;
   },
   /**
    * The engine's own measurements (what /metrics exposes): each histogram as its count and sum
