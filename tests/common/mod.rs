@@ -68,7 +68,11 @@ pub fn config(node_id: &str, port: u16, data_dir: &Path) -> NodeConfig {
         snapshot_threshold: 100_000,
         logs_kept_after_snapshot: 0,
         bootstrap: Bootstrap::Auto,
-        op_ttl_ms: 24 * 3600 * 1000,
+        id_window: unrdf_consensus::ops::IdWindow {
+            ttl_ms: 24 * 3600 * 1000,
+            max_ids: unrdf_consensus::ops::IdWindow::DEFAULT_MAX_IDS,
+            max_bytes: unrdf_consensus::ops::IdWindow::DEFAULT_MAX_BYTES,
+        },
         command_timeout: Duration::from_secs(5),
         add_peer_timeout: Duration::from_secs(15),
         map_size_bytes: 64 << 20,
