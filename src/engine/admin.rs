@@ -1,8 +1,11 @@
-//! What the admin endpoint asks of a running node beyond the Raft API: a backup.
+//! What the admin endpoint asks of a running node beyond the Raft API: a backup and a
+//! compaction.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::{Node, NodeError, ERR};
+use crate::types::TypeConfig;
 
 impl Node {
     /// Writes a compacted, consistent copy of this node's LMDB environment to `to` (a file that
@@ -22,5 +25,34 @@ impl Node {
                 format!("backup to {} failed: {e}", to.display()),
             )
         })
+    }
+
+    /// Snapshots the state machine now and purges the log up to `keep` entries before the
+    /// snapshot. Resolves with the purge point once both are done.
+    pub async fn compact(&self, keep: u64, timeout: Duration) -> Result<Option<u64>, NodeError> {
+        let Some(target) = self.metrics().last_applied.map(|l| l.index()) else {
+            return Ok(None);
+        };
+        let stopped =
+            |e: openraft::errors::Fatal<TypeConfig>| NodeError::new(ERR::SHUTDOWN, e.to_string());
+        self.raft.trigger().snapshot().await.map_err(stopped)?;
+        let deadline = Instant::now() + timeout;
+        let snapshotted = self
+            .wait_for(deadline, |m| m.snapshot.map(|l| l.index()) >= Some(target))
+            .await;
+        if !snapshotted {
+            return Err(NodeError::new(
+                ERR::TIMEOUT,
+                "the snapshot did not finish in time",
+            ));
+        }
+        let snapshot = self.metrics().snapshot.map(|l| l.index()).unwrap_or(target);
+        let Some(upto) = snapshot.checked_sub(keep) else {
+            return Ok(None);
+        };
+        self.raft.trigger().purge_log(upto).await.map_err(stopped)?;
+        self.wait_for(deadline, |m| m.purged.map(|l| l.index()) >= Some(upto))
+            .await;
+        Ok(Some(upto))
     }
 }

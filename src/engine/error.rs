@@ -2,8 +2,6 @@
 
 use serde_json::json;
 
-use crate::transport::codec::WireError;
-
 /// The stable error codes; JavaScript sees them as `error.code`.
 #[allow(non_snake_case)]
 pub mod ERR {
@@ -80,22 +78,6 @@ impl NodeError {
             "field": self.field,
         })
         .to_string()
-    }
-}
-
-impl From<NodeError> for WireError {
-    fn from(e: NodeError) -> Self {
-        WireError {
-            code: e.code.to_string(),
-            message: e.message,
-            leader_id: e.leader_id,
-        }
-    }
-}
-
-impl From<WireError> for NodeError {
-    fn from(e: WireError) -> Self {
-        NodeError::new(ERR::from_wire(&e.code), e.message).with_leader(e.leader_id)
     }
 }
 

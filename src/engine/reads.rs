@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
 
-use super::{Node, NodeError, ERR, FORWARD_REPLY_MARGIN};
+use super::rpc::{AppReply, AppRequest, FORWARD_REPLY_MARGIN};
+use super::{Node, NodeError, ERR};
 use crate::storage::Changes;
-use crate::transport::codec::{Reply, Rpc};
 
 /// What a linearizable read saw: the key's JSON (None when unset) as of at least `index`.
 #[derive(Debug, Clone)]
@@ -128,12 +128,12 @@ impl Node {
     async fn remote_read_index(&self, deadline: Instant) -> Result<u64, NodeError> {
         // A read changes nothing, so asking again after leadership moved is always safe.
         let reply = self
-            .call_leader(deadline, true, |left| Rpc::ReadIndex {
+            .call_leader(deadline, true, |left| AppRequest::ReadIndex {
                 timeout_ms: left.saturating_sub(FORWARD_REPLY_MARGIN).as_millis() as u64,
             })
             .await?;
         match reply {
-            Reply::ReadIndex(result) => result.map_err(NodeError::from),
+            AppReply::ReadIndex(result) => result.map_err(NodeError::from),
             other => Err(NodeError::new(
                 ERR::TIMEOUT,
                 format!("the leader gave no read index: {other:?}"),
