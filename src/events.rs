@@ -20,7 +20,7 @@ pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// connects, so the table is bounded.
 const MAX_WARNING_KEYS: usize = 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     CommandApplied {
         index: u64,
