@@ -890,7 +890,7 @@ class RaftCoordinator extends ManagedEmitter {
     try {
       if (this._stopped) throw this._shutdownError();
       if (this._native === null) {
-        throw new ConsensusError(ErrorCode.SHUTDOWN, `node ${this.config.nodeId} is not initialized; await initialize() first`);
+        throw new ConsensusError(ErrorCode.NOT_INITIALIZED, `node ${this.config.nodeId} is not initialized; await initialize() first`);
       }
       return Promise.resolve(call()).catch((err) => {
         throw fromNative(err);

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod admin;
 
-use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
+use crate::engine::{Bootstrap, ErrorCode, Node, NodeConfig, NodeError};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
 use crate::storage::ResumeFrom;
@@ -26,6 +26,13 @@ type EventCallback = ThreadsafeFunction<String, (), String, Status, false>;
 
 fn js_error(e: NodeError) -> Error {
     Error::new(Status::GenericFailure, e.to_json())
+}
+
+/// Every code a `ConsensusError` can carry, as the engine declares them; `lib/errors.js` and
+/// `index.d.ts` are tested against this list.
+#[napi]
+pub fn error_codes() -> Vec<&'static str> {
+    ErrorCode::ALL.iter().map(|code| code.as_str()).collect()
 }
 
 /// Configuration as `index.js` passes it: already validated, defaults filled in.
@@ -201,14 +208,14 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         "never" => Bootstrap::Never,
         other => {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!("bootstrap: expected 'auto', true or false, got {other}"),
             ))
         }
     };
     let port = u16::try_from(c.port).map_err(|_| {
         NodeError::new(
-            ERR::INVALID_CONFIG,
+            ErrorCode::InvalidConfig,
             format!("port: {} is not a valid port", c.port),
         )
     })?;
@@ -219,7 +226,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         }
         Some(i) => {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!("appliedIndex: expected a log index (an integer >= 0), got {i}"),
             )
             .with_field("appliedIndex"))
@@ -232,7 +239,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
                 .map(|m| {
                     let port = u16::try_from(m.port).map_err(|_| {
                         NodeError::new(
-                            ERR::INVALID_CONFIG,
+                            ErrorCode::InvalidConfig,
                             format!("initialMembers: {} is not a valid port", m.port),
                         )
                         .with_field("initialMembers")
@@ -275,7 +282,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
             (None, None, None) => None,
             _ => {
                 return Err(NodeError::new(
-                    ERR::INVALID_CONFIG,
+                    ErrorCode::InvalidConfig,
                     "tls: certFile, keyFile and caFile are all required",
                 )
                 .with_field("tls"))
@@ -359,7 +366,7 @@ pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Resul
         Some(name) => Some(crate::log_forward::parse_level(name).ok_or_else(|| {
             js_error(
                 NodeError::new(
-                    ERR::INVALID_CONFIG,
+                    ErrorCode::InvalidConfig,
                     format!("logLevel: expected error, warn, info, debug or trace, got {name}"),
                 )
                 .with_field("logLevel"),
@@ -397,7 +404,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(5);
 fn peer_port(port: u32) -> Result<u16> {
     u16::try_from(port).map_err(|_| {
         js_error(NodeError::new(
-            ERR::INVALID_CONFIG,
+            ErrorCode::InvalidConfig,
             format!("port: {port} is not a valid port"),
         ))
     })
@@ -412,7 +419,7 @@ impl NativeNode {
     fn node(&self) -> Result<Arc<Node>> {
         lock(&self.node)
             .clone()
-            .ok_or_else(|| js_error(NodeError::new(ERR::SHUTDOWN, "the node is stopped")))
+            .ok_or_else(|| js_error(NodeError::new(ErrorCode::Shutdown, "the node is stopped")))
     }
 
     /// Registers the target of an `addPeer` call at once, on the JavaScript thread, so every
@@ -478,7 +485,7 @@ impl NativeNode {
         let registry = match registry_spec {
             Some(spec) => Some(
                 RegistryWrite::from_spec_json(&spec)
-                    .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?,
+                    .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?,
             ),
             None => {
                 registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false)))
@@ -486,7 +493,7 @@ impl NativeNode {
         };
         if let Some(w) = &registry {
             w.check_keys()
-                .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?;
+                .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?;
         }
         let node = self.node()?;
         let timeout = timeout_ms

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{Node, NodeError, ERR};
+use super::{ErrorCode, Node, NodeError};
 use crate::types::TypeConfig;
 
 impl Node {
@@ -17,13 +17,16 @@ impl Node {
         let target = to.clone();
         let copied = tokio::task::spawn_blocking(move || store.copy_to(&target))
             .await
-            .map_err(|e| NodeError::new(ERR::STORAGE, format!("backup task failed: {e}")))?;
+            .map_err(|e| {
+                NodeError::new(ErrorCode::Storage, format!("backup task failed: {e}")).with_cause(e)
+            })?;
         copied.map_err(|e| {
             let _ = std::fs::remove_file(&to);
             NodeError::new(
-                ERR::STORAGE,
+                ErrorCode::Storage,
                 format!("backup to {} failed: {e}", to.display()),
             )
+            .with_cause(e)
         })
     }
 
@@ -33,8 +36,9 @@ impl Node {
         let Some(target) = self.metrics().last_applied.map(|l| l.index()) else {
             return Ok(None);
         };
-        let stopped =
-            |e: openraft::errors::Fatal<TypeConfig>| NodeError::new(ERR::SHUTDOWN, e.to_string());
+        let stopped = |e: openraft::errors::Fatal<TypeConfig>| {
+            NodeError::new(ErrorCode::Shutdown, e.to_string())
+        };
         self.raft.trigger().snapshot().await.map_err(stopped)?;
         let deadline = Instant::now() + timeout;
         let snapshotted = self
@@ -42,7 +46,7 @@ impl Node {
             .await;
         if !snapshotted {
             return Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 "the snapshot did not finish in time",
             ));
         }

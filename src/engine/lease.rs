@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use openraft::Instant as _;
 use openraft::{RaftMetrics, ServerState};
 
-use super::{Node, NodeError, ERR};
+use super::{ErrorCode, Node, NodeError};
 use crate::types::TypeConfig;
 
 impl Node {
@@ -69,7 +69,7 @@ impl Node {
 
     pub(super) fn no_quorum_error(&self) -> NodeError {
         NodeError::new(
-            ERR::NO_QUORUM,
+            ErrorCode::NoQuorum,
             format!(
                 "this node ({}) leads but has not heard from a majority of the voters for {} ms; nothing was written. Retry once the cluster heals (another node may lead by then)",
                 self.id, self.config.election_timeout_max_ms

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
 
 use super::formation::Formation;
-use super::{cursor, membership_applied, watcher, Bootstrap, Node, NodeConfig, NodeError, ERR};
+use super::{
+    cursor, membership_applied, watcher, Bootstrap, ErrorCode, Node, NodeConfig, NodeError,
+};
 use crate::events::EventSink;
 use crate::storage::{AppSnapshots, Delivery, LogStore, OpenError, StateMachine, Store};
 use crate::transport::client::PeerPool;
@@ -35,7 +37,7 @@ impl Node {
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AddrInUse {
                     NodeError::new(
-                        ERR::ADDRESS_IN_USE,
+                        ErrorCode::AddressInUse,
                         format!(
                             "port {} on {} is already in use; pick another port or 0 for a free one",
                             config.port, config.host
@@ -43,30 +45,28 @@ impl Node {
                     )
                 } else {
                     NodeError::new(
-                        ERR::INVALID_CONFIG,
+                        ErrorCode::InvalidConfig,
                         format!("cannot listen on {}:{}: {e}", config.host, config.port),
                     )
                 }
             })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?
-            .port();
+        let port = listener.local_addr().map_err(NodeError::storage)?.port();
 
         let store = Store::open(&config.data_dir, config.map_size_bytes).map_err(|e| match e {
-            OpenError::Locked(_) => NodeError::new(ERR::STORAGE, e.to_string()),
+            OpenError::Locked(_) => NodeError::storage(e),
             OpenError::Io(io) => NodeError::new(
-                ERR::STORAGE,
+                ErrorCode::Storage,
                 format!(
                     "cannot open data directory {}: {io}",
                     config.data_dir.display()
                 ),
-            ),
+            )
+            .with_cause(io),
         })?;
         store
             .remember_node_id(&config.node_id)
             .and_then(|()| store.remove_stale_copies().map(drop))
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))?;
+            .map_err(NodeError::storage)?;
 
         let raft_config = Config {
             cluster_name: config.cluster_id.clone(),
@@ -81,12 +81,15 @@ impl Node {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| NodeError::new(ERR::INVALID_CONFIG, e.to_string()))?;
+        .map_err(|e| NodeError::new(ErrorCode::InvalidConfig, e.to_string()))?;
 
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| {
-                NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
-                    .with_field(e.field)
+                NodeError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("{}: {}", e.field, e.message),
+                )
+                .with_field(e.field)
             })?)),
             None => None,
         };
@@ -120,10 +123,13 @@ impl Node {
         let delivery = Delivery::retaining();
         let replayed = store
             .replay_undelivered(config.resume_from, &delivery, &events)
-            .map_err(|e| NodeError::new(ERR::STORAGE, format!("cannot resume delivery: {e}")))?;
+            .map_err(|e| {
+                NodeError::new(ErrorCode::Storage, format!("cannot resume delivery: {e}"))
+                    .with_cause(e)
+            })?;
         if let Some((first, last)) = replayed.missing {
             events.emit(crate::events::Event::Warning {
-                code: ERR::STORAGE,
+                code: ErrorCode::Storage.as_str(),
                 message: format!(
                     "entries {first} to {last} are no longer in the log and no snapshot covers them, so they cannot be delivered again; delivery resumed at {}",
                     last + 1
@@ -148,7 +154,9 @@ impl Node {
             state_machine,
         )
         .await
-        .map_err(|e| NodeError::new(ERR::STORAGE, format!("raft failed to start: {e}")))?;
+        .map_err(|e| {
+            NodeError::new(ErrorCode::Storage, format!("raft failed to start: {e}")).with_cause(e)
+        })?;
         // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
         // Wait for the first real report, so the state read right after start is what is on disk.
         let mut first_report = raft.metrics();
@@ -232,7 +240,7 @@ impl Node {
             .collect();
         if let Err(e) = self.raft.initialize(members).await {
             if !matches!(e, RaftError::APIError(_)) {
-                return Err(NodeError::new(ERR::STORAGE, e.to_string()));
+                return Err(NodeError::storage(e));
             }
         }
         Ok(())
@@ -246,7 +254,7 @@ impl Node {
         if let Err(e) = self.raft.initialize(members).await {
             // Already initialized is fine: someone (or a restart) got here first.
             if !matches!(e, RaftError::APIError(_)) {
-                return Err(NodeError::new(ERR::STORAGE, e.to_string()));
+                return Err(NodeError::storage(e));
             }
         }
         let me = self.id.clone();
@@ -259,7 +267,7 @@ impl Node {
             .await
         {
             return Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 "the new cluster did not elect this node in time",
             ));
         }
@@ -275,7 +283,7 @@ impl Node {
         let mut stop = self.stop_tx.subscribe();
         let stopped = || {
             NodeError::new(
-                ERR::SHUTDOWN,
+                ErrorCode::Shutdown,
                 format!("node {} stopped while the call was in flight", self.id),
             )
         };

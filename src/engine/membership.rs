@@ -8,7 +8,7 @@ use openraft::{ChangeMembers, RaftMetrics};
 
 use super::formation::{Answer, Formation, Verdict};
 use super::rpc::{ask, AppReply, AppRequest, ClaimReply, FORWARD_REPLY_MARGIN};
-use super::{known_leader, membership_applied, Bootstrap, Node, NodeError, ERR};
+use super::{known_leader, membership_applied, Bootstrap, ErrorCode, Node, NodeError};
 use crate::transport::client::DialFailure;
 use crate::transport::server::ERR_NOT_MEMBER;
 use crate::types::{NodeName, PeerAddr, TypeConfig};
@@ -29,10 +29,10 @@ const CLAIM_RETRY: Duration = Duration::from_millis(100);
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 /// The error code for a peer's handshake refusal, as the caller of `addPeer` sees it.
-fn refusal_code(code: &str) -> &'static str {
+fn refusal_code(code: &str) -> ErrorCode {
     match code {
-        "ERR_INVALID_CONFIG" | "ERR_PROTOCOL" => ERR::INVALID_CONFIG,
-        _ => ERR::AUTH,
+        "ERR_INVALID_CONFIG" | "ERR_PROTOCOL" => ErrorCode::InvalidConfig,
+        _ => ErrorCode::Auth,
     }
 }
 
@@ -70,7 +70,7 @@ impl Node {
         let peer = NodeName(id.clone());
         if peer == self.id {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!("addPeer: '{id}' is this node itself"),
             ));
         }
@@ -126,7 +126,7 @@ impl Node {
         if forward && self.is_fresh()? {
             if self.config.bootstrap == Bootstrap::Never {
                 return Err(NodeError::new(
-                    ERR::INVALID_CONFIG,
+                    ErrorCode::InvalidConfig,
                     "this node has bootstrap: false and belongs to no cluster yet; call addPeer on the cluster's leader",
                 ));
             }
@@ -152,7 +152,7 @@ impl Node {
         }
         if existing.is_some() && existing.as_ref() != Some(addr) {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!(
                     "{id} is already a member at {}; remove it before adding it at {addr}",
                     existing.map(|a| a.to_string()).unwrap_or_default()
@@ -203,7 +203,7 @@ impl Node {
                 "it stays a learner; check that it runs and is reachable: it becomes a voter once addPeer is called again and it catches up"
             };
             return Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!(
                     "{id} at {addr} did not catch up within {} ms ({why}); {next}",
                     self.config.add_peer_timeout.as_millis()
@@ -301,7 +301,7 @@ impl Node {
             }
             if Instant::now() >= deadline {
                 return Err(NodeError::new(
-                    ERR::TIMEOUT,
+                    ErrorCode::Timeout,
                     format!(
                         "the fresh nodes this node adds did not settle who founds the cluster within {} ms; check that they run and are reachable, or start every node with the same initialMembers",
                         self.config.add_peer_timeout.as_millis()
@@ -372,7 +372,7 @@ impl Node {
         Err(if member {
             let leader = self.formation.leader_hint(to);
             NodeError::new(
-                ERR::NOT_LEADER,
+                ErrorCode::NotLeader,
                 format!(
                     "{to} already belongs to a cluster (leader: {}) and it did not add {me} within {ms} ms; call addPeer for {me} on that cluster's leader instead of founding a new one",
                     leader.as_deref().unwrap_or("unknown")
@@ -381,7 +381,7 @@ impl Node {
             .with_leader(leader)
         } else {
             NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!(
                     "{me} left founding the cluster to {to}, which did not add it within {ms} ms; call addPeer for {me} on {to} or on its cluster's leader"
                 ),
@@ -423,7 +423,7 @@ impl Node {
         match reply {
             AppReply::Done(result) => result.map_err(NodeError::from),
             other => Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("the leader gave no answer to a forwarded addPeer: {other:?}"),
             )),
         }
@@ -448,7 +448,7 @@ impl Node {
                 .and_then(|reply| match reply {
                     AppReply::Done(result) => result.map_err(NodeError::from),
                     other => Err(NodeError::new(
-                        ERR::TIMEOUT,
+                        ErrorCode::Timeout,
                         format!("the leader gave no answer to a forwarded removal: {other:?}"),
                     )),
                 });
@@ -456,7 +456,7 @@ impl Node {
         let membership = m.membership_config.membership();
         if membership.get_node(&peer).is_none() {
             return Err(NodeError::new(
-                ERR::NODE_NOT_FOUND,
+                ErrorCode::NodeNotFound,
                 format!("{id} is not a member of this cluster"),
             ));
         }
@@ -501,7 +501,7 @@ impl Node {
             .any(|v| v == target)
         {
             return Err(NodeError::new(
-                ERR::NODE_NOT_FOUND,
+                ErrorCode::NodeNotFound,
                 format!("{to} is not a voter of this cluster"),
             ));
         }
@@ -509,7 +509,7 @@ impl Node {
             .trigger()
             .transfer_leader(target.clone())
             .await
-            .map_err(|e| NodeError::new(ERR::SHUTDOWN, e.to_string()))?;
+            .map_err(|e| NodeError::new(ErrorCode::Shutdown, e.to_string()))?;
         let deadline = Instant::now() + timeout;
         if self
             .wait_for(deadline, |m| m.current_leader.as_ref() == Some(&target))
@@ -518,7 +518,7 @@ impl Node {
             Ok(())
         } else {
             Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("{to} did not take over leadership in time"),
             ))
         }
@@ -533,7 +533,7 @@ impl Node {
         let m = self.metrics();
         let Some(addr) = m.membership_config.membership().get_node(&peer).cloned() else {
             return Err(NodeError::new(
-                ERR::NODE_NOT_FOUND,
+                ErrorCode::NodeNotFound,
                 format!("{node_id} is not a member of this cluster"),
             ));
         };
@@ -541,10 +541,13 @@ impl Node {
         match ask(&self.pool.get(&peer, &addr), &AppRequest::Probe, timeout).await {
             Ok(AppReply::Probe(_)) => Ok(started.elapsed()),
             Ok(other) => Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("{node_id}: {other:?}"),
             )),
-            Err(e) => Err(NodeError::new(ERR::TIMEOUT, format!("{node_id}: {e}"))),
+            Err(e) => Err(NodeError::new(
+                ErrorCode::Timeout,
+                format!("{node_id}: {e}"),
+            )),
         }
     }
 }

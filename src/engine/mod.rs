@@ -26,7 +26,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::RaftMetrics;
 use tokio::sync::{oneshot, watch, Mutex};
 
-pub use error::{NodeError, ERR};
+pub use error::{ErrorCode, NodeError};
 use formation::Formation;
 pub use reads::LinearRead;
 pub use state::NodeState;
@@ -143,7 +143,7 @@ impl Node {
     pub fn registry(&self, prefix: &str) -> Result<Vec<(String, String)>, NodeError> {
         self.store
             .registry_entries(prefix)
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+            .map_err(NodeError::storage)
     }
 
     /// Where this replica's state machine applied operation `op_id`: `(index, term)`, or `None`
@@ -151,7 +151,7 @@ impl Node {
     pub fn operation(&self, op_id: &str) -> Result<Option<(u64, u64)>, NodeError> {
         StateMachine::find_op(&self.store, op_id)
             .map(|found| found.map(|op| (op.index, op.term)))
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+            .map_err(NodeError::storage)
     }
 
     /// Fault injection: stop dialing the `outbound` peers and accepting the `inbound` ones, and
@@ -159,7 +159,7 @@ impl Node {
     pub fn set_link_cuts(&self, cuts: Cuts) -> Result<(), NodeError> {
         let Some(link_cuts) = &self.pool.config().link_cuts else {
             return Err(NodeError::new(
-                ERR::INVALID_OPERATION,
+                ErrorCode::InvalidOperation,
                 format!(
                     "link cuts are for fault tests; start the process with {FAULT_HOOKS_ENV}=1"
                 ),
@@ -179,13 +179,13 @@ impl Node {
     pub fn set_secrets(&self, secrets: Vec<String>) -> Result<(), NodeError> {
         let Some(current) = &self.pool.config().secret else {
             return Err(NodeError::new(
-                ERR::INVALID_OPERATION,
+                ErrorCode::InvalidOperation,
                 "this node was started without a secret; start every node with one to use secrets",
             ));
         };
         if !current.set(secrets.into_iter().map(String::into_bytes).collect()) {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 "secret: at least one secret is required once a cluster uses them",
             )
             .with_field("secret"));
@@ -199,13 +199,16 @@ impl Node {
     pub fn reload_tls(&self) -> Result<(), NodeError> {
         let Some(tls) = &self.pool.config().tls else {
             return Err(NodeError::new(
-                ERR::INVALID_OPERATION,
+                ErrorCode::InvalidOperation,
                 "this node was started without tls; there is nothing to reload",
             ));
         };
         tls.reload().map_err(|e| {
-            NodeError::new(ERR::INVALID_CONFIG, format!("{}: {}", e.field, e.message))
-                .with_field(e.field)
+            NodeError::new(
+                ErrorCode::InvalidConfig,
+                format!("{}: {}", e.field, e.message),
+            )
+            .with_field(e.field)
         })?;
         self.pool.redial(None);
         Ok(())
@@ -239,9 +242,7 @@ impl Node {
     }
 
     fn has_state(&self) -> Result<bool, NodeError> {
-        self.store
-            .has_raft_state()
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+        self.store.has_raft_state().map_err(NodeError::storage)
     }
 
     /// Waits until `done` holds for the metrics, or the deadline passes.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
-use super::{known_leader, Node, NodeError, ERR};
+use super::{known_leader, ErrorCode, Node, NodeError};
 use crate::transport::client::PeerConn;
 use crate::transport::codec::{self, Reply, Rpc};
 use crate::transport::server::AppHandler;
@@ -111,7 +111,7 @@ impl From<NodeError> for WireError {
 
 impl From<WireError> for NodeError {
     fn from(e: WireError) -> Self {
-        NodeError::new(ERR::from_wire(&e.code), e.message).with_leader(e.leader_id)
+        NodeError::new(ErrorCode::from_wire(&e.code), e.message).with_leader(e.leader_id)
     }
 }
 
@@ -272,7 +272,7 @@ impl Node {
                 .await
                 .map_err(|e| {
                     NodeError::new(
-                        ERR::NOT_LEADER,
+                        ErrorCode::NotLeader,
                         format!("could not reach leader {leader}: {e}"),
                     )
                     .with_leader(Some(leader.0.clone()))
@@ -280,7 +280,9 @@ impl Node {
             let refused = match &reply {
                 AppReply::Forwarded(Err(e))
                 | AppReply::Done(Err(e))
-                | AppReply::ReadIndex(Err(e)) => ERR::from_wire(&e.code) == ERR::NOT_LEADER,
+                | AppReply::ReadIndex(Err(e)) => {
+                    ErrorCode::from_wire(&e.code) == ErrorCode::NotLeader
+                }
                 _ => false,
             };
             if !(refused && retry) || Instant::now() >= deadline {

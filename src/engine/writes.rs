@@ -7,7 +7,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 
 use super::rpc::{AppReply, AppRequest, FORWARD_REPLY_MARGIN};
-use super::{Node, NodeError, Written, ERR};
+use super::{ErrorCode, Node, NodeError, Written};
 use crate::now_ms;
 use crate::types::{Applied, Command, NodeName, RegistryWrite, TypeConfig};
 
@@ -21,7 +21,7 @@ impl Node {
                 self.id
             ),
         };
-        NodeError::new(ERR::NOT_LEADER, hint).with_leader(leader)
+        NodeError::new(ErrorCode::NotLeader, hint).with_leader(leader)
     }
 
     /// Replicates a command; resolves once a majority holds it durably and it is applied on the
@@ -97,7 +97,7 @@ impl Node {
         match reply {
             AppReply::Forwarded(result) => result.map_err(NodeError::from),
             other => Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("the leader gave no answer to a forwarded write: {other:?}"),
             )),
         }
@@ -114,7 +114,7 @@ impl Node {
         let ms = timeout.as_millis();
         if reachable * 2 <= voters.len() {
             NodeError::new(
-                ERR::NO_QUORUM,
+                ErrorCode::NoQuorum,
                 format!(
                     "no majority reachable: {reachable} of {} voters; the command was not committed within {ms} ms and may still commit if the cluster heals",
                     voters.len()
@@ -122,7 +122,7 @@ impl Node {
             )
         } else {
             NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("the command was not committed within {ms} ms; it may still commit"),
             )
         }
@@ -143,7 +143,7 @@ impl Node {
             | RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
                 let leader = f.leader_id.map(|l| l.0);
                 NodeError::new(
-                    ERR::NOT_LEADER,
+                    ErrorCode::NotLeader,
                     format!(
                         "this node ({}) is not the leader{}",
                         self.id,
@@ -155,8 +155,12 @@ impl Node {
                 )
                 .with_leader(leader)
             }
-            RaftError::APIError(other) => NodeError::new(ERR::INVALID_OPERATION, other.to_string()),
-            RaftError::Fatal(f) => NodeError::new(ERR::SHUTDOWN, format!("raft stopped: {f}")),
+            RaftError::APIError(other) => {
+                NodeError::new(ErrorCode::InvalidOperation, other.to_string())
+            }
+            RaftError::Fatal(f) => {
+                NodeError::new(ErrorCode::Shutdown, format!("raft stopped: {f}")).with_cause(f)
+            }
         }
     }
 }
