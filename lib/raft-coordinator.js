@@ -653,7 +653,7 @@ class RaftCoordinator extends ManagedEmitter {
     const started = process.hrtime.bigint();
     counters.pending++;
     const call = this._run(() =>
-      this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec),
+      this._native.replicate({ json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec }),
     ).then(
       (applied) => {
         counters.pending--;
@@ -909,58 +909,33 @@ class RaftCoordinator extends ManagedEmitter {
       rethrowLater(new Error(`@unrdf/consensus: malformed event batch: ${err.message}`));
       return;
     }
-    for (const e of events) {
-      switch (e.type) {
+    // Each event comes as {type, payload}: its public name and argument, named as listeners see
+    // them (src/events.rs declares both).
+    for (const { type, payload } of events) {
+      switch (type) {
         case 'command_applied':
-          this._emitStateMachineEvent('command_applied', {
-            command: e.command,
-            entry: { index: e.index, term: e.term },
-            operationId: e.opId ?? undefined,
-            redelivered: e.redelivered,
-          });
+          // JSON has no undefined: a command without an operation id gets `operationId: undefined`.
+          if (payload.operationId === null) payload.operationId = undefined;
+          this._emitStateMachineEvent(type, payload);
           break;
         case 'snapshot_installed':
-          this._emitStateMachineEvent('snapshot_installed', {
-            lastIncludedIndex: e.lastIncludedIndex,
-            term: e.term,
-            appState: e.appState,
-            redelivered: e.redelivered,
-          });
+          this._emitStateMachineEvent(type, payload);
           break;
         case 'snapshot_request':
-          this._emitStateMachineEvent(SNAPSHOT_REQUEST, { id: e.id, index: e.index });
+          this._emitStateMachineEvent(SNAPSHOT_REQUEST, payload);
           break;
         case 'leader_elected':
-          this._counters.sawLeader(e.leaderId);
-          this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });
-          break;
-        case 'leader_lost':
-          this._emitSafely('leader_lost', { previousLeaderId: e.previousLeaderId, term: e.term });
-          break;
-        case 'term_updated':
-          this._emitSafely('term_updated', { term: e.term });
-          break;
-        case 'became_follower':
-          this._emitSafely('became_follower', { term: e.term, leaderId: e.leaderId ?? null });
-          break;
-        case 'peer_connected':
-        case 'peer_disconnected':
-        case 'peer_removed':
-          this._emitSafely(e.type, { nodeId: e.nodeId });
-          break;
-        case 'peer_added':
-          this._emitSafely('peer_added', { nodeId: e.nodeId, host: e.host, port: e.port, voter: e.voter });
-          break;
-        case 'log_purged':
-          this._emitSafely('log_compacted', { upToIndex: e.upToIndex, entriesRemoved: e.entriesRemoved });
+          this._counters.sawLeader(payload.leaderId);
+          this._emitSafely(type, payload);
           break;
         case 'warning':
-          this._emitSafely('warning', new ConsensusError(e.code, e.message));
+          this._emitSafely('warning', new ConsensusError(payload.code, payload.message));
           break;
         case 'log':
-          this._log(e);
+          this._log(payload);
           break;
         default:
+          this._emitSafely(type, payload);
           break;
       }
     }

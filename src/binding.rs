@@ -117,6 +117,22 @@ fn histogram(r: crate::stats::HistogramReading) -> NativeHistogram {
     }
 }
 
+/// A write as `replicateCommand` hands it over, checked already.
+#[napi(object)]
+pub struct NativeWrite {
+    /// The command as JSON text.
+    pub json: String,
+    pub operation_id: Option<String>,
+    /// Absent: the node's command timeout.
+    pub timeout_ms: Option<u32>,
+    /// On a follower, send the write on to the leader instead of refusing it.
+    pub forward: Option<bool>,
+    pub registry_key: Option<String>,
+    pub registry_delete: Option<bool>,
+    /// Conditions and values of the registry write, as JSON (see `RegistryWrite::from_spec_json`).
+    pub registry_spec: Option<String>,
+}
+
 #[napi(object)]
 pub struct NativeApplied {
     pub index: f64,
@@ -467,21 +483,17 @@ impl NativeNode {
             .map_err(js_error)
     }
 
-    /// `timeout_ms` defaults to the node's command timeout; `forward` sends the write on to the
-    /// leader when this node is a follower.
-    // Positional, as the one JavaScript caller passes them; a struct would add a copy per write.
-    #[allow(clippy::too_many_arguments)]
     #[napi]
-    pub async fn replicate(
-        &self,
-        json: String,
-        op_id: Option<String>,
-        timeout_ms: Option<u32>,
-        forward: Option<bool>,
-        registry_key: Option<String>,
-        registry_delete: Option<bool>,
-        registry_spec: Option<String>,
-    ) -> Result<NativeApplied> {
+    pub async fn replicate(&self, write: NativeWrite) -> Result<NativeApplied> {
+        let NativeWrite {
+            json,
+            operation_id,
+            timeout_ms,
+            forward,
+            registry_key,
+            registry_delete,
+            registry_spec,
+        } = write;
         let registry = match registry_spec {
             Some(spec) => Some(
                 RegistryWrite::from_spec_json(&spec)
@@ -502,7 +514,7 @@ impl NativeNode {
         let written = node
             .unless_stopped(node.replicate(
                 json,
-                op_id,
+                operation_id,
                 registry,
                 timeout,
                 forward.unwrap_or(false),
