@@ -25,9 +25,6 @@ const CLAIM_WAIT: Duration = Duration::from_millis(1000);
 /// again.
 const CLAIM_RETRY: Duration = Duration::from_millis(100);
 
-/// How long a node that just joined waits to learn its leader before forwarding to it.
-const LEADER_WAIT: Duration = Duration::from_secs(2);
-
 /// The error code for a peer's handshake refusal, as the caller of `addPeer` sees it.
 fn refusal_code(code: &str) -> ErrorCode {
     match code {
@@ -398,7 +395,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         // A node that was just added may not have heard from its leader yet, or heard from it
         // before the log carrying the membership (and so the leader's address) arrived.
-        let settle = (Instant::now() + LEADER_WAIT).min(deadline);
+        let settle = (Instant::now() + self.config.election_wait()).min(deadline);
         self.wait_for(settle, |m| {
             known_leader(m).is_some_and(|(leader, _)| leader != self.id)
         })

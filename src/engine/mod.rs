@@ -86,6 +86,20 @@ pub struct NodeConfig {
     pub app_snapshots: bool,
 }
 
+/// The least time an election is given: below it, waits are bounded by the scheduling of a busy
+/// machine rather than by Raft's timeouts.
+const ELECTION_WAIT_FLOOR: Duration = Duration::from_secs(2);
+
+impl NodeConfig {
+    /// How long an election may take with these timeouts (two rounds of the longest election
+    /// timeout, at least `ELECTION_WAIT_FLOOR`): how long a node waits for its view of the leader
+    /// to settle before it judges a request by it.
+    pub fn election_wait(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms.saturating_mul(2))
+            .max(ELECTION_WAIT_FLOOR)
+    }
+}
+
 /// A write's outcome, and whether this node's own state machine applied it (it led) or the
 /// leader it was forwarded to did.
 #[derive(Debug, Clone, Copy)]

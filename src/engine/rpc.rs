@@ -23,10 +23,6 @@ pub(super) const FORWARD_REPLY_MARGIN: Duration = Duration::from_millis(500);
 /// asks again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
-/// How long a forwarded request waits for this node's view of the leader to catch up with the
-/// sender's: an election finishes well inside it.
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-
 /// A request of one node's engine to another's. The order of the variants is the wire's (see
 /// `transport::codec`): new ones go at the end.
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,7 +168,10 @@ impl Node {
             }
             AppRequest::RemoveMember { node_id } => {
                 let removal = self.remove_peer(node_id, false);
-                AppReply::Done(self.serve_forwarded(SETTLE_LIMIT, removal).await)
+                AppReply::Done(
+                    self.serve_forwarded(self.config.election_wait(), removal)
+                        .await,
+                )
             }
             AppRequest::AddMember {
                 node_id,
@@ -193,7 +192,8 @@ impl Node {
     }
 
     /// Serves a request another node sent here because it saw this node lead: waits (up to
-    /// `settle`, at most `SETTLE_LIMIT`) for this node's view of the leader to settle, runs
+    /// `settle`, at most as long as an election takes) for this node's view of the leader to
+    /// settle, runs
     /// `work` unless the node stops meanwhile, and puts the outcome in the wire's form.
     async fn serve_forwarded<T>(
         &self,
@@ -201,7 +201,7 @@ impl Node {
         work: impl Future<Output = Result<T, NodeError>>,
     ) -> Result<T, WireError> {
         let settled = async {
-            self.settle_leadership(Instant::now() + settle.min(SETTLE_LIMIT))
+            self.settle_leadership(Instant::now() + settle.min(self.config.election_wait()))
                 .await;
             work.await
         };
