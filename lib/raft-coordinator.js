@@ -798,34 +798,7 @@ class RaftCoordinator extends ManagedEmitter {
         lastContact: 0,
       };
     }
-    const s = this._native.state();
-    const nodes = {};
-    const voters = [];
-    const learners = [];
-    for (const m of s.members) {
-      nodes[m.nodeId] = { host: m.host, port: m.port, voter: m.voter };
-      (m.voter ? voters : learners).push(m.nodeId);
-    }
-    const replication = {};
-    for (const r of s.replication) replication[r.nodeId] = r.matchedIndex ?? null;
-    return {
-      nodeId: s.nodeId,
-      role: s.role,
-      isLeader: s.role === 'leader',
-      leaderId: s.leaderId ?? null,
-      term: s.term,
-      port: s.port,
-      lastLogIndex: s.lastLogIndex ?? 0,
-      commitIndex: s.commitIndex ?? 0,
-      lastApplied: s.lastApplied ?? 0,
-      logLength: s.logLength,
-      snapshotIndex: s.snapshotIndex ?? null,
-      peers: Object.keys(nodes).filter((id) => id !== s.nodeId),
-      connectedPeers: s.connectedPeers,
-      membership: { voters, learners, nodes, changing: s.joint },
-      replication,
-      lastContact: s.lastContactMs,
-    };
+    return this._native.state();
   }
 
   /** Stops Raft and the transport; data stays on disk. Idempotent. */

@@ -1,6 +1,7 @@
 //! The napi surface: thin conversions between JavaScript values and the engine. `index.js` wraps
 //! it in the public `RaftCoordinator` class; nothing here is meant to be called directly.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,41 +171,46 @@ pub struct NativeAppliedOperation {
     pub term: f64,
 }
 
+/// A member as `getState().membership.nodes` lists it.
 #[napi(object)]
-pub struct NativeMember {
-    pub node_id: String,
+pub struct MemberInfo {
     pub host: String,
     pub port: u32,
     pub voter: bool,
 }
 
 #[napi(object)]
-pub struct NativeReplication {
-    pub node_id: String,
-    pub matched_index: Option<f64>,
+pub struct Membership {
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub nodes: BTreeMap<String, MemberInfo>,
+    /// A membership change is half done (joint config); `voters` lists both configs' voters.
+    pub changing: bool,
 }
 
-#[napi(object)]
-pub struct NativeState {
+/// `getState()` of a running node: `RaftState` in index.d.ts, field for field.
+#[napi(object, use_nullable = true)]
+pub struct RaftState {
     pub node_id: String,
     pub role: String,
+    pub is_leader: bool,
     pub leader_id: Option<String>,
     pub term: f64,
     pub port: u32,
-    pub last_log_index: Option<f64>,
-    pub commit_index: Option<f64>,
-    pub last_applied: Option<f64>,
-    pub snapshot_index: Option<f64>,
-    pub purged_index: Option<f64>,
+    pub last_log_index: f64,
+    pub commit_index: f64,
+    pub last_applied: f64,
     pub log_length: f64,
-    pub members: Vec<NativeMember>,
-    /// A membership change is in progress (joint config).
-    pub joint: bool,
+    pub snapshot_index: Option<f64>,
+    /// Member ids other than this node.
+    pub peers: Vec<String>,
     pub connected_peers: Vec<String>,
-    pub replication: Vec<NativeReplication>,
+    pub membership: Membership,
+    /// Leader only: per member, the highest log index known to be replicated there.
+    pub replication: BTreeMap<String, Option<f64>>,
     /// Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
     /// (ms since epoch, 0 for never).
-    pub last_contact_ms: f64,
+    pub last_contact: f64,
 }
 
 #[napi]
@@ -707,42 +713,58 @@ impl NativeNode {
     }
 
     #[napi]
-    pub fn state(&self) -> Result<NativeState> {
+    pub fn state(&self) -> Result<RaftState> {
         let s = self.node()?.state();
-        let members = s
-            .nodes
-            .into_iter()
-            .map(|(id, addr)| NativeMember {
-                voter: s.voters.contains(&id),
-                node_id: id,
-                host: addr.host,
-                port: addr.port.into(),
-            })
-            .collect();
-        Ok(NativeState {
-            joint: s.joint,
-            last_contact_ms: s.last_contact_ms as f64,
-            node_id: s.node_id,
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in s.nodes {
+            let voter = s.voters.contains(&id);
+            if voter {
+                voters.push(id.clone());
+            } else {
+                learners.push(id.clone());
+            }
+            nodes.insert(
+                id,
+                MemberInfo {
+                    host: addr.host,
+                    port: addr.port.into(),
+                    voter,
+                },
+            );
+        }
+        let at = |i: Option<u64>| i.unwrap_or(0) as f64;
+        Ok(RaftState {
+            peers: nodes
+                .keys()
+                .filter(|id| **id != s.node_id)
+                .cloned()
+                .collect(),
+            is_leader: s.role == "leader",
             role: s.role.to_string(),
+            node_id: s.node_id,
             leader_id: s.leader_id,
             term: s.term as f64,
             port: s.port.into(),
-            last_log_index: index(s.last_log_index),
-            commit_index: index(s.commit_index),
-            last_applied: index(s.last_applied),
-            snapshot_index: index(s.snapshot_index),
-            purged_index: index(s.purged_index),
+            last_log_index: at(s.last_log_index),
+            commit_index: at(s.commit_index),
+            last_applied: at(s.last_applied),
             log_length: s.log_length as f64,
-            members,
+            snapshot_index: index(s.snapshot_index),
             connected_peers: s.connected_peers,
+            membership: Membership {
+                voters,
+                learners,
+                nodes,
+                changing: s.joint,
+            },
             replication: s
                 .replication
                 .into_iter()
-                .map(|(node_id, m)| NativeReplication {
-                    node_id,
-                    matched_index: index(m),
-                })
+                .map(|(node_id, matched)| (node_id, index(matched)))
                 .collect(),
+            last_contact: s.last_contact_ms as f64,
         })
     }
 
