@@ -429,32 +429,13 @@ class RaftCoordinator extends ManagedEmitter {
       }
       this._starting = native
         .startNode(
+          // The native config takes the normalized config's own names; only what is not a plain
+          // setting is worked out here.
           {
+            ...c,
             appliedIndex,
             appSnapshots: typeof this._snapshotProvider === 'function',
-            nodeId: c.nodeId,
-            host: c.host,
-            advertiseHost: c.advertiseHost,
-            initialMembers: c.initialMembers,
-            port: c.port,
-            dataDir: c.dataDir,
-            clusterId: c.clusterId,
             secrets: c.secret === undefined ? undefined : secretsOf(this),
-            tlsCertFile: c.tls?.certFile,
-            tlsKeyFile: c.tls?.keyFile,
-            tlsCaFile: c.tls?.caFile,
-            electionTimeoutMin: c.electionTimeoutMin,
-            electionTimeoutMax: c.electionTimeoutMax,
-            heartbeatInterval: c.heartbeatInterval,
-            snapshotThreshold: c.snapshotThreshold,
-            logsKeptAfterSnapshot: c.logsKeptAfterSnapshot,
-            bootstrap: c.bootstrap,
-            operationTtlMs: c.operationTtlMs,
-            commandTimeoutMs: c.commandTimeoutMs,
-            addPeerTimeoutMs: c.addPeerTimeoutMs,
-            mapSizeMb: c.mapSizeMb,
-            maxFrameBytes: c.maxFrameBytes,
-            maxConnections: c.maxConnections,
             logLevel: this._logger ? c.logLevel : undefined,
           },
           (batch) => this._dispatch(batch),

@@ -45,6 +45,14 @@ pub struct NativePeer {
     pub port: u32,
 }
 
+/// The files of mutual TLS, as `tls` in the configuration (resolved to absolute paths).
+#[napi(object)]
+pub struct NativeTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub ca_file: String,
+}
+
 #[napi(object)]
 pub struct NativeConfig {
     pub node_id: String,
@@ -70,9 +78,8 @@ pub struct NativeConfig {
     pub map_size_mb: u32,
     pub max_frame_bytes: u32,
     pub max_connections: u32,
-    pub tls_cert_file: Option<String>,
-    pub tls_key_file: Option<String>,
-    pub tls_ca_file: Option<String>,
+    /// Mutual TLS between nodes.
+    pub tls: Option<NativeTls>,
     /// The application holds every entry up to this index durably: delivery resumes after it.
     /// Absent: the node's own delivery cursor decides.
     pub applied_index: Option<f64>,
@@ -295,21 +302,11 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         map_size_bytes: (c.map_size_mb as usize) << 20,
         max_frame_bytes: c.max_frame_bytes as usize,
         max_connections: c.max_connections as usize,
-        tls: match (c.tls_cert_file, c.tls_key_file, c.tls_ca_file) {
-            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
-                cert: cert.into(),
-                key: key.into(),
-                ca: ca.into(),
-            }),
-            (None, None, None) => None,
-            _ => {
-                return Err(NodeError::new(
-                    ErrorCode::InvalidConfig,
-                    "tls: certFile, keyFile and caFile are all required",
-                )
-                .with_field("tls"))
-            }
-        },
+        tls: c.tls.map(|tls| TlsFiles {
+            cert: tls.cert_file.into(),
+            key: tls.key_file.into(),
+            ca: tls.ca_file.into(),
+        }),
     })
 }
 
