@@ -13,7 +13,8 @@ export type ErrorCodeValue =
   | 'ERR_STORAGE'
   | 'ERR_SHUTDOWN'
   | 'ERR_AUTH'
-  | 'ERR_COMPACTED';
+  | 'ERR_COMPACTED'
+  | 'ERR_NOT_INITIALIZED';
 
 export declare const ErrorCode: Readonly<{
   INVALID_CONFIG: 'ERR_INVALID_CONFIG';
@@ -27,10 +28,11 @@ export declare const ErrorCode: Readonly<{
   SHUTDOWN: 'ERR_SHUTDOWN';
   AUTH: 'ERR_AUTH';
   COMPACTED: 'ERR_COMPACTED';
+  NOT_INITIALIZED: 'ERR_NOT_INITIALIZED';
 }>;
 
 export declare class ConsensusError extends Error {
-  constructor(code: ErrorCodeValue, message: string, details?: { leaderId?: string | null; field?: string });
+  constructor(code: ErrorCodeValue, message: string, details?: { leaderId?: string | null; field?: string; cause?: unknown });
   readonly code: ErrorCodeValue;
   /** With ERR_NOT_LEADER: the leader to send the request to, when known. */
   readonly leaderId?: string | null;

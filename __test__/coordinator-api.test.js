@@ -66,9 +66,9 @@ test('one data directory cannot serve two nodes at once', async () => {
   await a.stop();
 });
 
-test('calls before initialize and after stop reject with ERR_SHUTDOWN', async () => {
+test('calls before initialize reject with ERR_NOT_INITIALIZED, after stop with ERR_SHUTDOWN', async () => {
   const raft = createRaftCoordinator({ nodeId: 'n1', port: 0, dataDir: dataDir() });
-  await assert.rejects(raft.replicateCommand({ type: 't' }), { code: 'ERR_SHUTDOWN' });
+  await assert.rejects(raft.replicateCommand({ type: 't' }), { code: 'ERR_NOT_INITIALIZED' });
   await raft.initialize();
   await raft.stop();
   await raft.stop(); // idempotent

@@ -12,7 +12,7 @@ const { ErrorCode } = require('..');
 const TRIALS = Number(process.env.DELIVERY_TRIALS || 50);
 const CLIENTS = 16;
 const OUR_CODES = new Set(Object.values(ErrorCode));
-const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ERR_SHUTDOWN']);
+const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ERR_SHUTDOWN', 'ERR_NOT_INITIALIZED']);
 
 function settings(style) {
   const consensus = { operationTimeoutMs: 3000, partitionDetectionMs: 1000 };

@@ -62,7 +62,7 @@ test('API: exports, validation and errors are ConsensusErrors with stable codes'
   assert.throws(() => createDistributedStateMachine({ snapshotInterval: -1 }), { code: 'ERR_INVALID_CONFIG' });
 
   const dsm = createDistributedStateMachine({ nodeId: 'solo' });
-  await assert.rejects(dsm.set('k', 1), { code: 'ERR_SHUTDOWN' });
+  await assert.rejects(dsm.set('k', 1), { code: 'ERR_NOT_INITIALIZED' });
   await assert.rejects(dsm.initialize({}), { code: 'ERR_INVALID_CONFIG' });
 
   const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'unrdf-dsm-'));

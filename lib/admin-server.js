@@ -73,6 +73,7 @@ const STATUS_BY_CODE = {
   [ErrorCode.NOT_LEADER]: 503,
   [ErrorCode.NO_QUORUM]: 503,
   [ErrorCode.SHUTDOWN]: 503,
+  [ErrorCode.NOT_INITIALIZED]: 503,
   [ErrorCode.TIMEOUT]: 504,
   [ErrorCode.AUTH]: 502,
   [ErrorCode.ADDRESS_IN_USE]: 500,

@@ -497,7 +497,7 @@ class ClusterManager extends ManagedEmitter {
   _assertReady() {
     this._assertRunning();
     if (!this.raft) {
-      throw new ConsensusError(ErrorCode.SHUTDOWN, 'the ClusterManager is not initialized; await initialize(raftCoordinator) first');
+      throw new ConsensusError(ErrorCode.NOT_INITIALIZED, 'the ClusterManager is not initialized; await initialize(raftCoordinator) first');
     }
   }
 }

@@ -427,7 +427,7 @@ class DistributedStateMachine extends ManagedEmitter {
   _bound() {
     if (this._closed) throw this._shutdownError();
     if (this.raftCoordinator === null) {
-      throw new ConsensusError(ErrorCode.SHUTDOWN, 'the state machine is not initialized; await initialize(raftCoordinator) first');
+      throw new ConsensusError(ErrorCode.NOT_INITIALIZED, 'the state machine is not initialized; await initialize(raftCoordinator) first');
     }
     return this.raftCoordinator;
   }

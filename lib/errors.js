@@ -13,16 +13,17 @@ const ErrorCode = Object.freeze({
   SHUTDOWN: 'ERR_SHUTDOWN',
   AUTH: 'ERR_AUTH',
   COMPACTED: 'ERR_COMPACTED',
+  NOT_INITIALIZED: 'ERR_NOT_INITIALIZED',
 });
 
 class ConsensusError extends Error {
   /**
    * @param {string} code one of ErrorCode
    * @param {string} message what happened and what to do
-   * @param {{leaderId?: string|null, field?: string}} [details]
+   * @param {{leaderId?: string|null, field?: string, cause?: unknown}} [details]
    */
   constructor(code, message, details = {}) {
-    super(message);
+    super(message, details.cause !== undefined ? { cause: details.cause } : undefined);
     this.name = 'ConsensusError';
     this.code = code;
     if (details.leaderId !== undefined) this.leaderId = details.leaderId;
@@ -30,18 +31,26 @@ class ConsensusError extends Error {
   }
 }
 
-/** Turns an error thrown by the native layer (message = JSON {code, message, leaderId, field}). */
+/**
+ * Turns an error thrown by the native layer (message = JSON {code, message, leaderId, field,
+ * cause}) into a ConsensusError. One that is not the engine's keeps the original as `cause`.
+ */
 function fromNative(err) {
   if (err instanceof ConsensusError) return err;
+  let parsed = null;
   try {
-    const parsed = JSON.parse(err && err.message);
-    if (parsed && typeof parsed.code === 'string') {
-      return new ConsensusError(parsed.code, parsed.message, { leaderId: parsed.leaderId ?? undefined, field: parsed.field ?? undefined });
-    }
+    parsed = JSON.parse(err && err.message);
   } catch {
-    // not one of ours: fall through
+    // not one of ours
   }
-  return new ConsensusError(ErrorCode.STORAGE, `native error: ${err && err.message}`);
+  if (parsed && typeof parsed.code === 'string') {
+    return new ConsensusError(parsed.code, parsed.message, {
+      leaderId: parsed.leaderId ?? undefined,
+      field: parsed.field ?? undefined,
+      cause: parsed.cause ?? undefined,
+    });
+  }
+  return new ConsensusError(ErrorCode.STORAGE, `native error: ${err && err.message}`, { cause: err });
 }
 
 function invalidConfig(field, message) {

@@ -24,11 +24,7 @@ export declare class NativeNode {
   addPeer(nodeId: string, host: string, port: number, registered?: boolean | undefined | null): Promise<void>
   removePeer(nodeId: string, forward?: boolean | undefined | null): Promise<void>
   transferLeadership(to: string, timeoutMs: number): Promise<void>
-  /**
-   * `timeout_ms` defaults to the node's command timeout; `forward` sends the write on to the
-   * leader when this node is a follower.
-   */
-  replicate(json: string, opId?: string | undefined | null, timeoutMs?: number | undefined | null, forward?: boolean | undefined | null, registryKey?: string | undefined | null, registryDelete?: boolean | undefined | null, registrySpec?: string | undefined | null): Promise<NativeApplied>
+  replicate(write: NativeWrite): Promise<NativeApplied>
   /** Replaces the cluster secrets (see `Secrets`). */
   setSecrets(secrets: Array<string>): void
   /** Reads the TLS certificate, key and CA files again (see `Tls::reload`). */
@@ -70,13 +66,34 @@ export declare class NativeNode {
   compact(keep: number, timeoutMs: number): Promise<number | null>
   /** Disk timings, snapshot size and per-peer round trips, read at scrape time. */
   stats(): NativeStats
-  state(): NativeState
+  state(): RaftState
   /**
    * Stops the node and releases the event callback. Idempotent. Resolves once the node is
    * gone with its storage (bounded), so the same data directory can be opened right away:
    * calls still in flight see the stop and end with ERR_SHUTDOWN, letting go of the node.
    */
   stop(): Promise<void>
+}
+
+/**
+ * Every code a `ConsensusError` can carry, as the engine declares them; `lib/errors.js` and
+ * `index.d.ts` are tested against this list.
+ */
+export declare function errorCodes(): Array<string>
+
+/** A member as `getState().membership.nodes` lists it. */
+export interface MemberInfo {
+  host: string
+  port: number
+  voter: boolean
+}
+
+export interface Membership {
+  voters: Array<string>
+  learners: Array<string>
+  nodes: Record<string, MemberInfo>
+  /** A membership change is half done (joint config); `voters` lists both configs' voters. */
+  changing: boolean
 }
 
 export interface NativeApplied {
@@ -125,14 +142,15 @@ export interface NativeConfig {
   /** "auto", "always" or "never". */
   bootstrap: string
   operationTtlMs: number
+  operationIdWindow?: number
+  operationIdWindowBytes?: number
   commandTimeoutMs: number
   addPeerTimeoutMs: number
   mapSizeMb: number
   maxFrameBytes: number
   maxConnections: number
-  tlsCertFile?: string
-  tlsKeyFile?: string
-  tlsCaFile?: string
+  /** Mutual TLS between nodes. */
+  tls?: NativeTls
   /**
    * The application holds every entry up to this index durably: delivery resumes after it.
    * Absent: the node's own delivery cursor decides.
@@ -159,13 +177,6 @@ export interface NativeHistogram {
   cumulative: Array<number>
   count: number
   sum: number
-}
-
-export interface NativeMember {
-  nodeId: string
-  host: string
-  port: number
-  voter: boolean
 }
 
 /**
@@ -199,35 +210,6 @@ export interface NativeRecovered {
   term: number
 }
 
-export interface NativeReplication {
-  nodeId: string
-  matchedIndex?: number
-}
-
-export interface NativeState {
-  nodeId: string
-  role: string
-  leaderId?: string
-  term: number
-  port: number
-  lastLogIndex?: number
-  commitIndex?: number
-  lastApplied?: number
-  snapshotIndex?: number
-  purgedIndex?: number
-  logLength: number
-  members: Array<NativeMember>
-  /** A membership change is in progress (joint config). */
-  joint: boolean
-  connectedPeers: Array<string>
-  replication: Array<NativeReplication>
-  /**
-   * Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
-   * (ms since epoch, 0 for never).
-   */
-  lastContactMs: number
-}
-
 /** Counters of the core that change per write, read once per scrape. */
 export interface NativeStats {
   logFsync: NativeHistogram
@@ -236,6 +218,28 @@ export interface NativeStats {
   snapshotInstall: NativeHistogram
   snapshotBytes: number
   peers: Array<NativePeerRtt>
+}
+
+/** The files of mutual TLS, as `tls` in the configuration (resolved to absolute paths). */
+export interface NativeTls {
+  certFile: string
+  keyFile: string
+  caFile: string
+}
+
+/** A write as `replicateCommand` hands it over, checked already. */
+export interface NativeWrite {
+  /** The command as JSON text. */
+  json: string
+  operationId?: string
+  /** Absent: the node's command timeout. */
+  timeoutMs?: number
+  /** On a follower, send the write on to the leader instead of refusing it. */
+  forward?: boolean
+  registryKey?: string
+  registryDelete?: boolean
+  /** Conditions and values of the registry write, as JSON (see `RegistryWrite::from_spec_json`). */
+  registrySpec?: string
 }
 
 /**
@@ -252,6 +256,32 @@ export declare function offlineForceNewCluster(dir: string, nodeId?: string | un
 
 /** Lays the backup `file` down as data directory `dir` (see `storage::restore`). */
 export declare function offlineRestore(file: string, dir: string, force: boolean): void
+
+/** `getState()` of a running node: `RaftState` in index.d.ts, field for field. */
+export interface RaftState {
+  nodeId: string
+  role: string
+  isLeader: boolean
+  leaderId: string | null
+  term: number
+  port: number
+  lastLogIndex: number
+  commitIndex: number
+  lastApplied: number
+  logLength: number
+  snapshotIndex: number | null
+  /** Member ids other than this node. */
+  peers: Array<string>
+  connectedPeers: Array<string>
+  membership: Membership
+  /** Leader only: per member, the highest log index known to be replicated there. */
+  replication: Record<string, number | undefined | null>
+  /**
+   * Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
+   * (ms since epoch, 0 for never).
+   */
+  lastContact: number
+}
 
 /** Starts a node. Resolves once storage is open, the port is bound and Raft runs. */
 export declare function startNode(config: NativeConfig, onEvents: EventCallback): Promise<NativeNode>

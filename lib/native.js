@@ -848,6 +848,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeNode = nativeBinding.NativeNode
+module.exports.errorCodes = nativeBinding.errorCodes
 module.exports.offlineExport = nativeBinding.offlineExport
 module.exports.offlineForceNewCluster = nativeBinding.offlineForceNewCluster
 module.exports.offlineRestore = nativeBinding.offlineRestore

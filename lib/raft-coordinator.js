@@ -435,34 +435,13 @@ class RaftCoordinator extends ManagedEmitter {
       }
       this._starting = native
         .startNode(
+          // The native config takes the normalized config's own names; only what is not a plain
+          // setting is worked out here.
           {
+            ...c,
             appliedIndex,
             appSnapshots: typeof this._snapshotProvider === 'function',
-            nodeId: c.nodeId,
-            host: c.host,
-            advertiseHost: c.advertiseHost,
-            initialMembers: c.initialMembers,
-            port: c.port,
-            dataDir: c.dataDir,
-            clusterId: c.clusterId,
             secrets: c.secret === undefined ? undefined : secretsOf(this),
-            tlsCertFile: c.tls?.certFile,
-            tlsKeyFile: c.tls?.keyFile,
-            tlsCaFile: c.tls?.caFile,
-            electionTimeoutMin: c.electionTimeoutMin,
-            electionTimeoutMax: c.electionTimeoutMax,
-            heartbeatInterval: c.heartbeatInterval,
-            snapshotThreshold: c.snapshotThreshold,
-            logsKeptAfterSnapshot: c.logsKeptAfterSnapshot,
-            bootstrap: c.bootstrap,
-            operationTtlMs: c.operationTtlMs,
-            operationIdWindow: c.operationIdWindow,
-            operationIdWindowBytes: c.operationIdWindowBytes,
-            commandTimeoutMs: c.commandTimeoutMs,
-            addPeerTimeoutMs: c.addPeerTimeoutMs,
-            mapSizeMb: c.mapSizeMb,
-            maxFrameBytes: c.maxFrameBytes,
-            maxConnections: c.maxConnections,
             logLevel: this._logger ? c.logLevel : undefined,
           },
           (batch) => this._dispatch(batch),
@@ -661,7 +640,7 @@ class RaftCoordinator extends ManagedEmitter {
     const started = process.hrtime.bigint();
     counters.pending++;
     const call = this._run(() =>
-      this._native.replicate(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec),
+      this._native.replicate({ json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec }),
     ).then(
       (applied) => {
         counters.pending--;
@@ -807,34 +786,7 @@ class RaftCoordinator extends ManagedEmitter {
         lastContact: 0,
       };
     }
-    const s = this._native.state();
-    const nodes = {};
-    const voters = [];
-    const learners = [];
-    for (const m of s.members) {
-      nodes[m.nodeId] = { host: m.host, port: m.port, voter: m.voter };
-      (m.voter ? voters : learners).push(m.nodeId);
-    }
-    const replication = {};
-    for (const r of s.replication) replication[r.nodeId] = r.matchedIndex ?? null;
-    return {
-      nodeId: s.nodeId,
-      role: s.role,
-      isLeader: s.role === 'leader',
-      leaderId: s.leaderId ?? null,
-      term: s.term,
-      port: s.port,
-      lastLogIndex: s.lastLogIndex ?? 0,
-      commitIndex: s.commitIndex ?? 0,
-      lastApplied: s.lastApplied ?? 0,
-      logLength: s.logLength,
-      snapshotIndex: s.snapshotIndex ?? null,
-      peers: Object.keys(nodes).filter((id) => id !== s.nodeId),
-      connectedPeers: s.connectedPeers,
-      membership: { voters, learners, nodes, changing: s.joint },
-      replication,
-      lastContact: s.lastContactMs,
-    };
+    return this._native.state();
   }
 
   /** Stops Raft and the transport; data stays on disk. Idempotent. */
@@ -899,7 +851,7 @@ class RaftCoordinator extends ManagedEmitter {
     try {
       if (this._stopped) throw this._shutdownError();
       if (this._native === null) {
-        throw new ConsensusError(ErrorCode.SHUTDOWN, `node ${this.config.nodeId} is not initialized; await initialize() first`);
+        throw new ConsensusError(ErrorCode.NOT_INITIALIZED, `node ${this.config.nodeId} is not initialized; await initialize() first`);
       }
       return Promise.resolve(call()).catch((err) => {
         throw fromNative(err);
@@ -918,58 +870,33 @@ class RaftCoordinator extends ManagedEmitter {
       rethrowLater(new Error(`@unrdf/consensus: malformed event batch: ${err.message}`));
       return;
     }
-    for (const e of events) {
-      switch (e.type) {
+    // Each event comes as {type, payload}: its public name and argument, named as listeners see
+    // them (src/events.rs declares both).
+    for (const { type, payload } of events) {
+      switch (type) {
         case 'command_applied':
-          this._emitStateMachineEvent('command_applied', {
-            command: e.command,
-            entry: { index: e.index, term: e.term },
-            operationId: e.opId ?? undefined,
-            redelivered: e.redelivered,
-          });
+          // JSON has no undefined: a command without an operation id gets `operationId: undefined`.
+          if (payload.operationId === null) payload.operationId = undefined;
+          this._emitStateMachineEvent(type, payload);
           break;
         case 'snapshot_installed':
-          this._emitStateMachineEvent('snapshot_installed', {
-            lastIncludedIndex: e.lastIncludedIndex,
-            term: e.term,
-            appState: e.appState,
-            redelivered: e.redelivered,
-          });
+          this._emitStateMachineEvent(type, payload);
           break;
         case 'snapshot_request':
-          this._emitStateMachineEvent(SNAPSHOT_REQUEST, { id: e.id, index: e.index });
+          this._emitStateMachineEvent(SNAPSHOT_REQUEST, payload);
           break;
         case 'leader_elected':
-          this._counters.sawLeader(e.leaderId);
-          this._emitSafely('leader_elected', { leaderId: e.leaderId, term: e.term });
-          break;
-        case 'leader_lost':
-          this._emitSafely('leader_lost', { previousLeaderId: e.previousLeaderId, term: e.term });
-          break;
-        case 'term_updated':
-          this._emitSafely('term_updated', { term: e.term });
-          break;
-        case 'became_follower':
-          this._emitSafely('became_follower', { term: e.term, leaderId: e.leaderId ?? null });
-          break;
-        case 'peer_connected':
-        case 'peer_disconnected':
-        case 'peer_removed':
-          this._emitSafely(e.type, { nodeId: e.nodeId });
-          break;
-        case 'peer_added':
-          this._emitSafely('peer_added', { nodeId: e.nodeId, host: e.host, port: e.port, voter: e.voter });
-          break;
-        case 'log_purged':
-          this._emitSafely('log_compacted', { upToIndex: e.upToIndex, entriesRemoved: e.entriesRemoved });
+          this._counters.sawLeader(payload.leaderId);
+          this._emitSafely(type, payload);
           break;
         case 'warning':
-          this._emitSafely('warning', new ConsensusError(e.code, e.message));
+          this._emitSafely('warning', new ConsensusError(payload.code, payload.message));
           break;
         case 'log':
-          this._log(e);
+          this._log(payload);
           break;
         default:
+          this._emitSafely(type, payload);
           break;
       }
     }

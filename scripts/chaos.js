@@ -17,7 +17,7 @@ const { CommandType } = require('../lib/constants');
 
 const OUR_CODES = new Set(Object.values(ErrorCode));
 
-const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ERR_SHUTDOWN']);
+const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ERR_SHUTDOWN', 'ERR_NOT_INITIALIZED']);
 /** How long a client keeps retrying one operation before it calls the outcome indeterminate. */
 const OPERATION_DEADLINE_MS = 20000;
 /** How long the healed cluster gets to agree before that counts as a violation. */

@@ -1,6 +1,7 @@
 //! The napi surface: thin conversions between JavaScript values and the engine. `index.js` wraps
 //! it in the public `RaftCoordinator` class; nothing here is meant to be called directly.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod admin;
 
-use crate::engine::{Bootstrap, Node, NodeConfig, NodeError, ERR};
+use crate::engine::{Bootstrap, ErrorCode, Node, NodeConfig, NodeError};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
 use crate::ops::IdWindow;
@@ -29,6 +30,13 @@ fn js_error(e: NodeError) -> Error {
     Error::new(Status::GenericFailure, e.to_json())
 }
 
+/// Every code a `ConsensusError` can carry, as the engine declares them; `lib/errors.js` and
+/// `index.d.ts` are tested against this list.
+#[napi]
+pub fn error_codes() -> Vec<&'static str> {
+    ErrorCode::ALL.iter().map(|code| code.as_str()).collect()
+}
+
 /// Configuration as `index.js` passes it: already validated, defaults filled in.
 /// A member of `initialMembers`.
 #[napi(object)]
@@ -36,6 +44,14 @@ pub struct NativePeer {
     pub node_id: String,
     pub host: String,
     pub port: u32,
+}
+
+/// The files of mutual TLS, as `tls` in the configuration (resolved to absolute paths).
+#[napi(object)]
+pub struct NativeTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub ca_file: String,
 }
 
 #[napi(object)]
@@ -65,9 +81,8 @@ pub struct NativeConfig {
     pub map_size_mb: u32,
     pub max_frame_bytes: u32,
     pub max_connections: u32,
-    pub tls_cert_file: Option<String>,
-    pub tls_key_file: Option<String>,
-    pub tls_ca_file: Option<String>,
+    /// Mutual TLS between nodes.
+    pub tls: Option<NativeTls>,
     /// The application holds every entry up to this index durably: delivery resumes after it.
     /// Absent: the node's own delivery cursor decides.
     pub applied_index: Option<f64>,
@@ -113,6 +128,22 @@ fn histogram(r: crate::stats::HistogramReading) -> NativeHistogram {
     }
 }
 
+/// A write as `replicateCommand` hands it over, checked already.
+#[napi(object)]
+pub struct NativeWrite {
+    /// The command as JSON text.
+    pub json: String,
+    pub operation_id: Option<String>,
+    /// Absent: the node's command timeout.
+    pub timeout_ms: Option<u32>,
+    /// On a follower, send the write on to the leader instead of refusing it.
+    pub forward: Option<bool>,
+    pub registry_key: Option<String>,
+    pub registry_delete: Option<bool>,
+    /// Conditions and values of the registry write, as JSON (see `RegistryWrite::from_spec_json`).
+    pub registry_spec: Option<String>,
+}
+
 #[napi(object)]
 pub struct NativeApplied {
     pub index: f64,
@@ -150,41 +181,46 @@ pub struct NativeAppliedOperation {
     pub term: f64,
 }
 
+/// A member as `getState().membership.nodes` lists it.
 #[napi(object)]
-pub struct NativeMember {
-    pub node_id: String,
+pub struct MemberInfo {
     pub host: String,
     pub port: u32,
     pub voter: bool,
 }
 
 #[napi(object)]
-pub struct NativeReplication {
-    pub node_id: String,
-    pub matched_index: Option<f64>,
+pub struct Membership {
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub nodes: BTreeMap<String, MemberInfo>,
+    /// A membership change is half done (joint config); `voters` lists both configs' voters.
+    pub changing: bool,
 }
 
-#[napi(object)]
-pub struct NativeState {
+/// `getState()` of a running node: `RaftState` in index.d.ts, field for field.
+#[napi(object, use_nullable = true)]
+pub struct RaftState {
     pub node_id: String,
     pub role: String,
+    pub is_leader: bool,
     pub leader_id: Option<String>,
     pub term: f64,
     pub port: u32,
-    pub last_log_index: Option<f64>,
-    pub commit_index: Option<f64>,
-    pub last_applied: Option<f64>,
-    pub snapshot_index: Option<f64>,
-    pub purged_index: Option<f64>,
+    pub last_log_index: f64,
+    pub commit_index: f64,
+    pub last_applied: f64,
     pub log_length: f64,
-    pub members: Vec<NativeMember>,
-    /// A membership change is in progress (joint config).
-    pub joint: bool,
+    pub snapshot_index: Option<f64>,
+    /// Member ids other than this node.
+    pub peers: Vec<String>,
     pub connected_peers: Vec<String>,
-    pub replication: Vec<NativeReplication>,
+    pub membership: Membership,
+    /// Leader only: per member, the highest log index known to be replicated there.
+    pub replication: BTreeMap<String, Option<f64>>,
     /// Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
     /// (ms since epoch, 0 for never).
-    pub last_contact_ms: f64,
+    pub last_contact: f64,
 }
 
 #[napi]
@@ -204,14 +240,14 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         "never" => Bootstrap::Never,
         other => {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!("bootstrap: expected 'auto', true or false, got {other}"),
             ))
         }
     };
     let port = u16::try_from(c.port).map_err(|_| {
         NodeError::new(
-            ERR::INVALID_CONFIG,
+            ErrorCode::InvalidConfig,
             format!("port: {} is not a valid port", c.port),
         )
     })?;
@@ -222,7 +258,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         }
         Some(i) => {
             return Err(NodeError::new(
-                ERR::INVALID_CONFIG,
+                ErrorCode::InvalidConfig,
                 format!("appliedIndex: expected a log index (an integer >= 0), got {i}"),
             )
             .with_field("appliedIndex"))
@@ -235,7 +271,7 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
                 .map(|m| {
                     let port = u16::try_from(m.port).map_err(|_| {
                         NodeError::new(
-                            ERR::INVALID_CONFIG,
+                            ErrorCode::InvalidConfig,
                             format!("initialMembers: {} is not a valid port", m.port),
                         )
                         .with_field("initialMembers")
@@ -277,21 +313,11 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
         map_size_bytes: (c.map_size_mb as usize) << 20,
         max_frame_bytes: c.max_frame_bytes as usize,
         max_connections: c.max_connections as usize,
-        tls: match (c.tls_cert_file, c.tls_key_file, c.tls_ca_file) {
-            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
-                cert: cert.into(),
-                key: key.into(),
-                ca: ca.into(),
-            }),
-            (None, None, None) => None,
-            _ => {
-                return Err(NodeError::new(
-                    ERR::INVALID_CONFIG,
-                    "tls: certFile, keyFile and caFile are all required",
-                )
-                .with_field("tls"))
-            }
-        },
+        tls: c.tls.map(|tls| TlsFiles {
+            cert: tls.cert_file.into(),
+            key: tls.key_file.into(),
+            ca: tls.ca_file.into(),
+        }),
     })
 }
 
@@ -370,7 +396,7 @@ pub async fn start_node(config: NativeConfig, on_events: EventCallback) -> Resul
         Some(name) => Some(crate::log_forward::parse_level(name).ok_or_else(|| {
             js_error(
                 NodeError::new(
-                    ERR::INVALID_CONFIG,
+                    ErrorCode::InvalidConfig,
                     format!("logLevel: expected error, warn, info, debug or trace, got {name}"),
                 )
                 .with_field("logLevel"),
@@ -408,7 +434,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(5);
 fn peer_port(port: u32) -> Result<u16> {
     u16::try_from(port).map_err(|_| {
         js_error(NodeError::new(
-            ERR::INVALID_CONFIG,
+            ErrorCode::InvalidConfig,
             format!("port: {port} is not a valid port"),
         ))
     })
@@ -423,7 +449,7 @@ impl NativeNode {
     fn node(&self) -> Result<Arc<Node>> {
         lock(&self.node)
             .clone()
-            .ok_or_else(|| js_error(NodeError::new(ERR::SHUTDOWN, "the node is stopped")))
+            .ok_or_else(|| js_error(NodeError::new(ErrorCode::Shutdown, "the node is stopped")))
     }
 
     /// Registers the target of an `addPeer` call at once, on the JavaScript thread, so every
@@ -471,25 +497,21 @@ impl NativeNode {
             .map_err(js_error)
     }
 
-    /// `timeout_ms` defaults to the node's command timeout; `forward` sends the write on to the
-    /// leader when this node is a follower.
-    // Positional, as the one JavaScript caller passes them; a struct would add a copy per write.
-    #[allow(clippy::too_many_arguments)]
     #[napi]
-    pub async fn replicate(
-        &self,
-        json: String,
-        op_id: Option<String>,
-        timeout_ms: Option<u32>,
-        forward: Option<bool>,
-        registry_key: Option<String>,
-        registry_delete: Option<bool>,
-        registry_spec: Option<String>,
-    ) -> Result<NativeApplied> {
+    pub async fn replicate(&self, write: NativeWrite) -> Result<NativeApplied> {
+        let NativeWrite {
+            json,
+            operation_id,
+            timeout_ms,
+            forward,
+            registry_key,
+            registry_delete,
+            registry_spec,
+        } = write;
         let registry = match registry_spec {
             Some(spec) => Some(
                 RegistryWrite::from_spec_json(&spec)
-                    .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?,
+                    .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?,
             ),
             None => {
                 registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false)))
@@ -497,7 +519,7 @@ impl NativeNode {
         };
         if let Some(w) = &registry {
             w.check_keys()
-                .map_err(|m| js_error(NodeError::new(ERR::INVALID_OPERATION, m)))?;
+                .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?;
         }
         let node = self.node()?;
         let timeout = timeout_ms
@@ -506,7 +528,7 @@ impl NativeNode {
         let written = node
             .unless_stopped(node.replicate(
                 json,
-                op_id,
+                operation_id,
                 registry,
                 timeout,
                 forward.unwrap_or(false),
@@ -699,42 +721,58 @@ impl NativeNode {
     }
 
     #[napi]
-    pub fn state(&self) -> Result<NativeState> {
+    pub fn state(&self) -> Result<RaftState> {
         let s = self.node()?.state();
-        let members = s
-            .nodes
-            .into_iter()
-            .map(|(id, addr)| NativeMember {
-                voter: s.voters.contains(&id),
-                node_id: id,
-                host: addr.host,
-                port: addr.port.into(),
-            })
-            .collect();
-        Ok(NativeState {
-            joint: s.joint,
-            last_contact_ms: s.last_contact_ms as f64,
-            node_id: s.node_id,
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in s.nodes {
+            let voter = s.voters.contains(&id);
+            if voter {
+                voters.push(id.clone());
+            } else {
+                learners.push(id.clone());
+            }
+            nodes.insert(
+                id,
+                MemberInfo {
+                    host: addr.host,
+                    port: addr.port.into(),
+                    voter,
+                },
+            );
+        }
+        let at = |i: Option<u64>| i.unwrap_or(0) as f64;
+        Ok(RaftState {
+            peers: nodes
+                .keys()
+                .filter(|id| **id != s.node_id)
+                .cloned()
+                .collect(),
+            is_leader: s.role == "leader",
             role: s.role.to_string(),
+            node_id: s.node_id,
             leader_id: s.leader_id,
             term: s.term as f64,
             port: s.port.into(),
-            last_log_index: index(s.last_log_index),
-            commit_index: index(s.commit_index),
-            last_applied: index(s.last_applied),
-            snapshot_index: index(s.snapshot_index),
-            purged_index: index(s.purged_index),
+            last_log_index: at(s.last_log_index),
+            commit_index: at(s.commit_index),
+            last_applied: at(s.last_applied),
             log_length: s.log_length as f64,
-            members,
+            snapshot_index: index(s.snapshot_index),
             connected_peers: s.connected_peers,
+            membership: Membership {
+                voters,
+                learners,
+                nodes,
+                changing: s.joint,
+            },
             replication: s
                 .replication
                 .into_iter()
-                .map(|(node_id, m)| NativeReplication {
-                    node_id,
-                    matched_index: index(m),
-                })
+                .map(|(node_id, matched)| (node_id, index(matched)))
                 .collect(),
+            last_contact: s.last_contact_ms as f64,
         })
     }
 

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde::ser::Error as _;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::lock;
@@ -20,8 +22,12 @@ pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// connects, so the table is bounded.
 const MAX_WARNING_KEYS: usize = 1024;
 
-#[derive(Debug, Clone)]
+/// Serialized as JavaScript emits it: `type` is the event's public name and `payload` its
+/// argument, with the public field names, so `lib/raft-coordinator.js` passes it on as is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum Event {
+    #[serde(serialize_with = "command_applied")]
     CommandApplied {
         index: u64,
         term: u64,
@@ -31,10 +37,13 @@ pub enum Event {
         /// Handed over again after a restart: a previous run of this node may have delivered it.
         redelivered: bool,
     },
+    #[serde(rename_all = "camelCase")]
     SnapshotInstalled {
+        #[serde(rename = "lastIncludedIndex")]
         index: u64,
         term: u64,
         /// The application's state (JSON) carried by the snapshot, if it provided one.
+        #[serde(rename = "appState", serialize_with = "raw_json")]
         app: Option<String>,
         /// Handed over at start-up from the local snapshot, not just received from a leader.
         redelivered: bool,
@@ -44,10 +53,12 @@ pub enum Event {
         id: u64,
         index: u64,
     },
+    #[serde(rename_all = "camelCase")]
     LeaderElected {
         leader_id: String,
         term: u64,
     },
+    #[serde(rename_all = "camelCase")]
     LeaderLost {
         previous_leader_id: String,
         term: u64,
@@ -55,27 +66,34 @@ pub enum Event {
     TermUpdated {
         term: u64,
     },
+    #[serde(rename_all = "camelCase")]
     BecameFollower {
         term: u64,
         leader_id: Option<String>,
     },
+    #[serde(rename_all = "camelCase")]
     PeerConnected {
         node_id: String,
     },
+    #[serde(rename_all = "camelCase")]
     PeerDisconnected {
         node_id: String,
     },
+    #[serde(rename_all = "camelCase")]
     PeerAdded {
         node_id: String,
         host: String,
         port: u16,
         voter: bool,
     },
+    #[serde(rename_all = "camelCase")]
     PeerRemoved {
         node_id: String,
     },
+    #[serde(rename = "log_compacted", rename_all = "camelCase")]
     LogPurged {
         up_to_index: u64,
+        #[serde(rename = "entriesRemoved")]
         removed: u64,
     },
     /// Something the operator should know that is not tied to a call (a refused handshake, a
@@ -95,95 +113,51 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// Appends this event as one JSON object to `out`.
-    pub fn write_json(&self, out: &mut String) {
-        let value = match self {
-            Event::CommandApplied {
-                index,
-                term,
-                command,
-                op_id,
-                redelivered,
-            } => {
-                // The command is already JSON; embed it as is instead of parsing and re-encoding.
-                let op = match op_id {
-                    Some(id) => serde_json::Value::String(id.clone()).to_string(),
-                    None => "null".to_string(),
-                };
-                out.push_str(&format!(
-                    r#"{{"type":"command_applied","index":{index},"term":{term},"opId":{op},"redelivered":{redelivered},"command":{command}}}"#
-                ));
-                return;
-            }
-            Event::SnapshotInstalled {
-                index,
-                term,
-                app,
-                redelivered,
-            } => {
-                // The application's state is JSON already; embed it without re-encoding.
-                let app = app.as_deref().unwrap_or("null");
-                out.push_str(&format!(
-                    r#"{{"type":"snapshot_installed","lastIncludedIndex":{index},"term":{term},"redelivered":{redelivered},"appState":{app}}}"#
-                ));
-                return;
-            }
-            Event::SnapshotRequest { id, index } => {
-                json!({"type": "snapshot_request", "id": id, "index": index})
-            }
-            Event::LeaderElected { leader_id, term } => {
-                json!({"type": "leader_elected", "leaderId": leader_id, "term": term})
-            }
-            Event::LeaderLost {
-                previous_leader_id,
-                term,
-            } => {
-                json!({"type": "leader_lost", "previousLeaderId": previous_leader_id, "term": term})
-            }
-            Event::TermUpdated { term } => json!({"type": "term_updated", "term": term}),
-            Event::BecameFollower { term, leader_id } => {
-                json!({"type": "became_follower", "term": term, "leaderId": leader_id})
-            }
-            Event::PeerConnected { node_id } => {
-                json!({"type": "peer_connected", "nodeId": node_id})
-            }
-            Event::PeerDisconnected { node_id } => {
-                json!({"type": "peer_disconnected", "nodeId": node_id})
-            }
-            Event::PeerAdded {
-                node_id,
-                host,
-                port,
-                voter,
-            } => {
-                json!({"type": "peer_added", "nodeId": node_id, "host": host, "port": port, "voter": voter})
-            }
-            Event::PeerRemoved { node_id } => json!({"type": "peer_removed", "nodeId": node_id}),
-            Event::LogPurged {
-                up_to_index,
-                removed,
-            } => json!({"type": "log_purged", "upToIndex": up_to_index, "entriesRemoved": removed}),
-            Event::Warning { code, message } => {
-                json!({"type": "warning", "code": code, "message": message})
-            }
-            Event::Log {
-                level,
-                target,
-                message,
-                fields,
-                suppressed,
-            } => json!({
-                "type": "log",
-                "level": level,
-                "target": target,
-                "message": message,
-                "fields": fields,
-                "suppressed": suppressed,
-            }),
-        };
-        out.push_str(&value.to_string());
+/// `command_applied` as listeners receive it: the command as the application submitted it (JSON
+/// embedded as is), the entry it was applied at, and its operation id.
+fn command_applied<S: Serializer>(
+    index: &u64,
+    term: &u64,
+    command: &str,
+    op_id: &Option<String>,
+    redelivered: &bool,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct EntryId {
+        index: u64,
+        term: u64,
     }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Applied<'a> {
+        command: &'a RawValue,
+        entry: EntryId,
+        operation_id: Option<&'a str>,
+        redelivered: bool,
+    }
+    Applied {
+        command: raw(command).map_err(S::Error::custom)?,
+        entry: EntryId {
+            index: *index,
+            term: *term,
+        },
+        operation_id: op_id.as_deref(),
+        redelivered: *redelivered,
+    }
+    .serialize(s)
+}
+
+/// JSON text embedded as is, not as a string.
+fn raw_json<S: Serializer>(json: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match json {
+        Some(json) => raw(json).map_err(S::Error::custom)?.serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+fn raw(json: &str) -> serde_json::Result<&RawValue> {
+    serde_json::from_str(json)
 }
 
 /// Cheap, cloneable handle for pushing events; sending never blocks and never fails loudly
@@ -252,18 +226,28 @@ impl EventSink {
 /// leaves them out, so an application's logger does not see each twice.
 pub const WARNING_TARGET: &str = "unrdf_consensus::warning";
 
-/// Encodes a batch as a JSON array.
+/// Encodes a batch as a JSON array. An event that cannot be encoded (a command that is not
+/// JSON) becomes a warning in its place, so the rest of the batch still arrives.
 pub fn batch_to_json(batch: &[Event]) -> String {
-    let mut out = String::with_capacity(64 * batch.len() + 2);
-    out.push('[');
+    let mut out = Vec::with_capacity(64 * batch.len() + 2);
+    out.push(b'[');
     for (i, e) in batch.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        e.write_json(&mut out);
+        let start = out.len();
+        if let Err(why) = serde_json::to_writer(&mut out, e) {
+            out.truncate(start);
+            let warning = Event::Warning {
+                code: "ERR_STORAGE",
+                message: format!("an event could not be handed over: {why}"),
+            };
+            // A warning holds only strings and cannot fail to encode.
+            let _ = serde_json::to_writer(&mut out, &warning);
+        }
     }
-    out.push(']');
-    out
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -324,9 +308,65 @@ mod tests {
         ];
         let v: serde_json::Value =
             serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
-        assert_eq!(v[0]["command"]["n"][1], 2);
-        assert_eq!(v[0]["opId"], "a\"b");
-        assert_eq!(v[0]["redelivered"], true);
-        assert_eq!(v[1]["leaderId"], "node-1");
+        assert_eq!(v[0]["type"], "command_applied");
+        assert_eq!(v[0]["payload"]["command"]["n"][1], 2);
+        assert_eq!(v[0]["payload"]["entry"]["index"], 3);
+        assert_eq!(v[0]["payload"]["entry"]["term"], 1);
+        assert_eq!(v[0]["payload"]["operationId"], "a\"b");
+        assert_eq!(v[0]["payload"]["redelivered"], true);
+        assert_eq!(v[1]["type"], "leader_elected");
+        assert_eq!(v[1]["payload"]["leaderId"], "node-1");
+    }
+
+    #[test]
+    fn events_carry_their_public_names() {
+        let batch = vec![
+            Event::SnapshotInstalled {
+                index: 9,
+                term: 2,
+                app: Some(r#"{"k":1}"#.into()),
+                redelivered: false,
+            },
+            Event::LogPurged {
+                up_to_index: 9,
+                removed: 10,
+            },
+            Event::BecameFollower {
+                term: 2,
+                leader_id: None,
+            },
+        ];
+        let v: serde_json::Value =
+            serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"type": "snapshot_installed", "payload": {"lastIncludedIndex": 9, "term": 2, "appState": {"k": 1}, "redelivered": false}},
+                {"type": "log_compacted", "payload": {"upToIndex": 9, "entriesRemoved": 10}},
+                {"type": "became_follower", "payload": {"term": 2, "leaderId": null}},
+            ])
+        );
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_encoded_becomes_a_warning_and_the_batch_still_arrives() {
+        let batch = vec![
+            Event::CommandApplied {
+                index: 1,
+                term: 1,
+                command: "not json".into(),
+                op_id: None,
+                redelivered: false,
+            },
+            Event::TermUpdated { term: 1 },
+        ];
+        let v: serde_json::Value =
+            serde_json::from_str(&batch_to_json(&batch)).expect("valid json");
+        assert_eq!(v[0]["type"], "warning");
+        assert_eq!(v[0]["payload"]["code"], "ERR_STORAGE");
+        assert_eq!(
+            v[1],
+            serde_json::json!({"type": "term_updated", "payload": {"term": 1}})
+        );
     }
 }

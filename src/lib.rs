@@ -14,6 +14,14 @@ pub mod storage;
 pub mod transport;
 pub mod types;
 
+/// Milliseconds since the Unix epoch (0 on a clock set before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Locks a mutex, also after a thread panicked while holding it: every critical section here
 /// leaves its data consistent, so the data behind a poisoned lock is still good to use.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

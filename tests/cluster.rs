@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{eventually, op_id, set_command, Cluster};
-use unrdf_consensus::engine::{Bootstrap, ERR};
+use unrdf_consensus::engine::{Bootstrap, ErrorCode};
 use unrdf_consensus::types::PeerAddr;
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
@@ -157,7 +157,7 @@ async fn a_follower_forwards_writes_to_the_leader_only_when_asked_to() {
         .set("refused", 8, false)
         .await
         .expect_err("a follower without forwarding refuses the write");
-    assert_eq!(refused.code, ERR::NOT_LEADER);
+    assert_eq!(refused.code, ErrorCode::NotLeader);
     assert_eq!(refused.leader_id.as_deref(), Some(leader.as_str()));
     assert!(
         refused.message.contains(&leader),

@@ -9,7 +9,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use super::{js_error, NativeNode};
-use crate::engine::NodeError;
+use crate::engine::{ErrorCode, NodeError};
 use crate::storage::{open_existing, restore, OfflineError};
 
 /// The offline tools map the environment no larger than this; LMDB grows reads to the file's
@@ -18,8 +18,8 @@ const OFFLINE_MAP_BYTES: usize = 1 << 30;
 
 fn offline_error(e: OfflineError) -> Error {
     let code = match e.code {
-        "ERR_INVALID_OPERATION" => crate::engine::ERR::INVALID_OPERATION,
-        _ => crate::engine::ERR::STORAGE,
+        "ERR_INVALID_OPERATION" => ErrorCode::InvalidOperation,
+        _ => ErrorCode::Storage,
     };
     js_error(NodeError::new(code, e.message))
 }
@@ -111,7 +111,7 @@ pub fn offline_export(dir: String, out: Option<String>) -> Result<NativeExported
     let store = open_existing(&dir, map_size(&dir)).map_err(offline_error)?;
     let io_err = |e: std::io::Error| {
         js_error(NodeError::new(
-            crate::engine::ERR::STORAGE,
+            ErrorCode::Storage,
             format!("export failed: {e}"),
         ))
     };

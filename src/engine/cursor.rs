@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::ERR;
+use super::ErrorCode;
 use crate::events::{Event, EventSink};
 use crate::storage::{Delivery, Store};
 
@@ -24,7 +24,7 @@ pub async fn write_cursor(
     let persist = || {
         if let Err(e) = delivery.persist(&store) {
             events.emit(Event::Warning {
-                code: ERR::STORAGE,
+                code: ErrorCode::Storage.as_str(),
                 message: format!("could not record how far delivery got: {e}"),
             });
         }

@@ -2,63 +2,105 @@
 
 use serde_json::json;
 
-use crate::transport::codec::WireError;
-
-/// The stable error codes; JavaScript sees them as `error.code`.
-#[allow(non_snake_case)]
-pub mod ERR {
-    pub const INVALID_CONFIG: &str = "ERR_INVALID_CONFIG";
-    pub const INVALID_OPERATION: &str = "ERR_INVALID_OPERATION";
-    pub const NOT_LEADER: &str = "ERR_NOT_LEADER";
-    pub const NO_QUORUM: &str = "ERR_NO_QUORUM";
-    pub const TIMEOUT: &str = "ERR_TIMEOUT";
-    pub const NODE_NOT_FOUND: &str = "ERR_NODE_NOT_FOUND";
-    pub const ADDRESS_IN_USE: &str = "ERR_ADDRESS_IN_USE";
-    pub const STORAGE: &str = "ERR_STORAGE";
-    pub const SHUTDOWN: &str = "ERR_SHUTDOWN";
-    pub const AUTH: &str = "ERR_AUTH";
+/// The stable error codes; JavaScript sees them as `error.code`, and `lib/errors.js` and
+/// `index.d.ts` list exactly these (a test holds them to `ErrorCode::ALL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidConfig,
+    InvalidOperation,
+    NotLeader,
+    NoQuorum,
+    Timeout,
+    NodeNotFound,
+    AddressInUse,
+    Storage,
+    Shutdown,
+    Auth,
     /// A watch asked for history this node no longer keeps (etcd's compacted revision).
-    pub const COMPACTED: &str = "ERR_COMPACTED";
+    Compacted,
+    /// A call came before the node was started (`initialize()` had not completed).
+    NotInitialized,
+}
 
-    /// The static code for a code received from a peer; unknown codes become `ERR_TIMEOUT`
-    /// (the outcome is unknown to us).
-    pub fn from_wire(code: &str) -> &'static str {
-        [
-            INVALID_CONFIG,
-            INVALID_OPERATION,
-            NOT_LEADER,
-            NO_QUORUM,
-            TIMEOUT,
-            NODE_NOT_FOUND,
-            ADDRESS_IN_USE,
-            STORAGE,
-            SHUTDOWN,
-            AUTH,
-            COMPACTED,
-        ]
-        .into_iter()
-        .find(|known| *known == code)
-        .unwrap_or(TIMEOUT)
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidOperation,
+        ErrorCode::NotLeader,
+        ErrorCode::NoQuorum,
+        ErrorCode::Timeout,
+        ErrorCode::NodeNotFound,
+        ErrorCode::AddressInUse,
+        ErrorCode::Storage,
+        ErrorCode::Shutdown,
+        ErrorCode::Auth,
+        ErrorCode::Compacted,
+        ErrorCode::NotInitialized,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidConfig => "ERR_INVALID_CONFIG",
+            ErrorCode::InvalidOperation => "ERR_INVALID_OPERATION",
+            ErrorCode::NotLeader => "ERR_NOT_LEADER",
+            ErrorCode::NoQuorum => "ERR_NO_QUORUM",
+            ErrorCode::Timeout => "ERR_TIMEOUT",
+            ErrorCode::NodeNotFound => "ERR_NODE_NOT_FOUND",
+            ErrorCode::AddressInUse => "ERR_ADDRESS_IN_USE",
+            ErrorCode::Storage => "ERR_STORAGE",
+            ErrorCode::Shutdown => "ERR_SHUTDOWN",
+            ErrorCode::Auth => "ERR_AUTH",
+            ErrorCode::Compacted => "ERR_COMPACTED",
+            ErrorCode::NotInitialized => "ERR_NOT_INITIALIZED",
+        }
+    }
+
+    /// The code named `code`, if it is one of ours.
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|known| known.as_str() == code)
+    }
+
+    /// The code for one received from a peer; unknown codes become `ERR_TIMEOUT` (the outcome
+    /// is unknown to us).
+    pub fn from_wire(code: &str) -> ErrorCode {
+        ErrorCode::parse(code).unwrap_or(ErrorCode::Timeout)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct NodeError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub leader_id: Option<String>,
     /// The config setting an ERR_INVALID_CONFIG concerns.
     pub field: Option<&'static str>,
+    /// The text of the underlying error (storage, network, openraft), when there is one.
+    pub cause: Option<String>,
 }
 
 impl NodeError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         NodeError {
             code,
             message: message.into(),
             leader_id: None,
             field: None,
+            cause: None,
         }
+    }
+
+    /// `ERR_STORAGE` for a failure of the storage layer, which is also its cause.
+    pub fn storage(e: impl std::fmt::Display) -> Self {
+        let text = e.to_string();
+        NodeError::new(ErrorCode::Storage, text.clone()).with_cause(text)
     }
 
     pub fn with_field(mut self, field: &'static str) -> Self {
@@ -71,31 +113,22 @@ impl NodeError {
         self
     }
 
-    /// The form that crosses into JavaScript, where `index.js` turns it into a `ConsensusError`.
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// The form that crosses into JavaScript, where `lib/errors.js` turns it into a
+    /// `ConsensusError`.
     pub fn to_json(&self) -> String {
         json!({
-            "code": self.code,
+            "code": self.code.as_str(),
             "message": self.message,
             "leaderId": self.leader_id,
             "field": self.field,
+            "cause": self.cause,
         })
         .to_string()
-    }
-}
-
-impl From<NodeError> for WireError {
-    fn from(e: NodeError) -> Self {
-        WireError {
-            code: e.code.to_string(),
-            message: e.message,
-            leader_id: e.leader_id,
-        }
-    }
-}
-
-impl From<WireError> for NodeError {
-    fn from(e: WireError) -> Self {
-        NodeError::new(ERR::from_wire(&e.code), e.message).with_leader(e.leader_id)
     }
 }
 
@@ -106,3 +139,33 @@ impl std::fmt::Display for NodeError {
 }
 
 impl std::error::Error for NodeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_unknown_wire_codes_mean_timeout() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(ErrorCode::from_wire(code.as_str()), code);
+        }
+        assert_eq!(ErrorCode::parse("ERR_PROTOCOL"), None);
+        assert_eq!(
+            ErrorCode::from_wire("ERR_FROM_A_NEWER_PEER"),
+            ErrorCode::Timeout
+        );
+    }
+
+    #[test]
+    fn the_json_form_carries_code_leader_field_and_cause() {
+        let e = NodeError::new(ErrorCode::NotLeader, "not me")
+            .with_leader(Some("n2".into()))
+            .with_cause("io: disk full");
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).expect("json");
+        assert_eq!(v["code"], "ERR_NOT_LEADER");
+        assert_eq!(v["leaderId"], "n2");
+        assert_eq!(v["cause"], "io: disk full");
+        assert!(v["field"].is_null());
+    }
+}

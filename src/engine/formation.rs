@@ -51,8 +51,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::watch;
 
+use super::rpc::ClaimReply;
 use crate::lock;
-use crate::transport::codec::ClaimReply;
 use crate::types::{NodeName, PeerAddr};
 
 /// What a claimer learnt about a target (or a node a target promised).

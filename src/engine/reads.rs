@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
 
-use super::{Node, NodeError, ERR, FORWARD_REPLY_MARGIN};
+use super::rpc::{AppReply, AppRequest, FORWARD_REPLY_MARGIN};
+use super::{ErrorCode, Node, NodeError};
 use crate::storage::Changes;
-use crate::transport::codec::{Reply, Rpc};
 
 /// What a linearizable read saw: the key's JSON (None when unset) as of at least `index`.
 #[derive(Debug, Clone)]
@@ -25,16 +25,14 @@ pub struct LinearRead {
 impl Node {
     /// The JSON under `key` as this replica applied it (sequentially consistent).
     pub fn registry_get(&self, key: &str) -> Result<Option<String>, NodeError> {
-        self.store
-            .registry_get(key)
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+        self.store.registry_get(key).map_err(NodeError::storage)
     }
 
     /// How many registry keys under `prefix` this replica holds.
     pub fn registry_count(&self, prefix: &str) -> Result<u64, NodeError> {
         self.store
             .registry_count(prefix)
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+            .map_err(NodeError::storage)
     }
 
     /// This replica's history of registry changes under `prefix` after index `after`.
@@ -47,7 +45,7 @@ impl Node {
     ) -> Result<Changes, NodeError> {
         self.store
             .registry_changes(prefix, after, up_to, limit)
-            .map_err(|e| NodeError::new(ERR::STORAGE, e.to_string()))
+            .map_err(NodeError::storage)
     }
 
     /// Leader only: confirms leadership with a quorum and returns the read index.
@@ -62,7 +60,7 @@ impl Node {
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 let leader = f.leader_id.map(|l| l.0);
                 Err(NodeError::new(
-                    ERR::NOT_LEADER,
+                    ErrorCode::NotLeader,
                     format!(
                         "this node ({}) is no longer the leader{}",
                         self.id,
@@ -75,13 +73,13 @@ impl Node {
                 .with_leader(leader))
             }
             Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(
-                NodeError::new(ERR::NO_QUORUM, format!("leadership not confirmed: {q}")),
+                NodeError::new(ErrorCode::NoQuorum, format!("leadership not confirmed: {q}")),
             ),
             Ok(Err(RaftError::Fatal(f))) => {
-                Err(NodeError::new(ERR::SHUTDOWN, format!("raft stopped: {f}")))
+                Err(NodeError::new(ErrorCode::Shutdown, format!("raft stopped: {f}")).with_cause(f))
             }
             Err(_) => Err(NodeError::new(
-                ERR::NO_QUORUM,
+                ErrorCode::NoQuorum,
                 format!(
                     "this node ({}) could not confirm with a majority that it still leads within {} ms; a linearizable read is not served from a node that may be stale",
                     self.id,
@@ -113,7 +111,7 @@ impl Node {
             .await;
         if !caught_up {
             return Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!(
                     "this node ({}) did not apply up to the read index {index} within {} ms",
                     self.id,
@@ -128,14 +126,14 @@ impl Node {
     async fn remote_read_index(&self, deadline: Instant) -> Result<u64, NodeError> {
         // A read changes nothing, so asking again after leadership moved is always safe.
         let reply = self
-            .call_leader(deadline, true, |left| Rpc::ReadIndex {
+            .call_leader(deadline, true, |left| AppRequest::ReadIndex {
                 timeout_ms: left.saturating_sub(FORWARD_REPLY_MARGIN).as_millis() as u64,
             })
             .await?;
         match reply {
-            Reply::ReadIndex(result) => result.map_err(NodeError::from),
+            AppReply::ReadIndex(result) => result.map_err(NodeError::from),
             other => Err(NodeError::new(
-                ERR::TIMEOUT,
+                ErrorCode::Timeout,
                 format!("the leader gave no read index: {other:?}"),
             )),
         }

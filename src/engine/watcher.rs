@@ -12,7 +12,7 @@ use crate::events::{Event, EventSink};
 use crate::transport::client::PeerPool;
 use crate::types::{NodeName, PeerAddr, Raft, TypeConfig};
 
-#[derive(Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Seen {
     term: u64,
     leader: Option<String>,
@@ -64,7 +64,10 @@ pub async fn watch_metrics(
             *crate::lock(&leading_since) = Some((now.term, std::time::Instant::now()));
         }
         if now != prev {
-            diff(&prev, &now, &me, &pool, &events);
+            for event in events_between(&prev, &now, &me) {
+                events.emit(event);
+            }
+            keep_connections(&prev, &now, &me, &pool);
             finish_membership_change(&raft, &prev, &now);
             prev = now;
         }
@@ -99,19 +102,21 @@ fn finish_membership_change(raft: &Raft, prev: &Seen, now: &Seen) {
     });
 }
 
-fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventSink) {
+/// The events that tell JavaScript how `now` differs from `prev`, in the order they happen.
+fn events_between(prev: &Seen, now: &Seen, me: &NodeName) -> Vec<Event> {
+    let mut events = Vec::new();
     if now.term != prev.term {
-        events.emit(Event::TermUpdated { term: now.term });
+        events.push(Event::TermUpdated { term: now.term });
     }
     if now.leader != prev.leader {
         if let Some(previous_leader_id) = &prev.leader {
-            events.emit(Event::LeaderLost {
+            events.push(Event::LeaderLost {
                 previous_leader_id: previous_leader_id.clone(),
                 term: prev.term,
             });
         }
         if let Some(leader_id) = &now.leader {
-            events.emit(Event::LeaderElected {
+            events.push(Event::LeaderElected {
                 leader_id: leader_id.clone(),
                 term: now.term,
             });
@@ -122,31 +127,22 @@ fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventS
         Some(ServerState::Follower | ServerState::Learner)
     );
     if follower && (prev.state != now.state || prev.leader != now.leader) {
-        events.emit(Event::BecameFollower {
+        events.push(Event::BecameFollower {
             term: now.term,
             leader_id: now.leader.clone(),
         });
     }
-    for (id, (addr, voter)) in &now.members {
-        if *id == me.0 || prev.members.get(id) == Some(&(addr.clone(), *voter)) {
-            continue;
-        }
-        // Keep a connection to every member, not only the ones this node replicates to: when an
-        // election comes, the votes travel over connections that are already up.
-        pool.get(&NodeName(id.clone()), addr);
-        events.emit(Event::PeerAdded {
+    for (id, (addr, voter)) in added_members(prev, now, me) {
+        events.push(Event::PeerAdded {
             node_id: id.clone(),
             host: addr.host.clone(),
             port: addr.port,
-            voter: *voter,
+            voter,
         });
     }
     for id in prev.members.keys() {
         if !now.members.contains_key(id) {
-            if *id != me.0 {
-                pool.forget(&NodeName(id.clone()));
-            }
-            events.emit(Event::PeerRemoved {
+            events.push(Event::PeerRemoved {
                 node_id: id.clone(),
             });
         }
@@ -157,10 +153,185 @@ fn diff(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool, events: &EventS
                 Some(before) => up_to_index.saturating_sub(before),
                 None => up_to_index + 1,
             };
-            events.emit(Event::LogPurged {
+            events.push(Event::LogPurged {
                 up_to_index,
                 removed,
             });
         }
+    }
+    events
+}
+
+/// The other members that are new in `now`, or whose address or vote changed.
+fn added_members<'a>(
+    prev: &'a Seen,
+    now: &'a Seen,
+    me: &'a NodeName,
+) -> impl Iterator<Item = (&'a String, (&'a PeerAddr, bool))> {
+    now.members
+        .iter()
+        .filter(move |(id, member)| **id != me.0 && prev.members.get(*id) != Some(*member))
+        .map(|(id, (addr, voter))| (id, (addr, *voter)))
+}
+
+/// Keeps a connection to every member, not only the ones this node replicates to: when an
+/// election comes, the votes travel over connections that are already up. Members that left
+/// are let go.
+fn keep_connections(prev: &Seen, now: &Seen, me: &NodeName, pool: &PeerPool) {
+    for (id, (addr, _)) in added_members(prev, now, me) {
+        pool.get(&NodeName(id.clone()), addr);
+    }
+    for id in prev.members.keys() {
+        if !now.members.contains_key(id) && *id != me.0 {
+            pool.forget(&NodeName(id.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> NodeName {
+        NodeName("a".into())
+    }
+
+    fn addr(port: u16) -> PeerAddr {
+        PeerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn seen(term: u64, leader: Option<&str>, state: ServerState) -> Seen {
+        Seen {
+            term,
+            leader: leader.map(str::to_string),
+            state: Some(state),
+            ..Seen::default()
+        }
+    }
+
+    #[test]
+    fn nothing_changed_means_no_events() {
+        let now = seen(3, Some("a"), ServerState::Leader);
+        assert_eq!(events_between(&now, &now, &me()), vec![]);
+    }
+
+    #[test]
+    fn a_node_elected_in_a_new_term_reports_the_term_then_itself() {
+        let prev = seen(1, None, ServerState::Candidate);
+        let now = seen(2, Some("a"), ServerState::Leader);
+        assert_eq!(
+            events_between(&prev, &now, &me()),
+            vec![
+                Event::TermUpdated { term: 2 },
+                Event::LeaderElected {
+                    leader_id: "a".into(),
+                    term: 2
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_leader_that_loses_to_another_reports_the_loss_the_new_leader_and_following() {
+        let prev = seen(2, Some("a"), ServerState::Leader);
+        let now = seen(3, Some("b"), ServerState::Follower);
+        assert_eq!(
+            events_between(&prev, &now, &me()),
+            vec![
+                Event::TermUpdated { term: 3 },
+                Event::LeaderLost {
+                    previous_leader_id: "a".into(),
+                    term: 2
+                },
+                Event::LeaderElected {
+                    leader_id: "b".into(),
+                    term: 3
+                },
+                Event::BecameFollower {
+                    term: 3,
+                    leader_id: Some("b".into())
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_follower_that_loses_its_leader_follows_no_one() {
+        let prev = seen(3, Some("b"), ServerState::Follower);
+        let now = seen(3, None, ServerState::Follower);
+        assert_eq!(
+            events_between(&prev, &now, &me()),
+            vec![
+                Event::LeaderLost {
+                    previous_leader_id: "b".into(),
+                    term: 3
+                },
+                Event::BecameFollower {
+                    term: 3,
+                    leader_id: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn members_added_promoted_and_removed_are_reported_but_never_this_node_joining() {
+        let mut prev = seen(1, Some("a"), ServerState::Leader);
+        prev.members = BTreeMap::from([
+            ("a".to_string(), (addr(1), true)),
+            ("c".to_string(), (addr(3), false)),
+            ("d".to_string(), (addr(4), true)),
+        ]);
+        let mut now = prev.clone();
+        now.members.insert("b".into(), (addr(2), false));
+        now.members.insert("c".into(), (addr(3), true));
+        now.members.remove("d");
+        now.members.insert("a".into(), (addr(9), true));
+        assert_eq!(
+            events_between(&prev, &now, &me()),
+            vec![
+                Event::PeerAdded {
+                    node_id: "b".into(),
+                    host: "127.0.0.1".into(),
+                    port: 2,
+                    voter: false
+                },
+                Event::PeerAdded {
+                    node_id: "c".into(),
+                    host: "127.0.0.1".into(),
+                    port: 3,
+                    voter: true
+                },
+                Event::PeerRemoved {
+                    node_id: "d".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn purges_count_the_entries_removed_since_the_last_one() {
+        let prev = seen(1, Some("a"), ServerState::Leader);
+        let mut first = prev.clone();
+        first.purged = Some(9);
+        assert_eq!(
+            events_between(&prev, &first, &me()),
+            vec![Event::LogPurged {
+                up_to_index: 9,
+                removed: 10
+            }]
+        );
+        let mut second = first.clone();
+        second.purged = Some(15);
+        assert_eq!(
+            events_between(&first, &second, &me()),
+            vec![Event::LogPurged {
+                up_to_index: 15,
+                removed: 6
+            }]
+        );
     }
 }

@@ -21,7 +21,7 @@ use openraft::{OptionalSend, RaftNetworkV2};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use client::{CallError, PeerConn, PeerPool};
-use codec::{Reply, Rpc};
+use codec::{RaftReply, RaftRpc, Reply, Rpc};
 
 use crate::types::{NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
 
@@ -116,9 +116,9 @@ fn unexpected(reply: Reply) -> RPCError<TypeConfig> {
 }
 
 impl PeerClient {
-    async fn call(&self, rpc: Rpc, option: &RPCOption) -> Result<Reply, RPCError<TypeConfig>> {
+    async fn call(&self, rpc: RaftRpc, option: &RPCOption) -> Result<Reply, RPCError<TypeConfig>> {
         self.conn
-            .call(rpc, option.hard_ttl())
+            .call(Rpc::Raft(rpc), option.hard_ttl())
             .await
             .map_err(rpc_error)
     }
@@ -132,8 +132,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Rpc::Append(rpc), &option).await? {
-            Reply::Append(r) => Ok(r),
+        match self.call(RaftRpc::Append(rpc), &option).await? {
+            Reply::Raft(RaftReply::Append(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -143,8 +143,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Rpc::Vote(rpc), &option).await? {
-            Reply::Vote(r) => Ok(r),
+        match self.call(RaftRpc::Vote(rpc), &option).await? {
+            Reply::Raft(RaftReply::Vote(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -154,8 +154,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Rpc::PreVote(rpc), &option).await? {
-            Reply::Vote(r) => Ok(r),
+        match self.call(RaftRpc::PreVote(rpc), &option).await? {
+            Reply::Raft(RaftReply::Vote(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -167,17 +167,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let rpc = Rpc::Snapshot {
+        let rpc = Rpc::Raft(RaftRpc::Snapshot {
             vote,
             last_log_id: snapshot.meta.last_log_id,
             last_membership: snapshot.meta.last_membership,
             data: snapshot.snapshot.into_inner(),
-        };
+        });
         let call = self.conn.call(rpc, option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             reply = call => match reply {
-                Ok(Reply::Snapshot(r)) => Ok(r),
+                Ok(Reply::Raft(RaftReply::Snapshot(r))) => Ok(r),
                 Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!("{:?}", unexpected(other))))),
                 Err(e @ CallError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
                 Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
@@ -190,8 +190,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Rpc::TransferLeader(req), &option).await? {
-            Reply::TransferLeader(r) => Ok(r),
+        match self.call(RaftRpc::TransferLeader(req), &option).await? {
+            Reply::Raft(RaftReply::TransferLeader(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

@@ -1,10 +1,12 @@
 //! Inbound side: accepts WebSocket connections from peers, checks the handshake, and hands each
-//! request to the local Raft. Anything that is not our protocol gets the connection closed; the
-//! listener itself never stops serving because of one bad peer.
+//! Raft request to the local Raft and each application request to the `AppHandler`. Anything
+//! that is not our protocol gets the connection closed; the listener itself never stops serving
+//! because of one bad peer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
 use openraft::raft::AppendEntriesResponse;
 
@@ -14,22 +16,38 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::accept_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::codec::{self, Frame, ProbeReply, Reply, Rpc, WireError};
+use super::client::PeerPool;
+use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc};
 use super::handshake::{self, Admission, NotAccepted};
 use super::link_cuts::{inbound_cut, until_cut};
 use super::tls::PeerStream;
 use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
-use crate::engine::{now_ms, Node};
 use openraft::type_config::async_runtime::WatchReceiver;
 
+use crate::now_ms;
+
 use crate::events::EventSink;
-use crate::types::{NodeName, PeerAddr, Raft, Snapshot, SnapshotMeta};
+use crate::types::{NodeName, Raft, Snapshot, SnapshotMeta};
+
+/// What the application (the engine) answers its peers' requests with. Requests and replies
+/// are in the application's own encoding; the transport only carries them.
+pub trait AppHandler: Send + Sync + 'static {
+    /// Answers one request from `peer` (the node id the connection authenticated). `Err`: no
+    /// answer could be encoded; the peer gets a failure reply.
+    fn handle<'a>(
+        &'a self,
+        peer: &'a str,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+}
 
 pub struct Server {
     pub raft: Raft,
-    /// For requests the engine answers (forwarded writes, member removal). Weak: the node owns
-    /// the server's lifetime, not the other way round.
-    pub node: Weak<Node>,
+    /// For the application's requests. Weak: the application owns the server's lifetime, not
+    /// the other way round.
+    pub app: Weak<dyn AppHandler>,
+    /// This node's outbound connections: a peer that reached us may be worth dialing again.
+    pub pool: Arc<PeerPool>,
     pub config: Arc<TransportConfig>,
     pub events: EventSink,
     /// When this node last accepted entries or a heartbeat from a leader (ms since epoch).
@@ -141,9 +159,8 @@ impl Server {
         else {
             return;
         };
-        if let Some(node) = self.node.upgrade() {
-            node.peer_reached_us(&NodeName(peer.clone()));
-        }
+        // Whatever refused our dials to this peer may be fixed now.
+        self.pool.redial(Some(&NodeName(peer.clone())));
         let cut = until_cut(config.link_cuts.as_ref(), &peer, inbound_cut);
         tokio::pin!(cut);
 
@@ -182,12 +199,21 @@ impl Server {
                 break;
             };
             let raft = self.raft.clone();
-            let node = self.node.clone();
+            let app = self.app.clone();
             let contact = self.leader_contact_ms.clone();
             let reply_tx = reply_tx.clone();
             let peer = peer.clone();
             tokio::spawn(async move {
-                let reply = handle(&raft, &node, &contact, &peer, rpc).await;
+                let reply = match rpc {
+                    Rpc::Raft(rpc) => handle_raft(&raft, &contact, rpc).await,
+                    Rpc::App(request) => match app.upgrade() {
+                        Some(app) => match app.handle(&peer, request).await {
+                            Ok(reply) => Reply::App(reply),
+                            Err(why) => Reply::Failed(why),
+                        },
+                        None => Reply::Failed("node stopped".into()),
+                    },
+                };
                 if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
                     let _ = reply_tx.send(bytes);
                 }
@@ -237,37 +263,26 @@ impl Server {
 /// cluster, it means "this peer already belongs to a cluster".
 pub const ERR_NOT_MEMBER: &str = "ERR_NOT_MEMBER";
 
-/// How long a forwarded request waits for this node's view of the leader to catch up with the
-/// sender's: an election finishes well inside it.
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-
-/// `peer`: the node id the connection authenticated at the handshake.
-async fn handle(
-    raft: &Raft,
-    node: &Weak<Node>,
-    leader_contact_ms: &AtomicU64,
-    peer: &str,
-    rpc: Rpc,
-) -> Reply {
+async fn handle_raft(raft: &Raft, leader_contact_ms: &AtomicU64, rpc: RaftRpc) -> Reply {
     match rpc {
-        Rpc::Append(req) => match raft.append_entries(req).await {
+        RaftRpc::Append(req) => match raft.append_entries(req).await {
             Ok(r) => {
                 if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                     leader_contact_ms.store(now_ms(), Ordering::Relaxed);
                 }
-                Reply::Append(r)
+                Reply::Raft(RaftReply::Append(r))
             }
             Err(e) => Reply::Failed(e.to_string()),
         },
-        Rpc::Vote(req) => match raft.vote(req).await {
-            Ok(r) => Reply::Vote(r),
+        RaftRpc::Vote(req) => match raft.vote(req).await {
+            Ok(r) => Reply::Raft(RaftReply::Vote(r)),
             Err(e) => Reply::Failed(e.to_string()),
         },
-        Rpc::PreVote(req) => match raft.pre_vote(req).await {
-            Ok(r) => Reply::Vote(r),
+        RaftRpc::PreVote(req) => match raft.pre_vote(req).await {
+            Ok(r) => Reply::Raft(RaftReply::Vote(r)),
             Err(e) => Reply::Failed(e.to_string()),
         },
-        Rpc::Snapshot {
+        RaftRpc::Snapshot {
             vote,
             last_log_id,
             last_membership,
@@ -281,89 +296,13 @@ async fn handle(
                 snapshot: std::io::Cursor::new(data),
             };
             match raft.install_full_snapshot(vote, snapshot).await {
-                Ok(r) => Reply::Snapshot(r),
+                Ok(r) => Reply::Raft(RaftReply::Snapshot(r)),
                 Err(e) => Reply::Failed(e.to_string()),
             }
         }
-        Rpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
-            Ok(r) => Reply::TransferLeader(r),
+        RaftRpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
+            Ok(r) => Reply::Raft(RaftReply::TransferLeader(r)),
             Err(e) => Reply::Failed(e.to_string()),
         },
-        Rpc::Forward {
-            json,
-            op_id,
-            registry,
-            timeout_ms,
-        } => match node.upgrade() {
-            // Not forwarded again: a node that is not the leader answers ERR_NOT_LEADER itself.
-            Some(n) => {
-                let timeout = Duration::from_millis(timeout_ms);
-                let work = async {
-                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
-                        .await;
-                    n.replicate(json, op_id, registry, timeout, false)
-                        .await
-                        .map(|written| written.applied)
-                };
-                Reply::Forwarded(n.unless_stopped(work).await.map_err(WireError::from))
-            }
-            None => Reply::Failed("node stopped".into()),
-        },
-        Rpc::RemoveMember { node_id } => match node.upgrade() {
-            Some(n) => {
-                let work = async {
-                    n.settle_leadership(Instant::now() + SETTLE_LIMIT).await;
-                    n.remove_peer(node_id, false).await
-                };
-                Reply::Done(n.unless_stopped(work).await.map_err(WireError::from))
-            }
-            None => Reply::Failed("node stopped".into()),
-        },
-        Rpc::AddMember {
-            node_id,
-            host,
-            port,
-            timeout_ms,
-        } => match node.upgrade() {
-            Some(n) => {
-                let timeout = Duration::from_millis(timeout_ms);
-                let work = async {
-                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
-                        .await;
-                    n.add_forwarded_peer(node_id, PeerAddr { host, port }, timeout)
-                        .await
-                };
-                Reply::Done(n.unless_stopped(work).await.map_err(WireError::from))
-            }
-            None => Reply::Failed("node stopped".into()),
-        },
-        Rpc::Claim => match node.upgrade() {
-            Some(n) => Reply::Claim(n.answer_claim(peer)),
-            None => Reply::Failed("node stopped".into()),
-        },
-        Rpc::ReadIndex { timeout_ms } => match node.upgrade() {
-            Some(n) => {
-                let timeout = Duration::from_millis(timeout_ms);
-                let work = async {
-                    n.settle_leadership(Instant::now() + timeout.min(SETTLE_LIMIT))
-                        .await;
-                    n.read_index(timeout).await
-                };
-                Reply::ReadIndex(n.unless_stopped(work).await.map_err(WireError::from))
-            }
-            None => Reply::Failed("node stopped".into()),
-        },
-        Rpc::Probe => {
-            let metrics = raft.metrics().borrow_watched().clone();
-            let membership = metrics.membership_config.membership();
-            let voters: Vec<String> = membership.voter_ids().map(|id| id.0).collect();
-            let initialized =
-                metrics.last_log_index.is_some() || metrics.current_term > 0 || !voters.is_empty();
-            Reply::Probe(ProbeReply {
-                initialized,
-                leader_id: metrics.current_leader.map(|l| l.0),
-                voters,
-            })
-        }
     }
 }
