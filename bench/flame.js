@@ -21,8 +21,14 @@ function flameUnavailable() {
   return null;
 }
 
-/** What a node process needs for its JavaScript frames to have names in perf's samples. */
-const FLAME_NODE_ENV = { NODE_OPTIONS: '--perf-basic-prof' };
+/**
+ * What a node process needs for its JavaScript frames to have names in perf's samples; V8's own
+ * log, which the option also turns on, goes to `dir` rather than the working directory.
+ */
+function flameNodeArgs(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  return ['--perf-basic-prof', '--no-logfile-per-isolate', `--logfile=${path.resolve(dir, 'v8-%p.log')}`];
+}
 
 /**
  * Samples process `pid` while `work()` runs and writes `<dir>/<name>.svg` (and the folded stacks
@@ -51,6 +57,17 @@ async function withFlameGraph(dir, name, pid, work) {
   return result;
 }
 
+/** Where a level's CPU goes, by the frames a stack passes through (bench/README.md's table). */
+const COST_CENTRES = {
+  napi: /napi/,
+  'promise machinery': /Builtins_(FulfillPromise|RunMicrotasks|ResumeGeneratorTrampoline|PromiseFulfillReactionJob|AsyncFunction)/,
+  LMDB: /mdb_/,
+  memmove: /__memmove/,
+  'JSON (V8 and serde)': /JsonStringifier|JsonParser|serde_json/,
+  GC: /Scavenger|MarkCompact|Heap::/,
+  'kernel wake-ups': /futex|epoll_wait|finish_task_switch/,
+};
+
 /**
  * The share of samples whose stack contains each of `patterns` (a frame name matching the
  * regular expression), from a folded-stacks file: where the time of a level goes, in numbers.
@@ -66,7 +83,7 @@ function shares(foldedFile, patterns) {
     total += n;
     for (const [k, re] of Object.entries(patterns)) if (re.test(stack)) out[k] += n;
   }
-  return { samples: total, shares: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, total ? Number((v / total).toFixed(3)) : 0])) };
+  return { shares: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, total ? Number((v / total).toFixed(3)) : 0])) };
 }
 
-module.exports = { flameUnavailable, FLAME_NODE_ENV, withFlameGraph, shares };
+module.exports = { flameUnavailable, flameNodeArgs, withFlameGraph, shares, COST_CENTRES };

@@ -14,7 +14,7 @@ const { benchState, printState } = require('./state');
 const { benchEtcd, etcdUnavailable } = require('./etcd');
 const { runSoak } = require('./soak');
 const { split, printSplit } = require('./split');
-const { flameUnavailable, FLAME_NODE_ENV, withFlameGraph } = require('./flame');
+const { flameUnavailable, flameNodeArgs, withFlameGraph, shares, COST_CENTRES } = require('./flame');
 const { MB, sleep, round, summarize, procStatusMb, median, fmt, printRows } = require('./measure');
 
 const args = process.argv.slice(2);
@@ -89,7 +89,7 @@ const FAILOVER_PROBE_MS = 5;
 const FAILOVER_GIVE_UP_MS = 15000;
 // Nodes keep nothing per operation for the harness, and the guide cluster's daemon only counts:
 // the memory measured is the package's.
-const NODE_OPTIONS = { initArgs: { record: false }, ...(FLAME_DIR ? { env: FLAME_NODE_ENV } : {}) };
+const NODE_OPTIONS = { initArgs: { record: false }, ...(FLAME_DIR ? { nodeArgs: flameNodeArgs(FLAME_DIR) } : {}) };
 const PATHS = [
   { key: 'command', title: 'replicateCommand', op: 'load', guide: null },
   { key: 'operation', title: 'replicateOperation', op: 'guideLoad', guide: { daemonStyle: 'counting' } },
@@ -359,6 +359,23 @@ function printEtcd(r) {
   console.log();
 }
 
+/** The cost centres of every level's flame graph, as shares of the leader's samples. */
+function printFlameShares() {
+  const names = Object.keys(COST_CENTRES);
+  const rows = [];
+  for (const p of PATHS) {
+    for (const { inFlight } of LEVELS) {
+      const file = path.join(FLAME_DIR, `${p.title}-${inFlight}-in-flight.folded`);
+      if (!fs.existsSync(file)) continue;
+      const r = shares(file, COST_CENTRES);
+      rows.push([`${p.title}, ${inFlight} in flight`, ...names.map((n) => `${Math.round(r.shares[n] * 100)}%`)]);
+    }
+  }
+  console.log(`Where the leader's CPU went (flame graphs in ${FLAME_DIR})`);
+  printRows(['level', ...names], rows);
+  console.log();
+}
+
 async function main() {
   build();
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
@@ -405,6 +422,7 @@ async function main() {
   printTable(results);
   printEtcd(results);
   printSplit(results.split);
+  if (FLAME_DIR) printFlameShares();
   results.state = await benchState({ scale: SCALE, withEtcd: VS_ETCD });
   printState(results.state);
   const out = path.join(RESULTS_DIR, 'latest.json');

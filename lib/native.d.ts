@@ -284,4 +284,4 @@ export interface RaftState {
 }
 
 /** Starts a node. Resolves once storage is open, the port is bound and Raft runs. */
-export declare function startNode(config: NativeConfig, onEvents: EventCallback): Promise<NativeNode>
+export declare function startNode(config: NativeConfig, onEvents: (batch: string) => void): Promise<NativeNode>

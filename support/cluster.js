@@ -70,7 +70,9 @@ class NodeProcess {
    *   host?: string, netns?: string}} options `netns` runs the node inside that network namespace,
    *   listening on `host` (its address there).
    */
-  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, initArgs = {}, worker = WORKER }) {
+  constructor({ nodeId, port, dataDir, config = {}, guide = null, host = '127.0.0.1', netns = null, env = null, captureOutput = false, initArgs = {}, worker = WORKER, nodeArgs = [] }) {
+    /** Node.js options of the node process (the benchmark's profiler settings). */
+    this.nodeArgs = nodeArgs;
     /** More arguments of the worker's `init` (`record: false` keeps it from logging every apply). */
     this.initArgs = initArgs;
     /** Extra environment of the node process, and whether its stdout/stderr are kept in `output`. */
@@ -105,12 +107,12 @@ class NodeProcess {
     const stdio = ['ignore', out, out, 'ipc'];
     const env = this.env ? { ...process.env, ...this.env } : process.env;
     this.child = this.netns
-      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, this.worker], {
+      ? spawn('ip', ['netns', 'exec', this.netns, process.execPath, ...this.nodeArgs, this.worker], {
           stdio,
           serialization: 'advanced',
           env,
         })
-      : fork(this.worker, [], { stdio, serialization: 'advanced', env });
+      : fork(this.worker, [], { stdio, serialization: 'advanced', env, execArgv: [...process.execArgv, ...this.nodeArgs] });
     const child = this.child;
     installCleanup();
     liveChildren.add(child);
