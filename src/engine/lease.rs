@@ -25,7 +25,7 @@ impl Node {
         if only_me {
             return false;
         }
-        let lease = Duration::from_millis(self.config.election_timeout_max_ms);
+        let lease = self.lease();
         // The votes that elected it count as an acknowledgement: an acknowledgement from an
         // earlier term of this node's (openraft keeps the last one across terms) must not make
         // a leader that was just elected again look cut off. A term the watcher has not seen
@@ -38,7 +38,64 @@ impl Node {
             Some(at) => at.elapsed().min(since_elected),
             None => since_elected,
         };
-        since_ack >= lease
+        if since_ack < lease {
+            return false;
+        }
+        // openraft counts a follower's reply only once the follower's fsync of everything sent
+        // before it is done, and a heartbeat reply later than the heartbeat interval not at all:
+        // a busy follower disk would make a busy leader refuse writes. A majority whose
+        // transports answered within the lease is there and reads this leader's frames in
+        // order; it has not elected anyone else, so the leader keeps its role and its writes
+        // wait for commit instead of failing.
+        !self.quorum_heard_within(m, lease)
+    }
+
+    /// Whether every voter configuration has a majority that sent this node a frame within
+    /// `window` (this node counting for itself).
+    pub(super) fn quorum_heard_within(
+        &self,
+        m: &RaftMetrics<TypeConfig>,
+        window: Duration,
+    ) -> bool {
+        m.membership_config
+            .membership()
+            .get_joint_config()
+            .iter()
+            .all(|voters| {
+                let heard = voters
+                    .iter()
+                    .filter(|v| **v == self.id || self.pool.heard_within(v, window))
+                    .count();
+                heard * 2 > voters.len()
+            })
+    }
+
+    /// openraft's own lease and CheckQuorum's: `electionTimeoutMax`.
+    pub(super) fn lease(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_max_ms)
+    }
+
+    /// Waits until openraft's own lease holds again (or this node stops leading), up to
+    /// `deadline`. The metrics watch does not announce every acknowledgement, so the wait looks
+    /// again at every heartbeat interval.
+    pub(super) async fn wait_for_raft_lease(&self, deadline: Instant) -> bool {
+        let lease = self.lease();
+        let step = Duration::from_millis(self.config.heartbeat_interval_ms.max(1));
+        let fresh = |m: &RaftMetrics<TypeConfig>| {
+            m.state != ServerState::Leader
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| at.elapsed() < lease)
+        };
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if self.wait_for((now + step).min(deadline), fresh).await {
+                return true;
+            }
+        }
     }
 
     /// A leader elected moments ago whose quorum has not answered in this term yet (on a busy
@@ -59,7 +116,7 @@ impl Node {
         if acked_this_term {
             return false;
         }
-        let lease = Duration::from_millis(self.config.election_timeout_max_ms);
+        let lease = self.lease();
         let deadline = Instant::now() + timeout.min(lease * 2);
         self.wait_for(deadline, |m| {
             m.current_term == term && m.state == ServerState::Leader && !self.quorum_lost(m)

@@ -110,6 +110,7 @@ impl Node {
             connect_timeout: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_millis(500),
+            contact_interval: Duration::from_millis(config.heartbeat_interval_ms.max(1)),
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_millis(500),
             tls,

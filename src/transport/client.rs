@@ -111,11 +111,30 @@ pub struct PeerConn {
     dials: watch::Sender<DialOutcome>,
     /// Round trips of answered calls (etcd's peer_round_trip_time_seconds).
     rtt: Histogram,
+    /// When a frame of any kind last came from the peer, as microseconds after `born` (0 for
+    /// never): whether the peer is alive and reachable both ways, apart from Raft's replies.
+    heard_at_us: AtomicU64,
+    born: Instant,
 }
 
 impl PeerConn {
     pub fn target(&self) -> &NodeName {
         &self.target
+    }
+
+    fn heard_now(&self) {
+        let us = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.heard_at_us.store(us.max(1), Ordering::Release);
+    }
+
+    /// Whether a frame came from the peer within `window`.
+    fn heard_within(&self, window: Duration) -> bool {
+        let at = self.heard_at_us.load(Ordering::Acquire);
+        if at == 0 {
+            return false;
+        }
+        let now = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(now.saturating_sub(at)) < window
     }
 
     /// Waits for a connection: `Ok` once connected, or why the next finished dial failed. A
@@ -250,6 +269,8 @@ impl PeerPool {
             wake: Notify::new(),
             dials: watch::Sender::new((0, None)),
             rtt: Histogram::new(RTT_BUCKETS),
+            heard_at_us: AtomicU64::new(0),
+            born: Instant::now(),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -288,6 +309,13 @@ impl PeerPool {
                 conn.wake.notify_one();
             }
         }
+    }
+
+    /// Whether `peer` sent this node a frame of any kind within `window`.
+    pub fn heard_within(&self, peer: &NodeName, window: Duration) -> bool {
+        lock(&self.peers)
+            .get(peer)
+            .is_some_and(|c| c.heard_within(window))
     }
 
     /// Each peer's round-trip histogram.
@@ -452,7 +480,8 @@ async fn serve_connection(
 ) {
     let (mut sink, mut stream) = ws.split();
     let mut pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)> = HashMap::new();
-    let mut keepalive = tokio::time::interval(config.keepalive_interval);
+    let mut keepalive =
+        tokio::time::interval(config.contact_interval.min(config.keepalive_interval));
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = config.max_frame_bytes as u64;
     // A connection whose peer went silent (a partition drops packets, it does not close the
@@ -493,6 +522,7 @@ async fn serve_connection(
             }
             msg = stream.next() => {
                 last_heard = Instant::now();
+                conn.heard_now();
                 match msg {
                     Some(Ok(Message::Binary(bytes))) => match codec::decode(&bytes, limit) {
                         Ok(Frame::Response { id, reply }) => {
@@ -511,6 +541,11 @@ async fn serve_connection(
                 pending.retain(|_, (_, deadline)| *deadline > now);
                 if now.duration_since(last_heard) > silent_limit {
                     return;
+                }
+                // While replies flow they tell that the peer is there; a ping then would only
+                // wait behind the data this loop is writing.
+                if now.duration_since(last_heard) < config.contact_interval {
+                    continue;
                 }
                 let ping = sink.send(Message::Ping(Vec::new().into()));
                 if !matches!(tokio::time::timeout(write_timeout, ping).await, Ok(Ok(()))) {

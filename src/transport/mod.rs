@@ -40,7 +40,12 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// An inbound connection silent this long is closed; dialers ping well within it.
     pub idle_timeout: Duration,
+    /// A connection with no frame from its peer for three of these is given up and redialed.
     pub keepalive_interval: Duration,
+    /// How often a dialer pings its peer. The peer's transport answers at once, whatever its
+    /// Raft core and disk are busy with, so the answers tell whether the peer is there (see
+    /// `PeerPool::heard_within`); Raft's own replies wait for the peer's fsync.
+    pub contact_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     /// Mutual TLS on every connection, when configured.
