@@ -51,9 +51,10 @@ function summarize(latencies, elapsedMs, errors = {}) {
 
 /**
  * `count` calls of `fn(n)` with `concurrency` in flight, each started when one ends (a closed
- * loop, as a daemon's workers are). Failures are counted by error code, never thrown.
+ * loop, as a daemon's workers are): each call's latency in ms, the failures by error code (never
+ * thrown) and the elapsed time.
  */
-async function closedLoop(count, concurrency, fn) {
+async function runClosedLoop(count, concurrency, fn) {
   const latencies = [];
   const errors = {};
   let next = 0;
@@ -73,7 +74,13 @@ async function closedLoop(count, concurrency, fn) {
       }
     }),
   );
-  return summarize(latencies, Number(process.hrtime.bigint() - t0) / 1e6, errors);
+  return { latencies, errors, elapsedMs: Number(process.hrtime.bigint() - t0) / 1e6 };
+}
+
+/** `runClosedLoop`, summarized: ops/s and latency percentiles. */
+async function closedLoop(count, concurrency, fn) {
+  const r = await runClosedLoop(count, concurrency, fn);
+  return summarize(r.latencies, r.elapsedMs, r.errors);
 }
 
 /** kB fields of /proc/<pid>/status, in MB (VmRSS, VmHWM, RssAnon, RssFile). */
@@ -128,4 +135,4 @@ function printRows(header, rows) {
   for (const row of cells) console.log(line(row));
 }
 
-module.exports = { MB, sleep, round, makeValue, percentile, summarize, closedLoop, procStatusMb, diskUsageBytes, median, fmt, printRows };
+module.exports = { MB, sleep, round, makeValue, percentile, summarize, runClosedLoop, closedLoop, procStatusMb, diskUsageBytes, median, fmt, printRows };

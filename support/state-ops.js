@@ -2,6 +2,7 @@
 // IPC ops of a node process for the DistributedStateMachine: the test suite and the benchmark
 // drive a node's state machine through these (see node-worker.js).
 const { createDistributedStateMachine } = require('..');
+const { runClosedLoop } = require('../bench/measure');
 
 function stateOps(getRaft, send) {
   let dsm = null;
@@ -12,28 +13,6 @@ function stateOps(getRaft, send) {
   function need() {
     if (!dsm) throw new Error('dsmInit first');
     return dsm;
-  }
-
-  async function timed(count, concurrency, fn) {
-    const latencies = [];
-    const errors = {};
-    let next = 0;
-    const started = process.hrtime.bigint();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < count) {
-          const seq = next++;
-          const t0 = process.hrtime.bigint();
-          try {
-            await fn(seq);
-            latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-          } catch (err) {
-            errors[err.code] = (errors[err.code] || 0) + 1;
-          }
-        }
-      }),
-    );
-    return { elapsedMs: Number(process.hrtime.bigint() - started) / 1e6, latencies, errors };
   }
 
   return {
@@ -94,7 +73,7 @@ function stateOps(getRaft, send) {
       const s = need();
       const retried = {};
       const transient = ['ERR_NO_QUORUM', 'ERR_NOT_LEADER', 'ERR_TIMEOUT'];
-      const r = await timed(count, concurrency, async (seq) => {
+      const r = await runClosedLoop(count, concurrency, async (seq) => {
         const deadline = Date.now() + 60000;
         for (;;) {
           try {
@@ -111,7 +90,7 @@ function stateOps(getRaft, send) {
     /** `count` linearizable gets of `key` with `concurrency` in flight. */
     async dsmReadLoad({ count, concurrency, key }) {
       const s = need();
-      return timed(count, concurrency, () => s.get(key, { linearizable: true }));
+      return runClosedLoop(count, concurrency, () => s.get(key, { linearizable: true }));
     },
     /**
      * `clients` concurrent loops, each adding 1 to `key` `increments` times by compare-and-set.
