@@ -9,8 +9,8 @@ use super::{ErrorCode, Node, NodeError};
 use crate::types::TypeConfig;
 
 impl Node {
-    /// etcd's CheckQuorum: a leader that no quorum acknowledged within the leader lease
-    /// (`electionTimeoutMax`, as openraft's own lease) does not claim leadership: a majority
+    /// etcd's CheckQuorum: a leader that no quorum acknowledged within `electionTimeoutMax`
+    /// does not claim leadership: a majority
     /// elsewhere may have elected another leader meanwhile. A single voter is its own quorum.
     pub(super) fn quorum_lost(&self, m: &RaftMetrics<TypeConfig>) -> bool {
         if m.state != ServerState::Leader {
@@ -25,7 +25,7 @@ impl Node {
         if only_me {
             return false;
         }
-        let lease = self.lease();
+        let lease = self.check_quorum_window();
         // The votes that elected it count as an acknowledgement: an acknowledgement from an
         // earlier term of this node's (openraft keeps the last one across terms) must not make
         // a leader that was just elected again look cut off. A term the watcher has not seen
@@ -70,16 +70,22 @@ impl Node {
             })
     }
 
-    /// openraft's own lease and CheckQuorum's: `electionTimeoutMax`.
-    pub(super) fn lease(&self) -> Duration {
+    /// CheckQuorum's window: `electionTimeoutMax`.
+    pub(super) fn check_quorum_window(&self) -> Duration {
         Duration::from_millis(self.config.election_timeout_max_ms)
+    }
+
+    /// openraft's own leader lease, within which a quorum must have acknowledged for it to
+    /// accept a write (shorter than CheckQuorum's; see `RaftElectionTimeouts`).
+    fn raft_lease(&self) -> Duration {
+        Duration::from_millis(self.config.raft_election_timeouts().max_ms)
     }
 
     /// Waits until openraft's own lease holds again (or this node stops leading), up to
     /// `deadline`. The metrics watch does not announce every acknowledgement, so the wait looks
     /// again at every heartbeat interval.
     pub(super) async fn wait_for_raft_lease(&self, deadline: Instant) -> bool {
-        let lease = self.lease();
+        let lease = self.raft_lease();
         let step = Duration::from_millis(self.config.heartbeat_interval_ms.max(1));
         let fresh = |m: &RaftMetrics<TypeConfig>| {
             m.state != ServerState::Leader
@@ -116,7 +122,7 @@ impl Node {
         if acked_this_term {
             return false;
         }
-        let lease = self.lease();
+        let lease = self.check_quorum_window();
         let deadline = Instant::now() + timeout.min(lease * 2);
         self.wait_for(deadline, |m| {
             m.current_term == term && m.state == ServerState::Leader && !self.quorum_lost(m)

@@ -68,10 +68,11 @@ impl Node {
             .and_then(|()| store.remove_stale_copies().map(drop))
             .map_err(NodeError::storage)?;
 
+        let election = config.raft_election_timeouts();
         let raft_config = Config {
             cluster_name: config.cluster_id.clone(),
-            election_timeout_min: config.election_timeout_min_ms,
-            election_timeout_max: config.election_timeout_max_ms,
+            election_timeout_min: election.min_ms,
+            election_timeout_max: election.max_ms,
             heartbeat_interval: config.heartbeat_interval_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,

@@ -91,7 +91,51 @@ pub struct NodeConfig {
 /// machine rather than by Raft's timeouts.
 const ELECTION_WAIT_FLOOR: Duration = Duration::from_secs(2);
 
+/// The election timeouts handed to openraft, which counts differently from the user's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftElectionTimeouts {
+    pub min_ms: u64,
+    /// Also openraft's leader lease.
+    pub max_ms: u64,
+}
+
+impl RaftElectionTimeouts {
+    /// The user's `electionTimeoutMin..Max` is, as in etcd and the Raft paper, how long a
+    /// follower waits after it last heard from its leader before it stands. openraft starts
+    /// that wait only when its leader lease (its `election_timeout_max`) has run out, so a
+    /// follower stands `lease + U[min, max)` after the last contact: 450-600 ms for 150-300 ms.
+    /// These values make openraft stand within the first third of the user's range (151-200 ms
+    /// at the defaults), which keeps the randomness that prevents split votes and respects
+    /// openraft's own rule that its minimum exceeds the heartbeat interval. Where that rule
+    /// leaves no room (a heartbeat close to the minimum), the window starts later.
+    pub fn for_user_timeouts(min: u64, max: u64, heartbeat: u64) -> Self {
+        let spread = (max.saturating_sub(min) / 3).max(1);
+        let half_window_end = min.saturating_add(spread).div_ceil(2);
+        let raft_min = heartbeat
+            .saturating_add(1)
+            .max(min.saturating_sub(half_window_end));
+        let lease = half_window_end.max(raft_min.saturating_add(spread));
+        RaftElectionTimeouts {
+            min_ms: raft_min,
+            max_ms: lease,
+        }
+    }
+
+    /// When a follower that last heard from its leader at 0 stands: `[from, until)` ms.
+    pub fn stands_within(&self) -> (u64, u64) {
+        (self.max_ms + self.min_ms, 2 * self.max_ms)
+    }
+}
+
 impl NodeConfig {
+    pub fn raft_election_timeouts(&self) -> RaftElectionTimeouts {
+        RaftElectionTimeouts::for_user_timeouts(
+            self.election_timeout_min_ms,
+            self.election_timeout_max_ms,
+            self.heartbeat_interval_ms,
+        )
+    }
+
     /// How long an election may take with these timeouts (two rounds of the longest election
     /// timeout, at least `ELECTION_WAIT_FLOOR`): how long a node waits for its view of the leader
     /// to settle before it judges a request by it.
@@ -290,5 +334,46 @@ impl Node {
     /// Round-trip histograms of calls to each peer, for metrics.
     pub fn round_trips(&self) -> Vec<(String, crate::stats::HistogramReading)> {
         self.pool.round_trips()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RaftElectionTimeouts;
+
+    #[test]
+    fn followers_stand_within_the_users_election_timeout() {
+        let defaults = RaftElectionTimeouts::for_user_timeouts(150, 300, 50);
+        assert_eq!(defaults.stands_within(), (152, 202));
+        for (min, max, heartbeat) in [
+            (150, 300, 50),
+            (1000, 2000, 100),
+            (5000, 10_000, 500),
+            (300, 301, 10),
+            (2, 3, 1),
+            (150, 300, 100),
+            (150, 300, 149),
+        ] {
+            let t = RaftElectionTimeouts::for_user_timeouts(min, max, heartbeat);
+            // openraft's own rules for a valid config.
+            assert!(
+                t.min_ms > heartbeat && t.max_ms > t.min_ms,
+                "{min}/{max}/{heartbeat}: {t:?}"
+            );
+            let (from, until) = t.stands_within();
+            assert!(from >= min, "{min}/{max}/{heartbeat}: stands at {from}");
+            // The randomness survives: at least a third of the user's range, or 1 ms.
+            assert!(
+                until - from >= ((max - min) / 3).max(1) - 1,
+                "{min}/{max}/{heartbeat}: {from}..{until}"
+            );
+            if heartbeat * 3 <= min {
+                // Within the user's range, give or take the rounding of halving it.
+                assert!(
+                    until <= max + 1,
+                    "{min}/{max}/{heartbeat}: stands as late as {until}"
+                );
+            }
+        }
     }
 }

@@ -100,7 +100,7 @@ impl Node {
         let m = self.metrics();
         f.leader_id.is_none()
             && m.state == ServerState::Leader
-            && self.quorum_heard_within(&m, self.lease())
+            && self.quorum_heard_within(&m, self.check_quorum_window())
     }
 
     async fn forward(
