@@ -138,7 +138,13 @@ impl Node {
                 ),
             });
         }
-        let log_store = LogStore::new(store.clone(), delivery.clone());
+        let log_store = LogStore::new(store.clone(), delivery.clone()).map_err(|e| {
+            NodeError::new(
+                ErrorCode::Storage,
+                format!("cannot start the log writer: {e}"),
+            )
+            .with_cause(e)
+        })?;
         let app_snapshots = Arc::new(AppSnapshots::new(Duration::from_secs(60)));
         app_snapshots.enable(config.app_snapshots);
         let state_machine = StateMachine::new(

@@ -1,5 +1,6 @@
 //! The Raft log, vote and purge marker in LMDB.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -8,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
+use super::log_writer::{index_bounds, LogWriter};
 use super::records::Record;
-use super::{
-    blocking, decode, encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE,
-};
+use super::{decode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::lock;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -23,15 +23,18 @@ pub struct LogStore {
     /// How far the application has been handed the log: purged entries it may still need stay
     /// on disk (invisible to openraft) until it has them.
     delivery: Arc<Delivery>,
+    writer: Arc<LogWriter>,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>, delivery: Arc<Delivery>) -> Self {
-        LogStore {
+    pub fn new(store: Arc<Store>, delivery: Arc<Delivery>) -> io::Result<Self> {
+        let writer = Arc::new(LogWriter::start(store.clone(), delivery.clone())?);
+        Ok(LogStore {
             store,
             committed: Arc::new(Mutex::new(None)),
             delivery,
-        }
+            writer,
+        })
     }
 
     fn get_raft_meta<T: Record>(&self, key: &str) -> io::Result<Option<T>> {
@@ -42,20 +45,6 @@ impl LogStore {
             None => Ok(None),
         }
     }
-
-    fn put_raft_meta<T: Record>(&self, key: &str, value: &T) -> io::Result<()> {
-        let s = &self.store;
-        let bytes = encode(value)?;
-        blocking(|| {
-            let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-            s.raft.put(&mut wtxn, key, &bytes).map_err(storage_err)?;
-            wtxn.commit().map_err(storage_err)
-        })
-    }
-}
-
-fn index_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
-    (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -64,7 +53,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let s = &self.store;
-        let rtxn = s.env.read_txn().map_err(storage_err)?;
         let (mut start, end) = index_bounds(&range);
         // Entries kept for delivery after a purge are not openraft's any more.
         if let Some(purged) = self.delivery.purged() {
@@ -79,12 +67,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             }
         }
         let bounds = (start, end);
-        let mut entries = Vec::new();
+        // Queued entries first: one the writer commits meanwhile is then in the read below.
+        let queued = lock(&self.writer.pending).within(&bounds);
+        let rtxn = s.env.read_txn().map_err(storage_err)?;
+        let mut entries = BTreeMap::new();
         for item in s.log.range(&rtxn, &bounds).map_err(storage_err)? {
-            let (_, bytes) = item.map_err(storage_err)?;
-            entries.push(decode::<Entry>(bytes)?);
+            let (index, bytes) = item.map_err(storage_err)?;
+            entries.insert(index, decode::<Entry>(bytes)?);
         }
-        Ok(entries)
+        for entry in queued {
+            entries.insert(entry.log_id.index(), entry);
+        }
+        Ok(entries.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -100,6 +94,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(purged) = &last_purged_log_id {
             self.delivery.set_purged(purged.index());
         }
+        let queued_last = lock(&self.writer.pending).last_log_id();
         let last = {
             let s = &self.store;
             let rtxn = s.env.read_txn().map_err(storage_err)?;
@@ -108,6 +103,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 None => None,
             }
         };
+        let last = queued_last.or(last);
         // Entries kept for delivery sit at or below the purge point: the purge point is last then.
         let last = match (last, last_purged_log_id) {
             (Some(l), Some(p)) if l.index() <= p.index() => Some(p),
@@ -124,7 +120,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.put_raft_meta(KEY_VOTE, vote)
+        self.writer.save_vote(vote).await
     }
 
     /// Lets a restarted node re-apply committed entries at once, without waiting to hear a
@@ -155,53 +151,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let s = &self.store;
-        blocking(|| {
-            let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-            for entry in entries {
-                let bytes = encode(&entry)?;
-                s.log
-                    .put(&mut wtxn, &entry.log_id.index(), &bytes)
-                    .map_err(storage_err)?;
-            }
-            let committed = *lock(&self.committed);
-            if committed.is_some() {
-                s.raft
-                    .put(&mut wtxn, KEY_COMMITTED, &encode(&committed)?)
-                    .map_err(storage_err)?;
-            }
-            // The commit fsyncs: the entries are durable before openraft is told they are.
-            crate::stats::timed(&s.stats.log_fsync, || wtxn.commit()).map_err(storage_err)
-        })?;
-        callback.io_completed(Ok(()));
-        Ok(())
+        let committed = *lock(&self.committed);
+        self.writer.append(entries, committed, callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
-        let s = &self.store;
-        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        s.log
-            .delete_range(&mut wtxn, &(from..))
-            .map_err(storage_err)?;
-        wtxn.commit().map_err(storage_err)
+        self.writer.truncate_from(from).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let s = &self.store;
-        let bytes = encode(&log_id)?;
-        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        // Marker and deletion in one transaction: a crash leaves either both or neither.
-        s.raft
-            .put(&mut wtxn, KEY_PURGED, &bytes)
-            .map_err(storage_err)?;
-        if let Some(through) = self.delivery.deletable_through() {
-            s.log
-                .delete_range(&mut wtxn, &(..=log_id.index().min(through)))
-                .map_err(storage_err)?;
-        }
-        wtxn.commit().map_err(storage_err)?;
-        self.delivery.set_purged(log_id.index());
-        Ok(())
+        self.writer.purge(log_id).await
     }
 }

@@ -21,6 +21,7 @@ mod format;
 mod history;
 mod legacy;
 mod log_store;
+mod log_writer;
 mod offline;
 mod records;
 mod state_machine;

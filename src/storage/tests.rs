@@ -24,7 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
         let (events, _rx) = EventSink::new();
         Ok((
             dir,
-            LogStore::new(store.clone(), Delivery::none()),
+            LogStore::new(store.clone(), Delivery::none()).expect("log writer"),
             StateMachine::new(
                 store,
                 events,
@@ -91,7 +91,7 @@ mod delivery {
         let delivery = Delivery::retaining();
         let (events, _rx) = EventSink::new();
         Node {
-            log: LogStore::new(store.clone(), delivery.clone()),
+            log: LogStore::new(store.clone(), delivery.clone()).expect("log writer"),
             sm: StateMachine::new(
                 store.clone(),
                 events,

@@ -1,0 +1,331 @@
+//! The log's own writer thread.
+//!
+//! openraft appends from its core task, the task that also sends heartbeats. An append that
+//! waited there for LMDB's fsync would hold up the heartbeats of a leader whose disk stalls for
+//! a moment, and its followers would elect another leader although nothing failed. So `append`
+//! only queues: the entries become readable at once from `Pending`, this thread writes whatever
+//! has queued up meanwhile in one LMDB transaction (one fsync for many appends), and only then
+//! tells openraft that they are durable. Votes, truncations and purges go through the same queue,
+//! so the disk sees every change in the order openraft made it, and the caller waits for those.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use openraft::storage::IOFlushed;
+use tokio::sync::oneshot;
+
+use super::{encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use crate::lock;
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Entries handed to `append` whose transaction has not committed yet, readable meanwhile.
+/// Each remembers which append queued it, so that the commit of an earlier append does not
+/// remove an entry that a later append (after a truncation) put at the same index.
+#[derive(Default)]
+pub(super) struct Pending {
+    entries: BTreeMap<u64, (u64, Entry)>,
+    next_append: u64,
+}
+
+impl Pending {
+    /// The queued entries within `range`.
+    pub(super) fn within(&self, range: &(Bound<u64>, Bound<u64>)) -> Vec<Entry> {
+        // BTreeMap::range panics on a range that ends before it starts; LMDB's gives nothing.
+        let first = match range.0 {
+            Bound::Included(i) => Some(i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let Some(first) = first else {
+            return Vec::new();
+        };
+        let past_last = match range.1 {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if past_last.is_some_and(|end| end <= first) {
+            return Vec::new();
+        }
+        self.entries
+            .range(first..)
+            .take_while(|(i, _)| past_last.is_none_or(|end| **i < end))
+            .map(|(_, (_, e))| e.clone())
+            .collect()
+    }
+
+    pub(super) fn last_log_id(&self) -> Option<LogId> {
+        self.entries.values().next_back().map(|(_, e)| e.log_id)
+    }
+}
+
+enum Write {
+    Append {
+        append: u64,
+        records: Vec<(u64, Vec<u8>)>,
+        /// The commit point openraft had reported when it queued these entries. It names only
+        /// entries queued before, so it is never ahead of what this transaction makes durable.
+        committed: Option<LogId>,
+        flushed: IOFlushed<TypeConfig>,
+    },
+    Vote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    TruncateFrom {
+        index: u64,
+        /// Appends numbered from here on were queued after the truncation: they stay.
+        appends_before: u64,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Purge {
+        log_id: LogId,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+/// The queue to the writer thread. The last `LogStore` clone to go closes the queue and waits
+/// for the thread to write what is queued and exit, so a node stopped and started again in one
+/// process finds its data directory closed.
+pub(super) struct LogWriter {
+    queue: Mutex<Option<Sender<Write>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub(super) pending: Arc<Mutex<Pending>>,
+}
+
+impl LogWriter {
+    pub(super) fn start(store: Arc<Store>, delivery: Arc<Delivery>) -> io::Result<Self> {
+        let (queue, writes) = mpsc::channel();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let thread = {
+            let pending = pending.clone();
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || write_until_closed(&store, &delivery, &pending, &writes))?
+        };
+        Ok(LogWriter {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+            pending,
+        })
+    }
+
+    fn send(&self, write: Write) -> io::Result<()> {
+        let closed = || io::Error::other("the log writer has stopped");
+        lock(&self.queue)
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(write)
+            .map_err(|_| closed())
+    }
+
+    /// Queues entries: readable as soon as this returns, durable when `flushed` is called.
+    pub(super) fn append(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        committed: Option<LogId>,
+        flushed: IOFlushed<TypeConfig>,
+    ) -> io::Result<()> {
+        let mut records = Vec::new();
+        let mut queued = Vec::new();
+        for entry in entries {
+            records.push((entry.log_id.index(), encode(&entry)?));
+            queued.push(entry);
+        }
+        // Entries enter `pending` and the queue under one lock, so appends reach the thread in
+        // the order of their numbers.
+        let mut pending = lock(&self.pending);
+        let append = pending.next_append;
+        pending.next_append += 1;
+        for entry in queued {
+            pending
+                .entries
+                .insert(entry.log_id.index(), (append, entry));
+        }
+        self.send(Write::Append {
+            append,
+            records,
+            committed,
+            flushed,
+        })
+    }
+
+    async fn wait(
+        &self,
+        make: impl FnOnce(oneshot::Sender<io::Result<()>>, u64) -> Write,
+    ) -> io::Result<()> {
+        let (done, written) = oneshot::channel();
+        {
+            let pending = lock(&self.pending);
+            self.send(make(done, pending.next_append))?;
+        }
+        written
+            .await
+            .map_err(|_| io::Error::other("the log writer stopped before it wrote"))?
+    }
+
+    pub(super) async fn save_vote(&self, vote: &Vote) -> io::Result<()> {
+        let bytes = encode(vote)?;
+        self.wait(|done, _| Write::Vote { bytes, done }).await
+    }
+
+    pub(super) async fn truncate_from(&self, index: u64) -> io::Result<()> {
+        self.wait(|done, appends_before| Write::TruncateFrom {
+            index,
+            appends_before,
+            done,
+        })
+        .await
+    }
+
+    pub(super) async fn purge(&self, log_id: LogId) -> io::Result<()> {
+        self.wait(|done, _| Write::Purge { log_id, done }).await
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        lock(&self.queue).take();
+        if let Some(thread) = lock(&self.thread).take() {
+            // A panic in the thread has already failed every write it held; nothing to add.
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_until_closed(
+    store: &Store,
+    delivery: &Delivery,
+    pending: &Mutex<Pending>,
+    writes: &Receiver<Write>,
+) {
+    while let Ok(first) = writes.recv() {
+        let mut batch = vec![first];
+        batch.extend(writes.try_iter());
+        let outcome = write_batch(store, delivery, &batch);
+        finish(batch, outcome, pending, delivery);
+    }
+}
+
+/// Everything queued since the last commit, in one transaction.
+fn write_batch(store: &Store, delivery: &Delivery, batch: &[Write]) -> io::Result<()> {
+    let mut wtxn = store.env.write_txn().map_err(storage_err)?;
+    let mut committed = None;
+    for write in batch {
+        match write {
+            Write::Append {
+                records,
+                committed: c,
+                ..
+            } => {
+                for (index, bytes) in records {
+                    store
+                        .log
+                        .put(&mut wtxn, index, bytes)
+                        .map_err(storage_err)?;
+                }
+                committed = c.or(committed);
+            }
+            Write::Vote { bytes, .. } => {
+                store
+                    .raft
+                    .put(&mut wtxn, KEY_VOTE, bytes)
+                    .map_err(storage_err)?;
+            }
+            Write::TruncateFrom { index, .. } => {
+                store
+                    .log
+                    .delete_range(&mut wtxn, &(*index..))
+                    .map_err(storage_err)?;
+            }
+            Write::Purge { log_id, .. } => {
+                // Marker and deletion in one transaction: a crash leaves either both or neither.
+                store
+                    .raft
+                    .put(&mut wtxn, KEY_PURGED, &encode(log_id)?)
+                    .map_err(storage_err)?;
+                if let Some(through) = delivery.deletable_through() {
+                    store
+                        .log
+                        .delete_range(&mut wtxn, &(..=log_id.index().min(through)))
+                        .map_err(storage_err)?;
+                }
+            }
+        }
+    }
+    if committed.is_some() {
+        store
+            .raft
+            .put(&mut wtxn, KEY_COMMITTED, &encode(&committed)?)
+            .map_err(storage_err)?;
+    }
+    // The commit fsyncs: nothing below tells anyone a write is durable before it.
+    crate::stats::timed(&store.stats.log_fsync, || wtxn.commit()).map_err(storage_err)
+}
+
+fn finish(
+    batch: Vec<Write>,
+    outcome: io::Result<()>,
+    pending: &Mutex<Pending>,
+    delivery: &Delivery,
+) {
+    let failed = |e: &io::Error| io::Error::new(e.kind(), format!("log write failed: {e}"));
+    for write in batch {
+        let result = match &outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(failed(e)),
+        };
+        match write {
+            Write::Append {
+                append,
+                records,
+                flushed,
+                ..
+            } => {
+                if result.is_ok() {
+                    let mut pending = lock(pending);
+                    for (index, _) in &records {
+                        if pending
+                            .entries
+                            .get(index)
+                            .is_some_and(|(a, _)| *a == append)
+                        {
+                            pending.entries.remove(index);
+                        }
+                    }
+                }
+                flushed.io_completed(result);
+            }
+            Write::TruncateFrom {
+                index,
+                appends_before,
+                done,
+            } => {
+                if result.is_ok() {
+                    lock(pending)
+                        .entries
+                        .retain(|i, (append, _)| *i < index || *append >= appends_before);
+                }
+                let _ = done.send(result);
+            }
+            Write::Purge { log_id, done } => {
+                if result.is_ok() {
+                    delivery.set_purged(log_id.index());
+                }
+                let _ = done.send(result);
+            }
+            Write::Vote { done, .. } => {
+                let _ = done.send(result);
+            }
+        }
+    }
+}
+
+/// `range`'s bounds as a value.
+pub(super) fn index_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
