@@ -153,6 +153,7 @@ impl Node {
             app_snapshots.clone(),
             delivery.clone(),
             config.id_window,
+            log_store.durability(),
         );
         let raft = Raft::new(
             id.clone(),

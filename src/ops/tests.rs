@@ -11,7 +11,7 @@ use openraft::EntryPayload;
 
 use super::{entry_bytes, expire, export, find, remember, replace, IdWindow, OpRecord};
 use crate::events::{Event, EventSink};
-use crate::storage::{AppSnapshots, Delivery, StateMachine, Store};
+use crate::storage::{AppSnapshots, Delivery, LogStore, StateMachine, Store};
 use crate::types::{Command, Entry, TypeConfig};
 
 fn open() -> (tempfile::TempDir, Arc<Store>) {
@@ -157,12 +157,15 @@ fn command(index: u64, id: &str, proposed_at_ms: u64) -> Entry {
 async fn apply_in_batches(entries: &[Entry], batch: usize, w: IdWindow) -> (Vec<u64>, Vec<String>) {
     let (_dir, store) = open();
     let (events, mut rx) = EventSink::new();
+    // The entries go straight to the state machine: the log holds none of them back.
+    let log = LogStore::new(store.clone(), Delivery::none()).expect("log writer");
     let mut sm = StateMachine::new(
         store.clone(),
         events,
         Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
         Delivery::none(),
         w,
+        log.durability(),
     );
     for chunk in entries.chunks(batch) {
         sm.apply(stream::iter(chunk.iter().cloned().map(|e| Ok((e, None)))))

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::log_writer::{index_bounds, LogWriter};
+use super::log_writer::{index_bounds, LogDurability, LogWriter};
 use super::records::Record;
 use super::{decode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::lock;
@@ -35,6 +35,11 @@ impl LogStore {
             delivery,
             writer,
         })
+    }
+
+    /// What the state machine waits on before it records entries applied.
+    pub fn durability(&self) -> LogDurability {
+        self.writer.durability()
     }
 
     fn get_raft_meta<T: Record>(&self, key: &str) -> io::Result<Option<T>> {

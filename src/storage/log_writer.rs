@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use openraft::storage::IOFlushed;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::lock;
@@ -95,23 +95,65 @@ pub(super) struct LogWriter {
     queue: Mutex<Option<Sender<Write>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub(super) pending: Arc<Mutex<Pending>>,
+    /// Counts the writer's commits, so a waiter for durability hears of each.
+    commits: watch::Receiver<u64>,
+}
+
+/// Lets the state machine wait until the entries it applies are durable in this node's own
+/// log. A leader commits an entry once a majority holds it, which may be before its own
+/// append is flushed; were the state machine to record it applied first, a kill -9 would leave
+/// it applied but missing from the log that delivery replays to the application after restart.
+#[derive(Clone)]
+pub struct LogDurability {
+    pending: Arc<Mutex<Pending>>,
+    commits: watch::Receiver<u64>,
+}
+
+impl LogDurability {
+    pub(super) async fn wait_until_durable(&self, through: u64) -> io::Result<()> {
+        let mut commits = self.commits.clone();
+        loop {
+            commits.borrow_and_update();
+            let queued = lock(&self.pending)
+                .entries
+                .first_key_value()
+                .is_some_and(|(first, _)| *first <= through);
+            if !queued {
+                return Ok(());
+            }
+            commits.changed().await.map_err(|_| {
+                io::Error::other("the log writer stopped before the entries were durable")
+            })?;
+        }
+    }
 }
 
 impl LogWriter {
     pub(super) fn start(store: Arc<Store>, delivery: Arc<Delivery>) -> io::Result<Self> {
         let (queue, writes) = mpsc::channel();
         let pending = Arc::new(Mutex::new(Pending::default()));
+        let (committed, commits) = watch::channel(0);
         let thread = {
             let pending = pending.clone();
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || write_until_closed(&store, &delivery, &pending, &writes))?
+                .spawn(move || {
+                    write_until_closed(&store, &delivery, &pending, &writes, &committed)
+                })?
         };
         Ok(LogWriter {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
             pending,
+            commits,
         })
+    }
+
+    pub(super) fn durability(&self) -> LogDurability {
+        LogDurability {
+            pending: self.pending.clone(),
+            commits: self.commits.clone(),
+        }
     }
 
     fn send(&self, write: Write) -> io::Result<()> {
@@ -202,12 +244,14 @@ fn write_until_closed(
     delivery: &Delivery,
     pending: &Mutex<Pending>,
     writes: &Receiver<Write>,
+    committed: &watch::Sender<u64>,
 ) {
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         batch.extend(writes.try_iter());
         let outcome = write_batch(store, delivery, &batch);
         finish(batch, outcome, pending, delivery);
+        committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

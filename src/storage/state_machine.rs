@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::legacy;
 use super::{
-    blocking, decode, encode, storage_err, AppSnapshots, Delivery, Store, KEY_LAST_APPLIED,
-    KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    blocking, decode, encode, storage_err, AppSnapshots, Delivery, LogDurability, Store,
+    KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
 use crate::ops::{self, IdWindow, OpRecord};
@@ -42,6 +42,7 @@ pub struct StateMachine {
     delivery: Arc<Delivery>,
     /// What the operation-id registry remembers; a retry past it is treated as a new operation.
     id_window: IdWindow,
+    log: LogDurability,
 }
 
 impl StateMachine {
@@ -51,6 +52,7 @@ impl StateMachine {
         app: Arc<AppSnapshots>,
         delivery: Arc<Delivery>,
         id_window: IdWindow,
+        log: LogDurability,
     ) -> Self {
         StateMachine {
             store,
@@ -58,6 +60,7 @@ impl StateMachine {
             app,
             delivery,
             id_window,
+            log,
         }
     }
 
@@ -174,9 +177,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             batch.push(item?);
         }
-        if batch.is_empty() {
+        let Some((last, _)) = batch.last() else {
             return Ok(());
-        }
+        };
+        self.log.wait_until_durable(last.log_id.index()).await?;
 
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
@@ -285,6 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 app: self.app.clone(),
                 delivery: self.delivery.clone(),
                 id_window: self.id_window,
+                log: self.log.clone(),
             },
         }
     }

@@ -22,15 +22,18 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
         let store = Store::open(dir.path(), 64 << 20)
             .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
         let (events, _rx) = EventSink::new();
+        let log = LogStore::new(store.clone(), Delivery::none()).map_err(io_err)?;
+        let durability = log.durability();
         Ok((
             dir,
-            LogStore::new(store.clone(), Delivery::none()).expect("log writer"),
+            log,
             StateMachine::new(
                 store,
                 events,
                 Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
                 Delivery::none(),
                 crate::ops::IdWindow::default(),
+                durability,
             ),
         ))
     }
@@ -90,8 +93,10 @@ mod delivery {
         let store = Store::open(dir, 64 << 20).expect("open");
         let delivery = Delivery::retaining();
         let (events, _rx) = EventSink::new();
+        let log = LogStore::new(store.clone(), delivery.clone()).expect("log writer");
+        let durability = log.durability();
         Node {
-            log: LogStore::new(store.clone(), delivery.clone()).expect("log writer"),
+            log,
             sm: StateMachine::new(
                 store.clone(),
                 events,
@@ -101,6 +106,7 @@ mod delivery {
                     ttl_ms: u64::MAX,
                     ..Default::default()
                 },
+                durability,
             ),
             store,
             delivery,
