@@ -13,7 +13,8 @@ use tokio::sync::{oneshot, watch, Mutex};
 
 use super::formation::Formation;
 use super::{
-    cursor, membership_applied, watcher, Bootstrap, ErrorCode, Node, NodeConfig, NodeError,
+    compaction, cursor, membership_applied, watcher, Bootstrap, ErrorCode, Node, NodeConfig,
+    NodeError,
 };
 use crate::events::EventSink;
 use crate::storage::{AppSnapshots, Delivery, LogStore, OpenError, StateMachine, Store};
@@ -74,7 +75,8 @@ impl Node {
             election_timeout_min: election.min_ms,
             election_timeout_max: election.max_ms,
             heartbeat_interval: config.heartbeat_interval_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            // `compaction` decides when, from the snapshot's cost as well as the log's length.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
             purge_batch_size: 256,
             install_snapshot_timeout: 10_000,
@@ -176,6 +178,12 @@ impl Node {
             store.clone(),
             delivery.clone(),
             events.clone(),
+            stop_rx.clone(),
+        ));
+        tokio::spawn(compaction::snapshot_when_due(
+            raft.clone(),
+            store.stats().clone(),
+            config.snapshot_threshold,
             stop_rx.clone(),
         ));
         let leading_since = Arc::new(std::sync::Mutex::new(None));

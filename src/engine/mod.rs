@@ -5,6 +5,7 @@
 //! `getState()` reads, and `watcher` turns openraft's metrics into events.
 
 mod admin;
+mod compaction;
 mod cursor;
 mod error;
 mod formation;
