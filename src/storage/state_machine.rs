@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
+use heed::{RoTxn, WithoutTls};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
@@ -70,23 +71,30 @@ impl StateMachine {
     }
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let rtxn = self.store.env.read_txn().map_err(storage_err)?;
+        self.read_applied_in(&rtxn)
+    }
+
+    fn read_applied_in(
+        &self,
+        rtxn: &RoTxn<WithoutTls>,
+    ) -> io::Result<(Option<LogId>, StoredMembership)> {
         let s = &self.store;
-        let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let last_applied = s.stored_last_applied(&rtxn)?;
-        let membership = match s.applied.get(&rtxn, KEY_MEMBERSHIP).map_err(storage_err)? {
+        let last_applied = s.stored_last_applied(rtxn)?;
+        let membership = match s.applied.get(rtxn, KEY_MEMBERSHIP).map_err(storage_err)? {
             Some(b) => decode(b)?,
             None => StoredMembership::default(),
         };
         Ok((last_applied, membership))
     }
 
-    fn build_payload(&self) -> io::Result<SnapshotPayload> {
-        let (last_applied, membership) = self.read_applied()?;
+    /// The state as `rtxn` sees it: one read transaction, so one applied index throughout.
+    fn build_payload(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<SnapshotPayload> {
+        let (last_applied, membership) = self.read_applied_in(rtxn)?;
         let s = &self.store;
-        let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let ops = ops::export(s, &rtxn)?;
+        let ops = ops::export(s, rtxn)?;
         let mut registry = Vec::new();
-        for item in s.registry.iter(&rtxn).map_err(storage_err)? {
+        for item in s.registry.iter(rtxn).map_err(storage_err)? {
             let (k, v) = item.map_err(storage_err)?;
             registry.push((k.to_string(), v.to_string()));
         }
@@ -125,13 +133,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
-        let (mut payload, request) = {
+        let s = &self.sm.store;
+        // Only the start of the read and the request to the application hold the gate (apply
+        // waits at it): the read transaction fixes the state at one applied index, and reading
+        // the operation-id window out of it, several MB when full, happens after writes resume.
+        let (rtxn, request) = {
             let _gate = self.sm.app.gate();
-            let payload = self.sm.build_payload()?;
-            let index = payload.last_applied.map(|l| l.index()).unwrap_or(0);
-            let request = self.sm.app.request(index, &self.sm.events);
-            (payload, request)
+            let rtxn = s.env.read_txn().map_err(storage_err)?;
+            let index = s
+                .stored_last_applied(&rtxn)?
+                .map(|l| l.index())
+                .unwrap_or(0);
+            (rtxn, self.sm.app.request(index, &self.sm.events))
         };
+        let mut payload = self.sm.build_payload(&rtxn)?;
+        drop(rtxn);
         if let Some(rx) = request {
             payload.app = self.sm.app.wait(rx).await?;
         }
@@ -140,7 +156,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: payload.last_applied,
             last_membership: payload.membership.clone(),
         };
-        let s = &self.sm.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
         wtxn.commit().map_err(storage_err)?;
