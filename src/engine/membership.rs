@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use openraft::{ChangeMembers, RaftMetrics};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
 
 use super::formation::{Answer, Formation, Verdict};
 use super::rpc::{ask, AppReply, AppRequest, ClaimReply, FORWARD_REPLY_MARGIN};
@@ -208,15 +209,41 @@ impl Node {
             ));
         }
         if !is_voter {
-            self.raft
-                .change_membership(
-                    ChangeMembers::AddVoterIds(BTreeSet::from([peer.clone()])),
-                    true,
-                )
-                .await
-                .map_err(|e| self.write_error(e))?;
+            self.change_membership_once_settled(
+                ChangeMembers::AddVoterIds(BTreeSet::from([peer.clone()])),
+                true,
+            )
+            .await?;
         }
         Ok(())
+    }
+
+    /// openraft returns from a change once its joint config commits, and proposes the uniform
+    /// config after it on its own; a change proposed before that one commits is refused as "in
+    /// progress". Such a change waits for the step under way (it is already proposed) and is
+    /// proposed again, so back-to-back calls (remove one node, then another) do not fail.
+    async fn change_membership_once_settled(
+        &self,
+        changes: ChangeMembers<NodeName, PeerAddr>,
+        retain: bool,
+    ) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.config.add_peer_timeout;
+        loop {
+            match self.raft.change_membership(changes.clone(), retain).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(under_way),
+                ))) if Instant::now() < deadline => {
+                    let step = under_way.membership_log_id.map(|l| l.index());
+                    self.wait_for(deadline, |m| {
+                        m.state != ServerState::Leader
+                            || m.last_applied.as_ref().map(|l| l.index()) >= step
+                    })
+                    .await;
+                }
+                Err(e) => return Err(self.write_error(e)),
+            }
+        }
     }
 
     /// A peer that refuses our handshake (wrong or missing secret, another cluster, another node
@@ -457,23 +484,12 @@ impl Node {
                 format!("{id} is not a member of this cluster"),
             ));
         }
-        if membership.voter_ids().any(|v| v == peer) {
-            self.raft
-                .change_membership(
-                    ChangeMembers::RemoveVoters(BTreeSet::from([peer.clone()])),
-                    false,
-                )
-                .await
-                .map_err(|e| self.write_error(e))?;
+        let change = if membership.voter_ids().any(|v| v == peer) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([peer.clone()]))
         } else {
-            self.raft
-                .change_membership(
-                    ChangeMembers::RemoveNodes(BTreeSet::from([peer.clone()])),
-                    false,
-                )
-                .await
-                .map_err(|e| self.write_error(e))?;
-        }
+            ChangeMembers::RemoveNodes(BTreeSet::from([peer.clone()]))
+        };
+        self.change_membership_once_settled(change, false).await?;
         if peer != self.id {
             self.pool.forget(&peer);
         }
