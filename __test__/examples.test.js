@@ -32,7 +32,8 @@ const expectations = {
   '10-initial-members.mjs': [/^Leader: node-[123] at term \d+$/m, /^Voters: node-1, node-2, node-3$/m, /node-1 is reached at 127\.0\.0\.1:its listed port/, /applied on node-1, node-2, node-3/],
   'demo.js': [
     /founded the cluster and leads at term 1/,
-    /took over at term 2/,
+    // Usually term 2; two followers that stand within a few ms of each other split the vote and the next term wins.
+    /took over at term [2-9] and committed/,
     /node-1 came back and caught up from a snapshot through index \d+, then the log: yes/,
     /node-1: 1001 acknowledged operations, 0 never executed, 0 executed twice/,
     /every acknowledged operation executed exactly once on every node: yes/,
