@@ -10,8 +10,8 @@ use crate::types::TypeConfig;
 
 impl Node {
     /// etcd's CheckQuorum: a leader that no quorum acknowledged within `electionTimeoutMax`
-    /// does not claim leadership: a majority
-    /// elsewhere may have elected another leader meanwhile. A single voter is its own quorum.
+    /// does not claim leadership: a majority elsewhere may have elected another leader
+    /// meanwhile. A single voter is its own quorum.
     pub(super) fn quorum_lost(&self, m: &RaftMetrics<TypeConfig>) -> bool {
         if m.state != ServerState::Leader {
             return false;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::log_writer::{index_bounds, LogDurability, LogWriter};
+use super::log_writer::{LogDurability, LogWriter};
 use super::records::Record;
 use super::{decode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::lock;
@@ -50,6 +50,10 @@ impl LogStore {
             None => Ok(None),
         }
     }
+}
+
+fn index_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

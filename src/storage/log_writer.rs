@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::Bound;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -367,9 +367,4 @@ fn finish(
             }
         }
     }
-}
-
-/// `range`'s bounds as a value.
-pub(super) fn index_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
-    (range.start_bound().cloned(), range.end_bound().cloned())
 }
