@@ -107,6 +107,15 @@ impl StateMachine {
         })
     }
 
+    fn stored_snapshot_meta(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<SnapshotMeta>> {
+        self.store
+            .snapshot
+            .get(rtxn, KEY_SNAPSHOT_META)
+            .map_err(storage_err)?
+            .map(decode)
+            .transpose()
+    }
+
     fn save_snapshot(
         &self,
         wtxn: &mut heed::RwTxn,
@@ -157,16 +166,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: payload.membership.clone(),
         };
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
-        wtxn.commit().map_err(storage_err)?;
-        s.stats.snapshot_save.observe(started.elapsed());
-        s.stats
-            .snapshot_bytes
-            .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        // With the application's state inside, this snapshot can restore it: the entries it
-        // covers need not be kept for delivery.
-        if let (Some(_), Some(last)) = (&payload.app, &payload.last_applied) {
-            self.sm.delivery.set_covered(last.index());
+        // openraft builds in a task of its own, and a snapshot from the leader may be installed
+        // meanwhile: that one is newer, the log before it may already be gone, and a restart
+        // must find it, not this one. openraft ignores a built snapshot older than its own.
+        let superseded = self.sm.stored_snapshot_meta(&wtxn)?.is_some_and(|saved| {
+            saved.last_log_id.is_some() && saved.last_log_id >= meta.last_log_id
+        });
+        if superseded {
+            drop(wtxn);
+        } else {
+            self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
+            wtxn.commit().map_err(storage_err)?;
+            s.stats.snapshot_save.observe(started.elapsed());
+            s.stats
+                .snapshot_bytes
+                .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // With the application's state inside, this snapshot can restore it: the entries
+            // it covers need not be kept for delivery.
+            if let (Some(_), Some(last)) = (&payload.app, &payload.last_applied) {
+                self.sm.delivery.set_covered(last.index());
+            }
         }
         Ok(Snapshot {
             meta,
@@ -356,14 +375,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
-        let Some(meta_bytes) = s
-            .snapshot
-            .get(&rtxn, KEY_SNAPSHOT_META)
-            .map_err(storage_err)?
-        else {
+        let Some(meta) = self.stored_snapshot_meta(&rtxn)? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta = decode(meta_bytes)?;
         let data = s
             .snapshot
             .get(&rtxn, KEY_SNAPSHOT_DATA)

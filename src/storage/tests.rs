@@ -64,7 +64,7 @@ mod delivery {
     use openraft::entry::RaftEntry;
     use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
     use openraft::testing::log_id;
-    use openraft::{EntryPayload, RaftLogReader};
+    use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 
     use super::super::{AppSnapshots, Delivery, LogStore, ResumeFrom, StateMachine, Store};
     use crate::events::{Event, EventSink};
@@ -90,9 +90,17 @@ mod delivery {
     }
 
     fn open(dir: &std::path::Path) -> Node {
+        let (events, _rx) = EventSink::new();
+        open_with(
+            dir,
+            events,
+            Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+        )
+    }
+
+    fn open_with(dir: &std::path::Path, events: EventSink, app: Arc<AppSnapshots>) -> Node {
         let store = Store::open(dir, 64 << 20).expect("open");
         let delivery = Delivery::retaining();
-        let (events, _rx) = EventSink::new();
         let log = LogStore::new(store.clone(), delivery.clone()).expect("log writer");
         let durability = log.durability();
         Node {
@@ -100,7 +108,7 @@ mod delivery {
             sm: StateMachine::new(
                 store.clone(),
                 events,
-                Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+                app,
                 delivery.clone(),
                 crate::ops::IdWindow {
                     ttl_ms: u64::MAX,
@@ -187,5 +195,81 @@ mod delivery {
         assert_eq!(replayed.resumed_after, Some(10));
         assert!(seen.is_empty());
         assert_eq!(node.store.log_len().expect("len"), 2);
+    }
+
+    /// Applies entries `1..=last` to a fresh node's log and state machine.
+    async fn apply_through(node: &mut Node, last: u64) {
+        let entries: Vec<Entry> = (1..=last).map(command).collect();
+        node.log
+            .append(entries.clone(), IOFlushed::noop())
+            .await
+            .expect("append");
+        node.sm
+            .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply");
+    }
+
+    /// openraft builds a snapshot in a task of its own and may install the leader's meanwhile.
+    /// The older one, finished last, must not replace the newer one on disk: the log before the
+    /// newer one may be gone, and a restart would find a gap between the snapshot and the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_finished_after_a_newer_install_does_not_replace_it() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let mut leader = open(leader_dir.path());
+        apply_through(&mut leader, 10).await;
+        let newer = leader
+            .sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("leader's snapshot");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (events, mut rx) = EventSink::new();
+        let app = Arc::new(AppSnapshots::new(std::time::Duration::from_secs(5)));
+        app.enable(true);
+        let mut node = open_with(dir.path(), events, app.clone());
+        apply_through(&mut node, 5).await;
+        let mut builder = node.sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await });
+        // The build now waits for the application's state as of index 5.
+        let request = loop {
+            match rx.recv().await.expect("events") {
+                Event::SnapshotRequest { id, index } => break (id, index),
+                _ => continue,
+            }
+        };
+        assert_eq!(request.1, 5);
+        node.sm
+            .install_snapshot(&newer.meta, newer.snapshot)
+            .await
+            .expect("install");
+        // As openraft does after an install: the log through the snapshot goes.
+        node.log
+            .purge(log_id::<TypeConfig>(1, "n".into(), 5))
+            .await
+            .expect("purge");
+        assert!(app.provide(request.0, Some("{}".into())));
+        let older = building.await.expect("task").expect("build");
+        assert_eq!(older.meta.last_log_id.map(|l| l.index()), Some(5));
+
+        let current = node
+            .sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index()), Some(10));
+        drop(node);
+        let node = open(dir.path());
+        let (replayed, _) = replay(&node, ResumeFrom::AppliedIndex(0));
+        assert_eq!(
+            replayed.snapshot,
+            Some(10),
+            "a restart resumes from the newer snapshot"
+        );
+        assert_eq!(replayed.missing, None);
     }
 }
