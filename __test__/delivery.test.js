@@ -56,6 +56,7 @@ function startClients(cluster, acked, stats) {
           leader = pick(err.leaderId);
           if (Date.now() > deadline) {
             stats.indeterminate++;
+            stats.lastUnknown = `${id} after 30 s, last ${err.code}: ${err.message}`;
             break;
           }
           await new Promise((r) => setTimeout(r, err.code === 'ERR_NOT_LEADER' ? 5 : 50));
@@ -134,7 +135,8 @@ for (const style of ['cursor', 'appliedIndex', 'memory']) {
       }
       console.log(
         `# ${style}: ${acked.size} acknowledged operations, ${stats.kills} kill -9, ${stats.retries} client retries, ` +
-          `${stats.indeterminate} indeterminate; held per node: ${holdings.map((h) => h.length).join(', ')}`,
+          `${stats.indeterminate} indeterminate${stats.lastUnknown ? ` (${stats.lastUnknown})` : ''}; ` +
+          `held per node: ${holdings.map((h) => h.length).join(', ')}`,
       );
     } finally {
       await cluster.stop();
