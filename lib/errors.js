@@ -43,14 +43,17 @@ function fromNative(err) {
   } catch {
     // not one of ours
   }
-  if (parsed && typeof parsed.code === 'string') {
-    return new ConsensusError(parsed.code, parsed.message, {
-      leaderId: parsed.leaderId ?? undefined,
-      field: parsed.field ?? undefined,
-      cause: parsed.cause ?? undefined,
-    });
-  }
+  if (parsed && typeof parsed.code === 'string') return engineError(parsed);
   return new ConsensusError(ErrorCode.STORAGE, `native error: ${err && err.message}`, { cause: err });
+}
+
+/** An error as the engine describes it: `{code, message, leaderId, field, cause}`. */
+function engineError(e) {
+  return new ConsensusError(e.code, e.message, {
+    leaderId: e.leaderId ?? undefined,
+    field: e.field ?? undefined,
+    cause: e.cause ?? undefined,
+  });
 }
 
 function invalidConfig(field, message) {
@@ -61,4 +64,4 @@ function invalidOperation(field, message) {
   return new ConsensusError(ErrorCode.INVALID_OPERATION, `${field}: ${message}`, { field });
 }
 
-module.exports = { ConsensusError, ErrorCode, fromNative, invalidConfig, invalidOperation };
+module.exports = { ConsensusError, ErrorCode, engineError, fromNative, invalidConfig, invalidOperation };

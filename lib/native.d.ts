@@ -24,7 +24,12 @@ export declare class NativeNode {
   addPeer(nodeId: string, host: string, port: number, registered?: boolean | undefined | null): Promise<void>
   removePeer(nodeId: string, forward?: boolean | undefined | null): Promise<void>
   transferLeadership(to: string, timeoutMs: number): Promise<void>
-  replicate(write: NativeWrite): Promise<NativeApplied>
+  /**
+   * Replicates writes in one crossing from JavaScript: the write at position `i` is ticket
+   * `first_ticket + i`, and its result comes back as a `write_done` event with that ticket,
+   * each as soon as it is known.
+   */
+  replicateBatch(writes: Array<NativeWrite>, firstTicket: number): void
   /** Replaces the cluster secrets (see `Secrets`). */
   setSecrets(secrets: Array<string>): void
   /** Reads the TLS certificate, key and CA files again (see `Tls::reload`). */
@@ -94,16 +99,6 @@ export interface Membership {
   nodes: Record<string, MemberInfo>
   /** A membership change is half done (joint config); `voters` lists both configs' voters. */
   changing: boolean
-}
-
-export interface NativeApplied {
-  index: number
-  term: number
-  duplicate: boolean
-  /** This node's state machine applied it (false: the leader it was forwarded to did). */
-  here: boolean
-  /** The registry write's condition did not hold: nothing changed. */
-  conditionFailed: boolean
 }
 
 export interface NativeAppliedOperation {

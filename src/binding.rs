@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod admin;
 
-use crate::engine::{Bootstrap, ErrorCode, Node, NodeConfig, NodeError};
+use crate::engine::{Bootstrap, ErrorCode, Node, NodeConfig, NodeError, Write, Written};
 use crate::events::{batch_to_json, Event, EventSink};
 use crate::lock;
 use crate::ops::IdWindow;
@@ -144,15 +144,57 @@ pub struct NativeWrite {
     pub registry_spec: Option<String>,
 }
 
-#[napi(object)]
-pub struct NativeApplied {
-    pub index: f64,
-    pub term: f64,
-    pub duplicate: bool,
-    /// This node's state machine applied it (false: the leader it was forwarded to did).
-    pub here: bool,
-    /// The registry write's condition did not hold: nothing changed.
-    pub condition_failed: bool,
+/// The engine's form of a write, with its registry part parsed and checked.
+fn engine_write(node: &Node, write: NativeWrite) -> std::result::Result<Write, NodeError> {
+    let NativeWrite {
+        json,
+        operation_id,
+        timeout_ms,
+        forward,
+        registry_key,
+        registry_delete,
+        registry_spec,
+    } = write;
+    let invalid = |m| NodeError::new(ErrorCode::InvalidOperation, m);
+    let registry = match registry_spec {
+        Some(spec) => Some(RegistryWrite::from_spec_json(&spec).map_err(invalid)?),
+        None => registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false))),
+    };
+    if let Some(w) = &registry {
+        w.check_keys().map_err(invalid)?;
+    }
+    Ok(Write {
+        json,
+        op_id: operation_id,
+        registry,
+        timeout: timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or_else(|| node.command_timeout()),
+        forward: forward.unwrap_or(false),
+    })
+}
+
+fn write_done(ticket: u64, result: std::result::Result<Written, NodeError>) -> Event {
+    match result {
+        Ok(written) => Event::WriteDone {
+            ticket,
+            index: written.applied.index,
+            term: written.applied.term,
+            duplicate: written.applied.duplicate,
+            here: written.here,
+            condition_failed: written.applied.condition_failed,
+            error: None,
+        },
+        Err(e) => Event::WriteDone {
+            ticket,
+            index: 0,
+            term: 0,
+            duplicate: false,
+            here: false,
+            condition_failed: false,
+            error: Some(e.to_json()),
+        },
+    }
 }
 
 #[napi(object)]
@@ -229,6 +271,8 @@ pub struct NativeNode {
     /// still in flight finish, not whenever JavaScript collects this object.
     node: Mutex<Option<Arc<Node>>>,
     stop_pump: Mutex<Option<oneshot::Sender<()>>>,
+    /// Where write results go, with the node's other events.
+    events: EventSink,
     /// Forwarding of this node's log records, ended at `stop()`.
     logs: Mutex<Option<crate::log_forward::Registration>>,
 }
@@ -424,10 +468,12 @@ pub async fn start_node(
         crate::log_forward::NODE_SPAN,
         node_id = config.node_id.as_str()
     );
+    let events_for_writes = events.clone();
     match Node::start(config, events).instrument(span).await {
         Ok(node) => Ok(NativeNode {
             node: Mutex::new(Some(node)),
             stop_pump: Mutex::new(Some(stop_tx)),
+            events: events_for_writes,
             logs: Mutex::new(logs),
         }),
         Err(e) => {
@@ -507,51 +553,52 @@ impl NativeNode {
             .map_err(js_error)
     }
 
+    /// Replicates writes in one crossing from JavaScript: the write at position `i` is ticket
+    /// `first_ticket + i`, and its result comes back as a `write_done` event with that ticket,
+    /// each as soon as it is known.
     #[napi]
-    pub async fn replicate(&self, write: NativeWrite) -> Result<NativeApplied> {
-        let NativeWrite {
-            json,
-            operation_id,
-            timeout_ms,
-            forward,
-            registry_key,
-            registry_delete,
-            registry_spec,
-        } = write;
-        let registry = match registry_spec {
-            Some(spec) => Some(
-                RegistryWrite::from_spec_json(&spec)
-                    .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?,
-            ),
-            None => {
-                registry_key.map(|key| RegistryWrite::plain(key, registry_delete.unwrap_or(false)))
-            }
-        };
-        if let Some(w) = &registry {
-            w.check_keys()
-                .map_err(|m| js_error(NodeError::new(ErrorCode::InvalidOperation, m)))?;
-        }
+    pub fn replicate_batch(&self, writes: Vec<NativeWrite>, first_ticket: f64) -> Result<()> {
         let node = self.node()?;
-        let timeout = timeout_ms
-            .map(|ms| Duration::from_millis(ms.into()))
-            .unwrap_or_else(|| node.command_timeout());
-        let written = node
-            .unless_stopped(node.replicate(
-                json,
-                operation_id,
-                registry,
-                timeout,
-                forward.unwrap_or(false),
-            ))
-            .await
-            .map_err(js_error)?;
-        Ok(NativeApplied {
-            index: written.applied.index as f64,
-            term: written.applied.term as f64,
-            duplicate: written.applied.duplicate,
-            here: written.here,
-            condition_failed: written.applied.condition_failed,
-        })
+        let events = self.events.clone();
+        let first_ticket = first_ticket as u64;
+        let mut batch = Vec::with_capacity(writes.len());
+        let mut tickets = Vec::with_capacity(writes.len());
+        for (position, write) in writes.into_iter().enumerate() {
+            let ticket = first_ticket + position as u64;
+            match engine_write(&node, write) {
+                Ok(write) => {
+                    batch.push(write);
+                    tickets.push(Some(ticket));
+                }
+                Err(e) => events.emit(write_done(ticket, Err(e))),
+            }
+        }
+        napi::bindgen_prelude::spawn(async move {
+            // Each ticket is answered once: taken out when its result goes to JavaScript.
+            let unanswered = Mutex::new(tickets);
+            let answer = |position: usize, result| {
+                if let Some(ticket) = lock(&unanswered).get_mut(position).and_then(Option::take) {
+                    events.emit(write_done(ticket, result));
+                }
+            };
+            let writing = node.replicate_many(batch, &answer);
+            if let Err(stopped) = node
+                .unless_stopped(async {
+                    writing.await;
+                    Ok(())
+                })
+                .await
+            {
+                let left: Vec<u64> = lock(&unanswered)
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect();
+                for ticket in left {
+                    events.emit(write_done(ticket, Err(stopped.clone())));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Replaces the cluster secrets (see `Secrets`).

@@ -48,6 +48,21 @@ pub enum Event {
         /// Handed over at start-up from the local snapshot, not just received from a leader.
         redelivered: bool,
     },
+    /// A write handed over in a batch finished (`replicateBatch`): where it was applied, or
+    /// `error`, the engine's error as JSON. The ticket names the write.
+    #[serde(rename_all = "camelCase")]
+    WriteDone {
+        ticket: u64,
+        index: u64,
+        term: u64,
+        duplicate: bool,
+        /// This node's state machine applied it (false: the leader it was forwarded to did).
+        here: bool,
+        /// The registry write's condition did not hold: nothing changed.
+        condition_failed: bool,
+        #[serde(serialize_with = "raw_json")]
+        error: Option<String>,
+    },
     /// A snapshot is being built: the application is asked for its state as of `index`.
     SnapshotRequest {
         id: u64,

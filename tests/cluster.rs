@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{eventually, op_id, set_command, Cluster};
-use unrdf_consensus::engine::{Bootstrap, ErrorCode};
+use unrdf_consensus::engine::{Bootstrap, ErrorCode, NodeError, Write, Written};
 use unrdf_consensus::types::PeerAddr;
 
 const IDS: [&str; 3] = ["n1", "n2", "n3"];
@@ -187,6 +187,103 @@ async fn a_follower_forwards_writes_to_the_leader_only_when_asked_to() {
             None
         );
     }
+    cluster.shutdown().await;
+}
+
+/// Answers to a batch, by position, each checked to come once.
+fn by_position(
+    answers: std::sync::Mutex<Vec<(usize, Result<Written, NodeError>)>>,
+    count: usize,
+) -> Vec<Result<Written, NodeError>> {
+    let mut answers = answers.into_inner().expect("answers");
+    answers.sort_by_key(|(position, _)| *position);
+    let positions: Vec<usize> = answers.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        positions,
+        (0..count).collect::<Vec<_>>(),
+        "each write answered once"
+    );
+    answers.into_iter().map(|(_, result)| result).collect()
+}
+
+fn batch_write(key: &str, value: u64, forward: bool) -> Write {
+    Write {
+        json: set_command(key, value),
+        op_id: Some(op_id(key, value)),
+        registry: None,
+        timeout: Duration::from_secs(10),
+        forward,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_writes_is_answered_write_by_write() {
+    let cluster = Cluster::with_initial_members(&IDS).await;
+    let leader_id = cluster.agreed_leader(&IDS).await;
+    let leader = cluster.node(&leader_id);
+    let earlier = leader.set("earlier", 1, false).await.expect("a write");
+
+    // On the leader: one proposal for the batch; a retry of an applied id, and an id given twice
+    // in the batch, are answered with the first result.
+    let answers = std::sync::Mutex::new(Vec::new());
+    let batch = vec![
+        batch_write("a", 1, false),
+        batch_write("earlier", 1, false),
+        batch_write("b", 2, false),
+        batch_write("a", 1, false),
+    ];
+    leader
+        .node
+        .replicate_many(batch, |position, result| {
+            answers.lock().expect("answers").push((position, result))
+        })
+        .await;
+    let answers = by_position(answers, 4);
+    let [a, retried, b, a_again] = answers.as_slice() else {
+        unreachable!("four answers checked above")
+    };
+    let a = a.as_ref().expect("a commits");
+    let b = b.as_ref().expect("b commits");
+    let retried = retried.as_ref().expect("a retry succeeds");
+    let a_again = a_again.as_ref().expect("a repeated id succeeds");
+    assert!(a.here && !a.applied.duplicate);
+    assert!(retried.applied.duplicate);
+    assert_eq!(retried.applied.index, earlier.applied.index);
+    assert!(
+        b.applied.index > a.applied.index,
+        "log order is batch order"
+    );
+    assert!(a_again.applied.duplicate);
+    assert_eq!(a_again.applied.index, a.applied.index);
+    cluster.applied_everywhere(&IDS, b.applied.index).await;
+    for id in IDS {
+        let app = cluster.node(id).app();
+        assert_eq!(
+            app.commands.get(&a.applied.index),
+            Some(&set_command("a", 1))
+        );
+        assert_eq!(
+            app.commands.get(&b.applied.index),
+            Some(&set_command("b", 2))
+        );
+    }
+
+    // On a follower: each write is forwarded or refused as it asks.
+    let follower_id = cluster.others(&leader_id)[0].clone();
+    let answers = std::sync::Mutex::new(Vec::new());
+    cluster
+        .node(&follower_id)
+        .node
+        .replicate_many(
+            vec![batch_write("c", 3, true), batch_write("d", 4, false)],
+            |position, result| answers.lock().expect("answers").push((position, result)),
+        )
+        .await;
+    let answers = by_position(answers, 2);
+    let forwarded = answers[0].as_ref().expect("forwarded to the leader");
+    assert!(!forwarded.here);
+    let refused = answers[1].as_ref().expect_err("refused on a follower");
+    assert_eq!(refused.code, ErrorCode::NotLeader);
     cluster.shutdown().await;
 }
 

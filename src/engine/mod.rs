@@ -31,6 +31,7 @@ pub use error::{ErrorCode, NodeError};
 use formation::Formation;
 pub use reads::LinearRead;
 pub use state::NodeState;
+pub use writes::Write;
 
 use crate::storage::{AppSnapshots, Delivery, ResumeFrom, StateMachine, Store};
 use crate::transport::client::PeerPool;

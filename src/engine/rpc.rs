@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
-use super::{known_leader, ErrorCode, Node, NodeError};
+use super::{known_leader, ErrorCode, Node, NodeError, Write};
 use crate::transport::client::PeerConn;
 use crate::transport::codec::{self, Reply, Rpc};
 use crate::transport::server::AppHandler;
@@ -160,9 +160,15 @@ impl Node {
             } => {
                 let timeout = Duration::from_millis(timeout_ms);
                 let write = async {
-                    self.replicate(json, op_id, registry, timeout, false)
-                        .await
-                        .map(|written| written.applied)
+                    self.replicate(Write {
+                        json,
+                        op_id,
+                        registry,
+                        timeout,
+                        forward: false,
+                    })
+                    .await
+                    .map(|written| written.applied)
                 };
                 AppReply::Forwarded(self.serve_forwarded(timeout, write).await)
             }

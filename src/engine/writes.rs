@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 
@@ -10,6 +11,37 @@ use super::rpc::{AppReply, AppRequest, FORWARD_REPLY_MARGIN};
 use super::{ErrorCode, Node, NodeError, Written};
 use crate::now_ms;
 use crate::types::{Applied, Command, NodeName, RegistryWrite, TypeConfig};
+
+/// A write as the application hands it over, checked already.
+pub struct Write {
+    /// The command as JSON text.
+    pub json: String,
+    pub op_id: Option<String>,
+    pub registry: Option<RegistryWrite>,
+    pub timeout: Duration,
+    /// On a follower, send it on to the leader instead of refusing it.
+    pub forward: bool,
+}
+
+impl Write {
+    fn into_command(self, proposed_at_ms: u64) -> Command {
+        Command {
+            json: self.json,
+            op_id: self.op_id,
+            proposed_at_ms,
+            registry: self.registry,
+        }
+    }
+}
+
+/// A write of a batch proposed to Raft, waiting for its result.
+struct Proposed {
+    position: usize,
+    deadline: Instant,
+    timeout: Duration,
+    command: Command,
+    answered: bool,
+}
 
 impl Node {
     pub(super) fn not_leader(&self, m: &RaftMetrics<TypeConfig>) -> NodeError {
@@ -26,53 +58,197 @@ impl Node {
 
     /// Replicates a command; resolves once a majority holds it durably and it is applied on the
     /// leader. With `forward`, a follower sends it on to the leader it knows.
-    pub async fn replicate(
-        &self,
-        json: String,
-        op_id: Option<String>,
-        registry: Option<RegistryWrite>,
-        timeout: Duration,
-        forward: bool,
-    ) -> Result<Written, NodeError> {
+    pub async fn replicate(&self, write: Write) -> Result<Written, NodeError> {
         let m = self.metrics();
-        if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
-            if !forward {
-                return Err(self.not_leader(&m));
-            }
-            let applied = self.forward(json, op_id, registry, timeout).await?;
-            return Ok(Written {
-                applied,
-                here: false,
-            });
+        if !self.leads(&m) {
+            return self.replicate_elsewhere(&m, write).await;
         }
-        let here = |applied| Written {
-            applied,
-            here: true,
-        };
-        if self.quorum_lost(&m) && !self.fresh_lease(timeout).await {
+        if self.quorum_lost(&m) && !self.fresh_lease(write.timeout).await {
             return Err(self.no_quorum_error());
         }
-        if let Some(id) = &op_id {
-            if let Some((index, term)) = self.operation(id)? {
-                return Ok(here(Applied {
+        if let Some(done) = self.already_applied(&write.op_id) {
+            return done;
+        }
+        let deadline = Instant::now() + write.timeout;
+        let timeout = write.timeout;
+        self.propose(write.into_command(now_ms()), deadline, timeout)
+            .await
+    }
+
+    /// Replicates a batch of writes, calling `done(position, result)` as each one finishes. A
+    /// leader proposes them to Raft in one message; a follower, or a leader that must first
+    /// wait for its lease, takes each the way `replicate` does, all at once.
+    pub async fn replicate_many(
+        &self,
+        writes: Vec<Write>,
+        done: impl Fn(usize, Result<Written, NodeError>),
+    ) {
+        let m = self.metrics();
+        if !self.leads(&m) || self.quorum_lost(&m) {
+            let each = writes.into_iter().enumerate().map(|(position, write)| {
+                let done = &done;
+                async move { done(position, self.replicate(write).await) }
+            });
+            futures_util::future::join_all(each).await;
+            return;
+        }
+        let proposed_at_ms = now_ms();
+        let mut waiting = Vec::with_capacity(writes.len());
+        let mut commands = Vec::with_capacity(writes.len());
+        for (position, write) in writes.into_iter().enumerate() {
+            if let Some(result) = self.already_applied(&write.op_id) {
+                done(position, result);
+                continue;
+            }
+            let timeout = write.timeout;
+            let command = write.into_command(proposed_at_ms);
+            waiting.push(Proposed {
+                position,
+                deadline: Instant::now() + timeout,
+                timeout,
+                // Proposed again should openraft refuse it for a lapsed lease.
+                command: command.clone(),
+                answered: false,
+            });
+            commands.push(command);
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let mut results = match self.raft.client_write_many(commands).await {
+            Ok(results) => results,
+            Err(fatal) => {
+                for p in &waiting {
+                    done(
+                        p.position,
+                        Err(self.write_error(RaftError::Fatal(fatal.clone()))),
+                    );
+                }
+                return;
+            }
+        };
+        // Results come in the order proposed; each write still has its own deadline.
+        let mut refused = Vec::new();
+        let mut next = 0;
+        while next < waiting.len() {
+            let Some(deadline) = waiting[next..]
+                .iter()
+                .filter(|p| !p.answered)
+                .map(|p| p.deadline)
+                .min()
+            else {
+                break;
+            };
+            let outcome = tokio::time::timeout_at(deadline.into(), results.next()).await;
+            let Ok(item) = outcome else {
+                let now = Instant::now();
+                for p in waiting[next..].iter_mut() {
+                    if !p.answered && p.deadline <= now {
+                        p.answered = true;
+                        done(p.position, Err(self.no_progress_error(p.timeout)));
+                    }
+                }
+                continue;
+            };
+            let p = &mut waiting[next];
+            next += 1;
+            if p.answered {
+                continue;
+            }
+            p.answered = true;
+            let result = match item {
+                Some(Ok(Ok(response))) => Ok(Written {
+                    applied: response.response,
+                    here: true,
+                }),
+                Some(Ok(Err(e))) => {
+                    let e = RaftError::APIError(e);
+                    if self.lease_lapsed_among_live_voters(&e) {
+                        refused.push(next - 1);
+                        continue;
+                    }
+                    Err(self.write_error(e))
+                }
+                Some(Err(fatal)) => Err(self.write_error(RaftError::Fatal(fatal))),
+                None => Err(NodeError::new(
+                    ErrorCode::Shutdown,
+                    format!("node {} stopped while the write was in flight", self.id),
+                )),
+            };
+            done(p.position, result);
+        }
+        // openraft refused these before appending anything: proposed again once the lease is
+        // back, as `replicate` does.
+        let again = refused.into_iter().map(|k| {
+            let p = &waiting[k];
+            let done = &done;
+            async move {
+                let result = if self.wait_for_raft_lease(p.deadline).await {
+                    self.propose(p.command.clone(), p.deadline, p.timeout).await
+                } else {
+                    Err(self.no_progress_error(p.timeout))
+                };
+                done(p.position, result)
+            }
+        });
+        futures_util::future::join_all(again).await;
+    }
+
+    fn leads(&self, m: &RaftMetrics<TypeConfig>) -> bool {
+        m.current_leader.as_ref() == Some(&self.id) && m.state == ServerState::Leader
+    }
+
+    async fn replicate_elsewhere(
+        &self,
+        m: &RaftMetrics<TypeConfig>,
+        write: Write,
+    ) -> Result<Written, NodeError> {
+        if !write.forward {
+            return Err(self.not_leader(m));
+        }
+        let applied = self
+            .forward(write.json, write.op_id, write.registry, write.timeout)
+            .await?;
+        Ok(Written {
+            applied,
+            here: false,
+        })
+    }
+
+    /// The first result of an operation id this node already applied (a retry).
+    fn already_applied(&self, op_id: &Option<String>) -> Option<Result<Written, NodeError>> {
+        let id = op_id.as_ref()?;
+        match self.operation(id) {
+            Ok(Some((index, term))) => Some(Ok(Written {
+                applied: Applied {
                     index,
                     term,
                     duplicate: true,
                     condition_failed: false,
-                }));
-            }
+                },
+                here: true,
+            })),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
         }
-        let command = Command {
-            json,
-            op_id,
-            proposed_at_ms: now_ms(),
-            registry,
-        };
-        let deadline = Instant::now() + timeout;
+    }
+
+    /// Proposes a command on this leader until it is applied, it fails, or `deadline` passes.
+    async fn propose(
+        &self,
+        command: Command,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Written, NodeError> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.raft.client_write(command.clone())).await {
-                Ok(Ok(resp)) => return Ok(here(resp.data)),
+                Ok(Ok(resp)) => {
+                    return Ok(Written {
+                        applied: resp.data,
+                        here: true,
+                    })
+                }
                 Ok(Err(e)) if self.lease_lapsed_among_live_voters(&e) => {
                     // openraft refused before appending anything, so proposing again cannot
                     // write the command twice.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedReceiver;
-use unrdf_consensus::engine::{Bootstrap, Node, NodeConfig, NodeError, NodeState, Written};
+use unrdf_consensus::engine::{Bootstrap, Node, NodeConfig, NodeError, NodeState, Write, Written};
 use unrdf_consensus::events::{Event, EventSink};
 use unrdf_consensus::storage::ResumeFrom;
 use unrdf_consensus::types::{PeerAddr, RegistryWrite};
@@ -243,13 +243,13 @@ impl TestNode {
     /// registry under `key` too.
     pub async fn set(&self, key: &str, value: u64, forward: bool) -> Result<Written, NodeError> {
         self.node
-            .replicate(
-                set_command(key, value),
-                Some(op_id(key, value)),
-                Some(RegistryWrite::plain(key.to_string(), false)),
-                self.node.command_timeout(),
+            .replicate(Write {
+                json: set_command(key, value),
+                op_id: Some(op_id(key, value)),
+                registry: Some(RegistryWrite::plain(key.to_string(), false)),
+                timeout: self.node.command_timeout(),
                 forward,
-            )
+            })
             .await
     }
 
