@@ -657,7 +657,10 @@ class RaftCoordinator extends ManagedEmitter {
     );
     const applied = await withSignal(signal, call);
     // Read-your-writes: the caller's next read of its own state sees this write.
-    if (applied.here) await this._whenDelivered(applied.index);
+    if (applied.here) {
+      const delivered = this._whenDelivered(applied.index);
+      if (delivered) await delivered;
+    }
     const result = { committed: true, logIndex: applied.index, term: applied.term };
     if (applied.duplicate) result.duplicate = true;
     if (options.registry && ('ifEquals' in options.registry || options.registry.ifAbsent === true)) {

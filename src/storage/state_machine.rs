@@ -294,23 +294,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?)
                 .map_err(storage_err)?;
         }
-        // The entries are committed in the Raft log (durable on a majority), so the writers may
-        // hear back before this transaction's fsync; it only records how far this replica got.
-        // A crash before the commit below re-applies these entries on restart, and their events
-        // are emitted only after it, so each reaches JavaScript once.
+        // A crash before this commit re-applies these entries on restart, and their events are
+        // emitted only after it, so each reaches JavaScript once.
+        {
+            let _gate = self.app.gate();
+            blocking(|| crate::stats::timed(&s.stats.apply_commit, || wtxn.commit()))
+                .map_err(storage_err)?;
+            if let Some(last) = &last_applied {
+                self.delivery.set_applied(last.index());
+            }
+            for event in applied_events {
+                self.events.emit(event);
+            }
+        }
+        // Writers hear back after the events are queued: a write made on this node then finds
+        // its own `command_applied` ahead of its answer, and need not wait for it.
         for (responder, reply) in replies {
             if let Some(r) = responder {
                 r.send(reply);
             }
-        }
-        let _gate = self.app.gate();
-        blocking(|| crate::stats::timed(&s.stats.apply_commit, || wtxn.commit()))
-            .map_err(storage_err)?;
-        if let Some(last) = &last_applied {
-            self.delivery.set_applied(last.index());
-        }
-        for event in applied_events {
-            self.events.emit(event);
         }
         Ok(())
     }
