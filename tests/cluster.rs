@@ -287,6 +287,50 @@ async fn a_batch_of_writes_is_answered_write_by_write() {
     cluster.shutdown().await;
 }
 
+/// A write of a batch that cannot commit is answered at its own deadline, not at the batch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_of_a_batch_times_out_on_its_own() {
+    let mut cluster = Cluster::with_initial_members(&IDS).await;
+    let leader_id = cluster.agreed_leader(&IDS).await;
+    for other in cluster.others(&leader_id) {
+        cluster.stop(&other).await;
+    }
+    let mut short = batch_write("short", 1, false);
+    short.timeout = Duration::from_millis(200);
+    let mut long = batch_write("long", 2, false);
+    long.timeout = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let answers = std::sync::Mutex::new(Vec::new());
+    cluster
+        .node(&leader_id)
+        .node
+        .replicate_many(vec![long, short], |position, result| {
+            answers.lock().expect("answers").push((
+                position,
+                started.elapsed(),
+                result.err().map(|e| e.code),
+            ))
+        })
+        .await;
+    let answers = answers.into_inner().expect("answers");
+    assert_eq!(answers.len(), 2);
+    let (first_position, first_at, first_code) = &answers[0];
+    assert_eq!(
+        *first_position, 1,
+        "the write with the shorter timeout is answered first"
+    );
+    assert!(
+        *first_at < Duration::from_secs(5),
+        "answered at its own deadline, not the batch's: {first_at:?}"
+    );
+    assert!(matches!(
+        first_code,
+        Some(ErrorCode::Timeout | ErrorCode::NoQuorum)
+    ));
+    assert!(answers[1].2.is_some(), "nothing commits without a majority");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_gets_no_entries_and_catches_up_when_added_back() {
     let mut cluster = Cluster::with_initial_members(&IDS).await;

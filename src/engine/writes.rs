@@ -34,6 +34,19 @@ impl Write {
     }
 }
 
+/// For each position, the soonest deadline of the writes from there on still unanswered.
+fn soonest_deadlines(waiting: &[Proposed]) -> Vec<Option<Instant>> {
+    let mut soonest = vec![None; waiting.len()];
+    let mut later: Option<Instant> = None;
+    for (k, p) in waiting.iter().enumerate().rev() {
+        if !p.answered {
+            later = Some(later.map_or(p.deadline, |d| d.min(p.deadline)));
+        }
+        soonest[k] = later;
+    }
+    soonest
+}
+
 /// A write of a batch proposed to Raft, waiting for its result.
 struct Proposed {
     position: usize,
@@ -130,13 +143,9 @@ impl Node {
         // Results come in the order proposed; each write still has its own deadline.
         let mut refused = Vec::new();
         let mut next = 0;
+        let mut soonest = soonest_deadlines(&waiting);
         while next < waiting.len() {
-            let Some(deadline) = waiting[next..]
-                .iter()
-                .filter(|p| !p.answered)
-                .map(|p| p.deadline)
-                .min()
-            else {
+            let Some(deadline) = soonest[next] else {
                 break;
             };
             let outcome = tokio::time::timeout_at(deadline.into(), results.next()).await;
@@ -148,6 +157,7 @@ impl Node {
                         done(p.position, Err(self.no_progress_error(p.timeout)));
                     }
                 }
+                soonest = soonest_deadlines(&waiting);
                 continue;
             };
             let p = &mut waiting[next];
