@@ -139,6 +139,19 @@ mod delivery {
         (replayed, seen)
     }
 
+    /// Applies entries `1..=last` to a fresh node's log and state machine.
+    async fn apply_through(node: &mut Node, last: u64) {
+        let entries: Vec<Entry> = (1..=last).map(command).collect();
+        node.log
+            .append(entries.clone(), IOFlushed::noop())
+            .await
+            .expect("append");
+        node.sm
+            .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply");
+    }
+
     /// A crash between apply and delivery loses nothing: what the cursor does not cover comes
     /// back, marked redelivered, even when openraft purged it meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,15 +159,7 @@ mod delivery {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let mut node = open(dir.path());
-            let entries: Vec<Entry> = (1..=10).map(command).collect();
-            node.log
-                .append(entries.clone(), IOFlushed::noop())
-                .await
-                .expect("append");
-            node.sm
-                .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
-                .await
-                .expect("apply");
+            apply_through(&mut node, 10).await;
             assert_eq!(node.delivery.applied(), Some(10));
             node.delivery.ack(4);
             node.delivery.persist(&node.store).expect("cursor");
@@ -195,19 +200,6 @@ mod delivery {
         assert_eq!(replayed.resumed_after, Some(10));
         assert!(seen.is_empty());
         assert_eq!(node.store.log_len().expect("len"), 2);
-    }
-
-    /// Applies entries `1..=last` to a fresh node's log and state machine.
-    async fn apply_through(node: &mut Node, last: u64) {
-        let entries: Vec<Entry> = (1..=last).map(command).collect();
-        node.log
-            .append(entries.clone(), IOFlushed::noop())
-            .await
-            .expect("append");
-        node.sm
-            .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
-            .await
-            .expect("apply");
     }
 
     /// openraft builds a snapshot in a task of its own and may install the leader's meanwhile.
