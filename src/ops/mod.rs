@@ -8,10 +8,18 @@
 //! alone (order of entries, their proposal times) and checked before each entry is applied, so
 //! every replica, whatever its batching or clock, agrees on whether an id is a duplicate.
 //!
-//! Storage keeps the bytes (`Store::ops`: id -> record, `Store::ops_by_index`: log index -> id,
-//! and the window's byte count); this module decides what they mean.
+//! Storage keeps the registry in log order only (`Store::ops_log`: log index -> id and record),
+//! so remembering an id appends at the end of a B-tree and forgetting one removes from its front:
+//! a batch of writes touches a few pages, where a table keyed by id put each write on a random
+//! page. What is remembered is the part of `ops_log` from `WindowState::from` on; entries before
+//! it are forgotten, and stay on disk only while the stored snapshot still refers to them (see
+//! `Registry::finish`). Finding an id goes through `IdIndex`, kept in memory and rebuilt when the
+//! store opens.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
+use std::sync::MutexGuard;
 
 use heed::{RoTxn, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
@@ -24,6 +32,32 @@ pub struct OpRecord {
     pub index: u64,
     pub term: u64,
     pub proposed_at_ms: u64,
+}
+
+/// An operation id as `ops_log` stores it, under the log index where it took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LoggedOp {
+    pub id: String,
+    pub term: u64,
+    pub proposed_at_ms: u64,
+}
+
+impl LoggedOp {
+    fn record(&self, index: u64) -> OpRecord {
+        OpRecord {
+            index,
+            term: self.term,
+            proposed_at_ms: self.proposed_at_ms,
+        }
+    }
+}
+
+/// Which part of `ops_log` is remembered (`from` on) and its size, as the window counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WindowState {
+    pub from: u64,
+    pub count: u64,
+    pub bytes: u64,
 }
 
 /// How much of the past the registry remembers. Every replica of a cluster must use the same
@@ -56,177 +90,308 @@ pub fn entry_bytes(id: &str) -> u64 {
     id.len() as u64 + 32
 }
 
-/// Where `id` took effect, if the registry still remembers it.
-pub fn find(store: &Store, txn: &RoTxn<'_, WithoutTls>, id: &str) -> io::Result<Option<OpRecord>> {
-    match store.ops.get(txn, id).map_err(storage_err)? {
-        Some(bytes) => Ok(Some(decode(bytes)?)),
-        None => Ok(None),
+/// Remembered ids by a hash of the id: where in `ops_log` to look for one. 16 bytes per id
+/// instead of the id itself; a hash shared by two remembered ids sends the second to
+/// `collided`, keyed by the id. Every hit is checked against the stored id.
+#[derive(Debug, Default)]
+pub struct IdIndex {
+    hasher: RandomState,
+    by_hash: HashMap<u64, u64>,
+    collided: HashMap<String, u64>,
+}
+
+impl IdIndex {
+    /// The log indexes where `id` may have been remembered.
+    fn candidates(&self, id: &str) -> [Option<u64>; 2] {
+        let hash = self.hasher.hash_one(id);
+        [
+            self.by_hash.get(&hash).copied(),
+            self.collided.get(id).copied(),
+        ]
+    }
+
+    /// `id` is remembered at `index` (and was not remembered before).
+    fn insert(&mut self, id: &str, index: u64) {
+        let hash = self.hasher.hash_one(id);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.by_hash.entry(hash) {
+            slot.insert(index);
+        } else {
+            self.collided.insert(id.to_string(), index);
+        }
+    }
+
+    fn remove(&mut self, id: &str, index: u64) {
+        let hash = self.hasher.hash_one(id);
+        if self.by_hash.get(&hash) == Some(&index) {
+            self.by_hash.remove(&hash);
+        } else if self.collided.get(id) == Some(&index) {
+            self.collided.remove(id);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_hash.clear();
+        self.collided.clear();
     }
 }
 
-/// `find` in a read transaction of its own.
+fn index_of(store: &Store) -> MutexGuard<'_, IdIndex> {
+    // The index is only changed by whole inserts and removes: one left by a panicking holder is
+    // still consistent, and every hit is checked against the stored id anyway.
+    store
+        .ids
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Builds the in-memory index of the remembered ids, when the store opens.
+pub(crate) fn load_index(store: &Store) -> io::Result<IdIndex> {
+    let rtxn = store.env.read_txn().map_err(storage_err)?;
+    let from = window_state(store, &rtxn)?.from;
+    let mut index = IdIndex::default();
+    for item in store.ops_log.range(&rtxn, &(from..)).map_err(storage_err)? {
+        let (at, bytes) = item.map_err(storage_err)?;
+        let op: LoggedOp = decode(bytes)?;
+        index.insert(&op.id, at);
+    }
+    Ok(index)
+}
+
+/// Where `id` took effect, if the registry still remembers it (as `txn` sees the log order).
+pub fn find(store: &Store, txn: &RoTxn<'_, WithoutTls>, id: &str) -> io::Result<Option<OpRecord>> {
+    let candidates = index_of(store).candidates(id);
+    for at in candidates.into_iter().flatten() {
+        if let Some(bytes) = store.ops_log.get(txn, &at).map_err(storage_err)? {
+            let op: LoggedOp = decode(bytes)?;
+            if op.id == id {
+                return Ok(Some(op.record(at)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `find` in a read transaction of its own, opened only when the index knows the id.
 pub fn lookup(store: &Store, id: &str) -> io::Result<Option<OpRecord>> {
+    if index_of(store).candidates(id).iter().all(Option::is_none) {
+        return Ok(None);
+    }
     let rtxn = store.env.read_txn().map_err(storage_err)?;
     find(store, &rtxn, id)
 }
 
-fn window_bytes(store: &Store, txn: &RoTxn<'_, WithoutTls>) -> io::Result<u64> {
-    match store
-        .applied
-        .get(txn, KEY_WINDOW_BYTES)
+pub(crate) fn window_state(store: &Store, txn: &RoTxn<'_, WithoutTls>) -> io::Result<WindowState> {
+    match store.applied.get(txn, KEY_WINDOW).map_err(storage_err)? {
+        Some(bytes) => decode(bytes),
+        None => Ok(WindowState::default()),
+    }
+}
+
+/// The registry's changes in one write transaction: the window's state is read once at the
+/// start and written once by `finish`.
+pub struct Registry<'a> {
+    store: &'a Store,
+    window: IdWindow,
+    state: WindowState,
+}
+
+impl<'a> Registry<'a> {
+    pub fn open(
+        store: &'a Store,
+        txn: &RoTxn<'_, WithoutTls>,
+        window: IdWindow,
+    ) -> io::Result<Self> {
+        Ok(Registry {
+            store,
+            window,
+            state: window_state(store, txn)?,
+        })
+    }
+
+    /// The first log index the registry remembers from.
+    pub fn from(&self) -> u64 {
+        self.state.from
+    }
+
+    /// The remembered ids' bytes, as a snapshot carries them.
+    pub fn bytes(&self) -> u64 {
+        self.state.bytes
+    }
+
+    fn oldest(&self, txn: &RoTxn<'_, WithoutTls>) -> io::Result<Option<(u64, LoggedOp)>> {
+        match self
+            .store
+            .ops_log
+            .range(txn, &(self.state.from..))
+            .map_err(storage_err)?
+            .next()
+        {
+            Some(item) => {
+                let (at, bytes) = item.map_err(storage_err)?;
+                Ok(Some((at, decode(bytes)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn forget(&mut self, at: u64, op: &LoggedOp) {
+        index_of(self.store).remove(&op.id, at);
+        self.state.from = at + 1;
+        self.state.count = self.state.count.saturating_sub(1);
+        self.state.bytes = self.state.bytes.saturating_sub(entry_bytes(&op.id));
+    }
+
+    /// Before the entry proposed at `proposed_at_ms` is applied: forgets the ids proposed more
+    /// than the TTL before it, oldest first in log order. The walk stops at the first id still
+    /// within the TTL, so an id from a leader whose clock ran behind stays until those before it
+    /// expire (the count and byte bounds hold regardless).
+    pub fn expire(&mut self, wtxn: &RwTxn<'_>, proposed_at_ms: u64) -> io::Result<()> {
+        let Some(cutoff) = proposed_at_ms.checked_sub(self.window.ttl_ms) else {
+            return Ok(());
+        };
+        while let Some((at, op)) = self.oldest(wtxn)? {
+            if op.proposed_at_ms >= cutoff {
+                break;
+            }
+            self.forget(at, &op);
+        }
+        Ok(())
+    }
+
+    /// Remembers that `id` took effect at `record` (the newest entry so far), then forgets the
+    /// oldest ids until the window's count and byte bounds hold. The newest id always stays.
+    pub fn remember(
+        &mut self,
+        wtxn: &mut RwTxn<'_>,
+        id: &str,
+        record: &OpRecord,
+    ) -> io::Result<()> {
+        let op = LoggedOp {
+            id: id.to_string(),
+            term: record.term,
+            proposed_at_ms: record.proposed_at_ms,
+        };
+        self.store
+            .ops_log
+            .put(wtxn, &record.index, &encode(&op)?)
+            .map_err(storage_err)?;
+        index_of(self.store).insert(id, record.index);
+        self.state.count += 1;
+        self.state.bytes += entry_bytes(id);
+        let w = self.window;
+        while self.state.count > 1
+            && (self.state.count > w.max_ids || self.state.bytes > w.max_bytes)
+        {
+            let Some((at, old)) = self.oldest(wtxn)? else {
+                break;
+            };
+            self.forget(at, &old);
+        }
+        Ok(())
+    }
+
+    /// Replaces the registry with a snapshot's ids (oldest first), kept within this node's
+    /// window.
+    pub fn replace(&mut self, wtxn: &mut RwTxn<'_>, ids: &[(String, OpRecord)]) -> io::Result<()> {
+        self.store.ops_log.clear(wtxn).map_err(storage_err)?;
+        index_of(self.store).clear();
+        self.state = WindowState::default();
+        for (id, record) in ids {
+            self.remember(wtxn, id, record)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the window's state, and drops the forgotten entries from disk, except those from
+    /// `keep_from` on: the stored snapshot's registry is read from them when it is sent.
+    pub fn finish(self, wtxn: &mut RwTxn<'_>, keep_from: Option<u64>) -> io::Result<()> {
+        let below = keep_from.map_or(self.state.from, |k| k.min(self.state.from));
+        self.store
+            .ops_log
+            .delete_range(wtxn, &(..below))
+            .map_err(storage_err)?;
+        self.store
+            .applied
+            .put(wtxn, KEY_WINDOW, &encode(&self.state)?)
+            .map_err(storage_err)
+    }
+}
+
+/// The ids `ops_log` holds from `from` through `through`, in log order: the registry as it stood
+/// when `through` was applied, if `from` was its window's start then.
+pub fn export(
+    store: &Store,
+    txn: &RoTxn<'_, WithoutTls>,
+    from: u64,
+    through: u64,
+) -> io::Result<Vec<(String, OpRecord)>> {
+    let mut out = Vec::new();
+    if from > through {
+        return Ok(out);
+    }
+    for item in store
+        .ops_log
+        .range(txn, &(from..=through))
         .map_err(storage_err)?
     {
-        Some(bytes) => <[u8; 8]>::try_from(bytes)
-            .map(u64::from_be_bytes)
-            .map_err(|_| storage_err("the operation-id window's byte count is not 8 bytes")),
-        None => Ok(0),
-    }
-}
-
-fn set_window_bytes(store: &Store, wtxn: &mut RwTxn<'_>, bytes: u64) -> io::Result<()> {
-    store
-        .applied
-        .put(wtxn, KEY_WINDOW_BYTES, &bytes.to_be_bytes())
-        .map_err(storage_err)
-}
-
-/// The oldest remembered id (by log order) and its record.
-fn oldest(store: &Store, txn: &RoTxn<'_, WithoutTls>) -> io::Result<Option<(String, OpRecord)>> {
-    let Some((_, id)) = store.ops_by_index.first(txn).map_err(storage_err)? else {
-        return Ok(None);
-    };
-    let id = id.to_string();
-    match find(store, txn, &id)? {
-        Some(record) => Ok(Some((id, record))),
-        None => Err(storage_err(format!(
-            "operation id {id} is in the registry's order but not in the registry"
-        ))),
-    }
-}
-
-fn forget(store: &Store, wtxn: &mut RwTxn<'_>, id: &str, record: &OpRecord) -> io::Result<u64> {
-    store.ops.delete(wtxn, id).map_err(storage_err)?;
-    store
-        .ops_by_index
-        .delete(wtxn, &record.index)
-        .map_err(storage_err)?;
-    Ok(entry_bytes(id))
-}
-
-/// Before the entry proposed at `proposed_at_ms` is applied: forgets the ids proposed more than
-/// the TTL before it, oldest first in log order. The walk stops at the first id still within the
-/// TTL, so an id from a leader whose clock ran behind stays until those before it expire (the
-/// count and byte bounds hold regardless).
-pub fn expire(
-    store: &Store,
-    wtxn: &mut RwTxn<'_>,
-    window: &IdWindow,
-    proposed_at_ms: u64,
-) -> io::Result<()> {
-    let Some(cutoff) = proposed_at_ms.checked_sub(window.ttl_ms) else {
-        return Ok(());
-    };
-    let mut freed = 0;
-    while let Some((id, record)) = oldest(store, wtxn)? {
-        if record.proposed_at_ms >= cutoff {
-            break;
-        }
-        freed += forget(store, wtxn, &id, &record)?;
-    }
-    if freed > 0 {
-        let bytes = window_bytes(store, wtxn)?.saturating_sub(freed);
-        set_window_bytes(store, wtxn, bytes)?;
-    }
-    Ok(())
-}
-
-/// Remembers that `id` took effect at `record`, then forgets the oldest ids until the window's
-/// count and byte bounds hold. The newest id always stays.
-pub fn remember(
-    store: &Store,
-    wtxn: &mut RwTxn<'_>,
-    window: &IdWindow,
-    id: &str,
-    record: &OpRecord,
-) -> io::Result<()> {
-    store
-        .ops
-        .put(wtxn, id, &encode(record)?)
-        .map_err(storage_err)?;
-    store
-        .ops_by_index
-        .put(wtxn, &record.index, id)
-        .map_err(storage_err)?;
-    let mut bytes = window_bytes(store, wtxn)? + entry_bytes(id);
-    loop {
-        let count = store.ops.len(wtxn).map_err(storage_err)?;
-        if count <= 1 || (count <= window.max_ids && bytes <= window.max_bytes) {
-            break;
-        }
-        let Some((old_id, old)) = oldest(store, wtxn)? else {
-            break;
-        };
-        bytes = bytes.saturating_sub(forget(store, wtxn, &old_id, &old)?);
-    }
-    set_window_bytes(store, wtxn, bytes)
-}
-
-/// Every remembered id in log order, as a snapshot carries them.
-pub fn export(store: &Store, txn: &RoTxn<'_, WithoutTls>) -> io::Result<Vec<(String, OpRecord)>> {
-    let mut out = Vec::new();
-    for item in store.ops_by_index.iter(txn).map_err(storage_err)? {
-        let (_, id) = item.map_err(storage_err)?;
-        if let Some(record) = find(store, txn, id)? {
-            out.push((id.to_string(), record));
-        }
+        let (at, bytes) = item.map_err(storage_err)?;
+        let op: LoggedOp = decode(bytes)?;
+        let record = op.record(at);
+        out.push((op.id, record));
     }
     Ok(out)
 }
 
-/// Replaces the registry with a snapshot's ids (oldest first), kept within this node's window.
-pub fn replace(
+/// The ids the registry remembers now, in log order.
+pub fn remembered(
     store: &Store,
-    wtxn: &mut RwTxn<'_>,
-    window: &IdWindow,
-    ids: &[(String, OpRecord)],
-) -> io::Result<()> {
-    store.ops.clear(wtxn).map_err(storage_err)?;
-    store.ops_by_index.clear(wtxn).map_err(storage_err)?;
-    set_window_bytes(store, wtxn, 0)?;
-    for (id, record) in ids {
-        remember(store, wtxn, window, id, record)?;
-    }
-    Ok(())
+    txn: &RoTxn<'_, WithoutTls>,
+) -> io::Result<Vec<(String, OpRecord)>> {
+    export(store, txn, window_state(store, txn)?.from, u64::MAX)
 }
 
-/// A data directory written before the registry was kept in log order has ids without that
-/// order: it is rebuilt from the records, which carry their log index.
-pub(crate) fn upgrade(store: &Store) -> io::Result<()> {
-    let mut wtxn = store.env.write_txn().map_err(storage_err)?;
-    let count = store.ops.len(&wtxn).map_err(storage_err)?;
-    if count == store.ops_by_index.len(&wtxn).map_err(storage_err)? {
-        return Ok(());
-    }
+/// Directories of storage formats 1 and 2 keep the registry keyed by id (`Store::legacy_ops`,
+/// with `legacy_ops_by_index` in log order or, in the oldest, no order at all): moves it into
+/// `ops_log`, within the format migration's write transaction. Returns how many ids moved.
+pub(crate) fn move_into_log_order(store: &Store, wtxn: &mut RwTxn<'_>) -> io::Result<u64> {
     let mut ids = Vec::new();
-    for item in store.ops.iter(&wtxn).map_err(storage_err)? {
+    for item in store.legacy_ops.iter(wtxn).map_err(storage_err)? {
         let (id, bytes) = item.map_err(storage_err)?;
         ids.push((id.to_string(), decode::<OpRecord>(bytes)?));
     }
     ids.sort_by_key(|(_, record)| record.index);
-    store.ops_by_index.clear(&mut wtxn).map_err(storage_err)?;
-    let mut bytes = 0;
+    let mut state = WindowState::default();
+    store.ops_log.clear(wtxn).map_err(storage_err)?;
     for (id, record) in &ids {
+        let op = LoggedOp {
+            id: id.clone(),
+            term: record.term,
+            proposed_at_ms: record.proposed_at_ms,
+        };
         store
-            .ops_by_index
-            .put(&mut wtxn, &record.index, id)
+            .ops_log
+            .put(wtxn, &record.index, &encode(&op)?)
             .map_err(storage_err)?;
-        bytes += entry_bytes(id);
+        state.count += 1;
+        state.bytes += entry_bytes(id);
     }
-    set_window_bytes(store, &mut wtxn, bytes)?;
-    wtxn.commit().map_err(storage_err)
+    store
+        .applied
+        .put(wtxn, KEY_WINDOW, &encode(&state)?)
+        .map_err(storage_err)?;
+    store
+        .applied
+        .delete(wtxn, LEGACY_KEY_WINDOW_BYTES)
+        .map_err(storage_err)?;
+    store.legacy_ops.clear(wtxn).map_err(storage_err)?;
+    store.legacy_ops_by_index.clear(wtxn).map_err(storage_err)?;
+    Ok(state.count)
 }
 
-const KEY_WINDOW_BYTES: &str = "op_window_bytes";
+/// In `applied`: the window's `WindowState`.
+const KEY_WINDOW: &str = "op_window";
+/// In `applied`, before `ops_log`: the window's byte count alone.
+const LEGACY_KEY_WINDOW_BYTES: &str = "op_window_bytes";
 
 #[cfg(test)]
 mod tests;

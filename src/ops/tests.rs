@@ -8,8 +8,9 @@ use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
 use openraft::EntryPayload;
+use openraft::RaftSnapshotBuilder;
 
-use super::{entry_bytes, expire, export, find, remember, replace, IdWindow, OpRecord};
+use super::{entry_bytes, find, IdWindow, OpRecord, Registry};
 use crate::events::{Event, EventSink};
 use crate::storage::{AppSnapshots, Delivery, LogStore, StateMachine, Store};
 use crate::types::{Command, Entry, TypeConfig};
@@ -36,22 +37,43 @@ fn record(index: u64, proposed_at_ms: u64) -> OpRecord {
     }
 }
 
+/// Runs `change` on the registry in a write transaction of its own, which it then commits.
+fn in_txn(
+    store: &Store,
+    w: &IdWindow,
+    keep_from: Option<u64>,
+    change: impl FnOnce(&mut Registry, &mut heed::RwTxn),
+) {
+    let mut wtxn = store.env.write_txn().expect("txn");
+    let mut ids = Registry::open(store, &wtxn, *w).expect("open");
+    change(&mut ids, &mut wtxn);
+    ids.finish(&mut wtxn, keep_from).expect("finish");
+    wtxn.commit().expect("commit");
+}
+
 /// Remembers `(id, index, proposed_at_ms)` in order, one write transaction each.
 fn remember_all(store: &Store, w: &IdWindow, ids: &[(&str, u64, u64)]) {
     for (id, index, at) in ids {
-        let mut wtxn = store.env.write_txn().expect("txn");
-        remember(store, &mut wtxn, w, id, &record(*index, *at)).expect("remember");
-        wtxn.commit().expect("commit");
+        in_txn(store, w, None, |r, wtxn| {
+            r.remember(wtxn, id, &record(*index, *at))
+                .expect("remember")
+        });
     }
 }
 
 fn remembered(store: &Store) -> Vec<String> {
     let rtxn = store.env.read_txn().expect("txn");
-    export(store, &rtxn)
-        .expect("export")
+    super::remembered(store, &rtxn)
+        .expect("remembered")
         .into_iter()
         .map(|(id, _)| id)
         .collect()
+}
+
+/// How many ids the registry's table holds on disk, remembered or not.
+fn stored_ids(store: &Store) -> u64 {
+    let rtxn = store.env.read_txn().expect("txn");
+    store.ops_log.len(&rtxn).expect("len")
 }
 
 #[test]
@@ -109,17 +131,17 @@ fn ttl_expiry_walks_the_log_order_and_stops_at_the_first_live_id() {
             ("c", 4, 2000),
         ],
     );
-    let mut wtxn = store.env.write_txn().expect("txn");
-    expire(&store, &mut wtxn, &w, 2400).expect("expire");
-    wtxn.commit().expect("commit");
+    in_txn(&store, &w, None, |r, wtxn| {
+        r.expire(wtxn, 2400).expect("expire")
+    });
     assert_eq!(
         remembered(&store),
         vec!["b", "late", "c"],
         "a (100 < 1400) expired; b (1500) is live, so the walk stops there"
     );
-    let mut wtxn = store.env.write_txn().expect("txn");
-    expire(&store, &mut wtxn, &w, 2600).expect("expire");
-    wtxn.commit().expect("commit");
+    in_txn(&store, &w, None, |r, wtxn| {
+        r.expire(wtxn, 2600).expect("expire")
+    });
     assert_eq!(remembered(&store), vec!["c"]);
 }
 
@@ -127,9 +149,9 @@ fn ttl_expiry_walks_the_log_order_and_stops_at_the_first_live_id() {
 fn a_snapshot_restores_the_window_in_log_order_within_this_node_bounds() {
     let (_dir, store) = open();
     let ids: Vec<(String, OpRecord)> = (1..=5).map(|i| (format!("op-{i}"), record(i, 0))).collect();
-    let mut wtxn = store.env.write_txn().expect("txn");
-    replace(&store, &mut wtxn, &window(3, u64::MAX, u64::MAX), &ids).expect("replace");
-    wtxn.commit().expect("commit");
+    in_txn(&store, &window(3, u64::MAX, u64::MAX), None, |r, wtxn| {
+        r.replace(wtxn, &ids).expect("replace")
+    });
     assert_eq!(remembered(&store), vec!["op-3", "op-4", "op-5"]);
     // The byte count follows: two more ids push out exactly two.
     remember_all(
@@ -208,26 +230,159 @@ async fn a_retry_inside_the_window_is_a_duplicate_and_one_outside_takes_effect_a
 }
 
 #[test]
-fn a_registry_written_without_log_order_is_reindexed_when_opened() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Store::open(dir.path(), 64 << 20).expect("open");
-        // As an earlier version left it: ids with their records, nothing in log order.
-        let mut wtxn = store.env.write_txn().expect("txn");
-        for (id, index) in [("zeta", 1u64), ("alpha", 3), ("mid", 2)] {
-            let bytes = crate::storage::encode(&record(index, 0)).expect("encode");
-            store.ops.put(&mut wtxn, id, &bytes).expect("put");
-        }
-        wtxn.commit().expect("commit");
+fn forgotten_ids_stay_on_disk_only_while_the_stored_snapshot_refers_to_them() {
+    let (_dir, store) = open();
+    let w = window(2, u64::MAX, u64::MAX);
+    for (id, index) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        in_txn(&store, &w, Some(1), |r, wtxn| {
+            r.remember(wtxn, id, &record(index, 0)).expect("remember")
+        });
     }
-    let store = Store::open(dir.path(), 64 << 20).expect("reopen");
-    assert_eq!(remembered(&store), vec!["zeta", "mid", "alpha"]);
-    // The byte count was rebuilt too: a window of three ids' bytes takes one more by evicting one.
-    let w = window(
-        1000,
-        entry_bytes("zeta") + entry_bytes("mid") + entry_bytes("alpha"),
-        u64::MAX,
+    assert_eq!(remembered(&store), vec!["c", "d"]);
+    assert_eq!(
+        stored_ids(&store),
+        4,
+        "a snapshot from index 1 still refers to a and b"
     );
-    remember_all(&store, &w, &[("new", 4, 0)]);
-    assert_eq!(remembered(&store), vec!["mid", "alpha", "new"]);
+    let rtxn = store.env.read_txn().expect("txn");
+    assert_eq!(
+        find(&store, &rtxn, "a").expect("find"),
+        None,
+        "kept, but forgotten"
+    );
+    drop(rtxn);
+    in_txn(&store, &w, Some(2), |_, _| {});
+    assert_eq!(stored_ids(&store), 3);
+    in_txn(&store, &w, None, |_, _| {});
+    assert_eq!(stored_ids(&store), 2);
+    assert_eq!(remembered(&store), vec!["c", "d"]);
+}
+
+#[test]
+fn ids_that_share_a_hash_are_each_found() {
+    let (_dir, store) = open();
+    let w = window(10, u64::MAX, u64::MAX);
+    remember_all(&store, &w, &[("x", 1, 0), ("y", 2, 0), ("z", 3, 0)]);
+    // Force a shared hash: "y" and "z" filed under the hash of "x".
+    {
+        let mut index = store.ids.lock().expect("index");
+        index.clear();
+        let hash = std::hash::BuildHasher::hash_one(&index.hasher, "x");
+        index.by_hash.insert(hash, 1);
+        index.collided.insert("y".into(), 2);
+        index.collided.insert("z".into(), 3);
+    }
+    let rtxn = store.env.read_txn().expect("txn");
+    for (id, at) in [("y", 2), ("z", 3)] {
+        assert_eq!(find(&store, &rtxn, id).expect("find"), Some(record(at, 0)));
+    }
+    drop(rtxn);
+    // Forgetting "x" leaves the others found.
+    remember_all(&store, &window(2, u64::MAX, u64::MAX), &[("w", 4, 0)]);
+    let rtxn = store.env.read_txn().expect("txn");
+    assert_eq!(find(&store, &rtxn, "x").expect("find"), None);
+    assert_eq!(find(&store, &rtxn, "z").expect("find"), Some(record(3, 0)));
+}
+
+/// A state machine on a fresh directory, and what it emits.
+fn state_machine(
+    w: IdWindow,
+) -> (
+    tempfile::TempDir,
+    Arc<Store>,
+    StateMachine,
+    tokio::sync::mpsc::UnboundedReceiver<Event>,
+) {
+    let (dir, store) = open();
+    let (events, rx) = EventSink::new();
+    let log = LogStore::new(store.clone(), Delivery::none()).expect("log writer");
+    let sm = StateMachine::new(
+        store.clone(),
+        events,
+        Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+        Delivery::none(),
+        w,
+        log.durability(),
+    );
+    (dir, store, sm, rx)
+}
+
+async fn apply(sm: &mut StateMachine, entries: &[Entry]) {
+    sm.apply(stream::iter(entries.iter().cloned().map(|e| Ok((e, None)))))
+        .await
+        .expect("apply");
+}
+
+fn applied_indexes(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<u64> {
+    let mut applied = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let Event::CommandApplied { index, .. } = e {
+            applied.push(index);
+        }
+    }
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_later_carries_the_ids_of_its_own_index() {
+    let w = window(3, u64::MAX, u64::MAX);
+    let (_d1, store, mut leader, mut leader_rx) = state_machine(w);
+    apply(
+        &mut leader,
+        &[command(1, "a", 0), command(2, "b", 0), command(3, "c", 0)],
+    )
+    .await;
+    let built = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    // After the snapshot: a retry of "a" (a duplicate: the window still holds it), then two new
+    // ids that push "a" and "b" out before the snapshot is sent.
+    let after = [command(4, "a", 0), command(5, "d", 0), command(6, "e", 0)];
+    apply(&mut leader, &after).await;
+    applied_indexes(&mut leader_rx);
+    assert_eq!(
+        stored_ids(&store),
+        5,
+        "a snapshot refers to a and b, forgotten since"
+    );
+
+    let sent = leader
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    assert_eq!(sent.meta, built.meta);
+    let (_d2, follower_store, mut follower, mut follower_rx) = state_machine(w);
+    follower
+        .install_snapshot(&sent.meta, sent.snapshot)
+        .await
+        .expect("install");
+    applied_indexes(&mut follower_rx);
+    assert_eq!(
+        remembered(&follower_store),
+        vec!["a", "b", "c"],
+        "the window as of index 3"
+    );
+    apply(&mut follower, &after).await;
+    assert_eq!(
+        applied_indexes(&mut follower_rx),
+        vec![5, 6],
+        "the retry of a is a duplicate here too"
+    );
+    assert_eq!(remembered(&follower_store), remembered(&store));
+
+    // A newer snapshot (its window: c, d, e) lets a and b go; c, forgotten by the next id,
+    // stays for it.
+    leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    apply(&mut leader, &[command(7, "f", 0)]).await;
+    assert_eq!(remembered(&store), vec!["d", "e", "f"]);
+    assert_eq!(stored_ids(&store), 4);
 }

@@ -252,8 +252,7 @@ impl Store {
             };
             // A retry of an operation that had already taken effect was never delivered.
             if let Some(id) = &cmd.op_id {
-                if let Some(first) = self.ops.get(&rtxn, id).map_err(storage_err)? {
-                    let first: super::OpRecord = decode(first)?;
+                if let Some(first) = crate::ops::find(self, &rtxn, id)? {
                     if first.index != index {
                         continue;
                     }

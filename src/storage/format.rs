@@ -4,6 +4,8 @@
 //! recorded nothing: a directory with data and no version is in format 1 and is migrated in
 //! place, in one LMDB write transaction, so a crash leaves it wholly in one format or the other.
 //! A directory in a format newer than this build knows is refused, never guessed at.
+//! Format 2 kept the operation-id registry keyed by id; its migration moves the registry into
+//! log order (`crate::ops::move_into_log_order`), in the same single transaction.
 
 use std::io;
 
@@ -18,8 +20,12 @@ use super::{
 };
 use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 
-/// The format this build writes: 2, records are this crate's own structs in postcard.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format this build writes: 3, the operation-id registry in log order (`ops_log`).
+/// Format 2 kept it keyed by id; its records were already this crate's own structs in postcard.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The registry keyed by id, which `crate::ops::move_into_log_order` puts in log order.
+const FORMAT_V2: u32 = 2;
 
 /// The first releases' format: bincode 1 of openraft's serde forms, no version key.
 const FORMAT_V1: u32 = 1;
@@ -56,11 +62,21 @@ impl Store {
             }
             Some(FORMAT_V1) => {
                 let migrated = self.migrate_v1(&mut wtxn)?;
+                crate::ops::move_into_log_order(self, &mut wtxn)?;
                 tracing::info!(
                     target: "unrdf_consensus::storage",
                     dir = %self.path.display(),
                     records = migrated,
                     "migrated the data directory from storage format {FORMAT_V1} to {FORMAT_VERSION}"
+                );
+            }
+            Some(FORMAT_V2) => {
+                let moved = crate::ops::move_into_log_order(self, &mut wtxn)?;
+                tracing::info!(
+                    target: "unrdf_consensus::storage",
+                    dir = %self.path.display(),
+                    operation_ids = moved,
+                    "migrated the data directory from storage format {FORMAT_V2} to {FORMAT_VERSION}"
                 );
             }
             Some(other) => {
@@ -83,7 +99,8 @@ impl Store {
             self.log.len(txn),
             self.raft.len(txn),
             self.applied.len(txn),
-            self.ops.len(txn),
+            self.ops_log.len(txn),
+            self.legacy_ops.len(txn),
             self.registry.len(txn),
             self.snapshot.len(txn),
             self.changes.len(txn),
@@ -133,7 +150,7 @@ impl Store {
         )?;
 
         let mut ops = Vec::new();
-        for item in self.ops.iter(wtxn).map_err(storage_err)? {
+        for item in self.legacy_ops.iter(wtxn).map_err(storage_err)? {
             let (id, bytes) = item.map_err(storage_err)?;
             ops.push((
                 id.to_string(),
@@ -143,7 +160,9 @@ impl Store {
             ));
         }
         for (id, bytes) in ops {
-            self.ops.put(wtxn, &id, &bytes).map_err(storage_err)?;
+            self.legacy_ops
+                .put(wtxn, &id, &bytes)
+                .map_err(storage_err)?;
             count += 1;
         }
 

@@ -127,7 +127,7 @@ fn write_format_1(dir: &Path) -> (Vec<Entry>, Vote, StoredMembership) {
             proposed_at_ms: 1000 + i,
         };
         store
-            .ops
+            .legacy_ops
             .put(&mut wtxn, &format!("op-{i}"), &write_v1(&op))
             .expect("put");
         let mut key = [0u8; 12];
@@ -261,4 +261,61 @@ fn a_newer_format_is_refused_saying_what_was_found_and_what_to_do() {
     };
     assert_eq!(offline.code, "ERR_STORAGE");
     assert!(offline.message.contains(&format!("storage format {newer}")));
+}
+
+#[test]
+fn a_format_2_registry_keyed_by_id_moves_into_log_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = |index| OpRecord {
+        index,
+        term: 1,
+        proposed_at_ms: 0,
+    };
+    {
+        let store = Store::open(dir.path(), MAP).expect("open");
+        // As format 2 left it: ids with their records, keyed by id.
+        let mut wtxn = store.env.write_txn().expect("txn");
+        for (id, index) in [("zeta", 1u64), ("alpha", 3), ("mid", 2)] {
+            let bytes = crate::storage::encode(&record(index)).expect("encode");
+            store.legacy_ops.put(&mut wtxn, id, &bytes).expect("put");
+        }
+        store
+            .raft
+            .put(&mut wtxn, KEY_FORMAT_VERSION, &2u32.to_be_bytes())
+            .expect("put");
+        wtxn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path(), MAP).expect("reopen migrates");
+    assert_eq!(stored_version(&store), Some(FORMAT_VERSION));
+    let ids = |store: &Store| -> Vec<String> {
+        let rtxn = store.env.read_txn().expect("txn");
+        crate::ops::remembered(store, &rtxn)
+            .expect("remembered")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(ids(&store), vec!["zeta", "mid", "alpha"]);
+    let rtxn = store.env.read_txn().expect("txn");
+    assert_eq!(
+        crate::ops::find(&store, &rtxn, "mid").expect("find"),
+        Some(record(2))
+    );
+    assert_eq!(store.legacy_ops.len(&rtxn).expect("len"), 0);
+    drop(rtxn);
+    // The byte count was rebuilt too: a window of three ids' bytes takes one more by evicting one.
+    let entry = crate::ops::entry_bytes;
+    let window = crate::ops::IdWindow {
+        ttl_ms: u64::MAX,
+        max_ids: 1000,
+        max_bytes: entry("zeta") + entry("mid") + entry("alpha"),
+    };
+    let mut wtxn = store.env.write_txn().expect("txn");
+    let mut registry = crate::ops::Registry::open(&store, &wtxn, window).expect("registry");
+    registry
+        .remember(&mut wtxn, "new", &record(4))
+        .expect("remember");
+    registry.finish(&mut wtxn, None).expect("finish");
+    wtxn.commit().expect("commit");
+    assert_eq!(ids(&store), vec!["mid", "alpha", "new"]);
 }

@@ -5,9 +5,10 @@
 //! - `raft`: vote, committed and purge markers, and the storage format version (see `format`).
 //! - `applied`: the state machine's last-applied log id and membership, and the delivery cursor
 //!   (see `delivery`).
-//! - `ops`: operation id -> where it took effect (the idempotence registry; its rules live in
-//!   `crate::ops`).
-//! - `ops_by_index`: log index -> operation id, the registry in log order, oldest first.
+//! - `ops_log`: log index -> the operation id that took effect there (the idempotence registry,
+//!   in log order; its rules live in `crate::ops`).
+//! - `ops`, `ops_by_index`: the registry keyed by id, as earlier releases kept it; emptied into
+//!   `ops_log` when such a directory is opened.
 //! - `registry`: replicated key -> JSON records (cluster membership metadata).
 //! - `snapshot`: the current snapshot's meta and data.
 //! - `changes`: (index, seq) -> registry change, a bounded history for watches (see `history`).
@@ -52,8 +53,9 @@ pub struct Store {
     log: Database<'static, U64<BigEndian>, Bytes>,
     raft: Database<'static, Str, Bytes>,
     pub(crate) applied: Database<'static, Str, Bytes>,
-    pub(crate) ops: Database<'static, Str, Bytes>,
-    pub(crate) ops_by_index: Database<'static, U64<BigEndian>, Str>,
+    pub(crate) ops_log: Database<'static, U64<BigEndian>, Bytes>,
+    pub(crate) legacy_ops: Database<'static, Str, Bytes>,
+    pub(crate) legacy_ops_by_index: Database<'static, U64<BigEndian>, Str>,
     registry: Database<'static, Str, Str>,
     snapshot: Database<'static, Str, Bytes>,
     changes: Database<'static, Bytes, Bytes>,
@@ -62,6 +64,8 @@ pub struct Store {
     _dir_lock: File,
     path: PathBuf,
     stats: Arc<crate::stats::StorageStats>,
+    /// Where each remembered operation id is in `ops_log` (see `crate::ops::IdIndex`).
+    pub(crate) ids: std::sync::Mutex<crate::ops::IdIndex>,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
@@ -150,12 +154,24 @@ impl Store {
 
         let io = |e: heed::Error| OpenError::Io(storage_err(e));
         let wtxn = env.write_txn().map_err(io)?;
-        let (log, raft, applied, ops, ops_by_index, registry, snapshot, changes, ops_by_age) = env
+        let (
+            log,
+            raft,
+            applied,
+            ops_log,
+            legacy_ops,
+            legacy_ops_by_index,
+            registry,
+            snapshot,
+            changes,
+            ops_by_age,
+        ) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
                 Ok(heed::CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("log"))?,
                     dbs.create_database(wtxn, Some("raft"))?,
                     dbs.create_database(wtxn, Some("applied"))?,
+                    dbs.create_database(wtxn, Some("ops_log"))?,
                     dbs.create_database(wtxn, Some("ops"))?,
                     dbs.create_database(wtxn, Some("ops_by_index"))?,
                     dbs.create_database(wtxn, Some("registry"))?,
@@ -167,30 +183,32 @@ impl Store {
             .map_err(io)?
             .unwrap_commit();
 
-        let store = Store {
+        let mut store = Store {
             env,
             log,
             raft,
             applied,
-            ops,
-            ops_by_index,
+            ops_log,
+            legacy_ops,
+            legacy_ops_by_index,
             registry,
             snapshot,
             changes,
             _dir_lock: dir_lock,
             path: dir.to_path_buf(),
             stats: Arc::default(),
+            ids: Default::default(),
         };
         store.check_format().map_err(OpenError::Io)?;
         if let Some(ops_by_age) = ops_by_age {
-            // The registry's order before it was kept by log index (see `crate::ops::upgrade`).
+            // An order of the registry older than `ops_by_index`, of no use since.
             let mut wtxn = store.env.write_txn().map_err(io)?;
             ops_by_age.clear(&mut wtxn).map_err(io)?;
             wtxn.commit().map_err(io)?;
         }
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;
-        crate::ops::upgrade(&store).map_err(OpenError::Io)?;
+        store.ids = std::sync::Mutex::new(crate::ops::load_index(&store).map_err(OpenError::Io)?);
         Ok(Arc::new(store))
     }
 
@@ -299,6 +317,9 @@ const KEY_MEMBERSHIP: &str = "membership";
 const KEY_DELIVERED: &str = "delivered";
 const KEY_SNAPSHOT_META: &str = "meta";
 const KEY_SNAPSHOT_DATA: &str = "data";
+/// With a snapshot built here: the first log index of its operation-id window (see
+/// `StateMachine::get_current_snapshot`).
+const KEY_SNAPSHOT_OPS_FROM: &str = "ops_from";
 
 #[cfg(test)]
 mod tests;

@@ -19,8 +19,8 @@ use openraft::{EntryPayload, LogId, Membership};
 use serde_json::{json, Value};
 
 use super::{
-    decode, encode, storage_err, OpRecord, OpenError, Store, KEY_MEMBERSHIP, KEY_PURGED,
-    KEY_SNAPSHOT_META, KEY_VOTE,
+    decode, encode, storage_err, OpenError, Store, KEY_MEMBERSHIP, KEY_PURGED, KEY_SNAPSHOT_META,
+    KEY_VOTE,
 };
 use crate::types::{
     Entry, LogId as RaftLogId, NodeName, PeerAddr, StoredMembership, TypeConfig, Vote,
@@ -486,9 +486,7 @@ impl Store {
             line(out, v)?;
             counts.entries += 1;
         }
-        for item in self.ops.iter(&rtxn).map_err(storage_err)? {
-            let (id, bytes) = item.map_err(storage_err)?;
-            let op: OpRecord = decode(bytes)?;
+        for (id, op) in crate::ops::remembered(self, &rtxn)? {
             line(
                 out,
                 json!({"type": "operation", "id": id, "index": op.index, "term": op.term, "proposedAtMs": op.proposed_at_ms}),

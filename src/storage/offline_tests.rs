@@ -40,6 +40,8 @@ fn member_of_three(dir: &Path) -> Arc<Store> {
         .log
         .put(&mut wtxn, &1, &encode(&first).expect("encode"))
         .expect("put");
+    let mut remembered = crate::ops::Registry::open(&store, &wtxn, crate::ops::IdWindow::default())
+        .expect("registry");
     for i in 2..=5u64 {
         let cmd = Command {
             json: format!(r#"{{"type":"t","n":{i}}}"#),
@@ -57,11 +59,11 @@ fn member_of_three(dir: &Path) -> Arc<Store> {
             term: 2,
             proposed_at_ms: 1000 + i,
         };
-        store
-            .ops
-            .put(&mut wtxn, &format!("op-{i}"), &encode(&op).expect("encode"))
-            .expect("put");
+        remembered
+            .remember(&mut wtxn, &format!("op-{i}"), &op)
+            .expect("remember");
     }
+    remembered.finish(&mut wtxn, None).expect("finish");
     store
         .registry
         .put(&mut wtxn, "node/n1", r#"{"nodeId":"n1"}"#)

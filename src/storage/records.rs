@@ -375,7 +375,12 @@ converted_record!(
     SnapshotMeta => SnapshotMetaForm
 );
 
-plain_record!(super::OpRecord, super::history::StoredChange);
+plain_record!(
+    super::OpRecord,
+    super::history::StoredChange,
+    crate::ops::LoggedOp,
+    crate::ops::WindowState
+);
 
 #[cfg(test)]
 mod tests {

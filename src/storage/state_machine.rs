@@ -15,17 +15,19 @@ use serde::{Deserialize, Serialize};
 use super::legacy;
 use super::{
     blocking, decode, encode, storage_err, AppSnapshots, Delivery, LogDurability, Store,
-    KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, KEY_SNAPSHOT_OPS_FROM,
 };
 use crate::events::{Event, EventSink};
-use crate::ops::{self, IdWindow, OpRecord};
+use crate::ops::{self, IdWindow, OpRecord, Registry};
 use crate::types::{
     Applied, LogId, RegistryWrite, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
     TypeConfig,
 };
 
 /// The state machine's whole state as carried by a snapshot (encoded by `legacy`: it crosses
-/// the wire to followers of any release).
+/// the wire to followers of any release). A snapshot built here is stored without its `ops`,
+/// which stay in the registry's own table until the snapshot is sent (`get_current_snapshot`):
+/// building one then costs the size of the application's state, not of the id window.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SnapshotPayload {
     pub last_applied: Option<LogId>,
@@ -88,23 +90,28 @@ impl StateMachine {
         Ok((last_applied, membership))
     }
 
-    /// The state as `rtxn` sees it: one read transaction, so one applied index throughout.
-    fn build_payload(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<SnapshotPayload> {
+    /// The state as `rtxn` sees it (one read transaction, so one applied index throughout),
+    /// without the operation ids, and where the id window starts.
+    fn build_payload(
+        &self,
+        rtxn: &RoTxn<WithoutTls>,
+    ) -> io::Result<(SnapshotPayload, Registry<'_>)> {
         let (last_applied, membership) = self.read_applied_in(rtxn)?;
         let s = &self.store;
-        let ops = ops::export(s, rtxn)?;
+        let ids = Registry::open(s, rtxn, self.id_window)?;
         let mut registry = Vec::new();
         for item in s.registry.iter(rtxn).map_err(storage_err)? {
             let (k, v) = item.map_err(storage_err)?;
             registry.push((k.to_string(), v.to_string()));
         }
-        Ok(SnapshotPayload {
+        let payload = SnapshotPayload {
             last_applied,
             membership,
-            ops,
+            ops: Vec::new(),
             registry,
             app: None,
-        })
+        };
+        Ok((payload, ids))
     }
 
     fn stored_snapshot_meta(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<SnapshotMeta>> {
@@ -116,11 +123,30 @@ impl StateMachine {
             .transpose()
     }
 
+    /// The first log index of the stored snapshot's id window, when the snapshot was built here
+    /// and its ids stay in the registry's table.
+    fn snapshot_ops_from(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<u64>> {
+        match self
+            .store
+            .snapshot
+            .get(rtxn, KEY_SNAPSHOT_OPS_FROM)
+            .map_err(storage_err)?
+        {
+            Some(bytes) => <[u8; 8]>::try_from(bytes)
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| storage_err("the snapshot's ops_from is not 8 bytes")),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a snapshot: `data` whole, or (`ops_from` given) without the ids the registry's
+    /// table holds from `ops_from` through the snapshot's index.
     fn save_snapshot(
         &self,
         wtxn: &mut heed::RwTxn,
         meta: &SnapshotMeta,
         data: &[u8],
+        ops_from: Option<u64>,
     ) -> io::Result<()> {
         let s = &self.store;
         s.snapshot
@@ -128,7 +154,18 @@ impl StateMachine {
             .map_err(storage_err)?;
         s.snapshot
             .put(wtxn, KEY_SNAPSHOT_DATA, data)
-            .map_err(storage_err)
+            .map_err(storage_err)?;
+        match ops_from {
+            Some(from) => s
+                .snapshot
+                .put(wtxn, KEY_SNAPSHOT_OPS_FROM, &from.to_be_bytes())
+                .map_err(storage_err),
+            None => s
+                .snapshot
+                .delete(wtxn, KEY_SNAPSHOT_OPS_FROM)
+                .map(|_| ())
+                .map_err(storage_err),
+        }
     }
 }
 
@@ -145,7 +182,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let s = &self.sm.store;
         // Only the start of the read and the request to the application hold the gate (apply
         // waits at it): the read transaction fixes the state at one applied index, and reading
-        // the operation-id window out of it, several MB when full, happens after writes resume.
+        // the replicated registry out of it happens after writes resume.
         let (rtxn, request) = {
             let _gate = self.sm.app.gate();
             let rtxn = s.env.read_txn().map_err(storage_err)?;
@@ -155,7 +192,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .unwrap_or(0);
             (rtxn, self.sm.app.request(index, &self.sm.events))
         };
-        let mut payload = self.sm.build_payload(&rtxn)?;
+        let (mut payload, ids) = self.sm.build_payload(&rtxn)?;
+        let (ops_from, ops_bytes) = (ids.from(), ids.bytes());
         drop(rtxn);
         if let Some(rx) = request {
             payload.app = self.sm.app.wait(rx).await?;
@@ -175,18 +213,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         if superseded {
             drop(wtxn);
         } else {
-            self.sm.save_snapshot(&mut wtxn, &meta, &data)?;
+            self.sm
+                .save_snapshot(&mut wtxn, &meta, &data, Some(ops_from))?;
             wtxn.commit().map_err(storage_err)?;
             s.stats.snapshot_save.observe(started.elapsed());
-            s.stats
-                .snapshot_bytes
-                .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // The size it has when sent, with its ids.
+            s.stats.snapshot_bytes.store(
+                data.len() as u64 + ops_bytes,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             // With the application's state inside, this snapshot can restore it: the entries
             // it covers need not be kept for delivery.
             if let (Some(_), Some(last)) = (&payload.app, &payload.last_applied) {
                 self.sm.delivery.set_covered(last.index());
             }
         }
+        // openraft keeps only the meta of a snapshot it had built; to send one it asks
+        // `get_current_snapshot`, which puts the ids in.
         Ok(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),
@@ -218,6 +261,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
+        let mut ids = Registry::open(s, &wtxn, self.id_window)?;
         let mut replies = Vec::with_capacity(batch.len());
         let mut applied_events = Vec::new();
         let mut last_applied = None;
@@ -238,7 +282,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     let earlier = match &cmd.op_id {
                         Some(id) => {
-                            ops::expire(s, &mut wtxn, &self.id_window, cmd.proposed_at_ms)?;
+                            ids.expire(&wtxn, cmd.proposed_at_ms)?;
                             ops::find(s, &wtxn, id)?
                         }
                         None => None,
@@ -263,7 +307,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     term,
                                     proposed_at_ms: cmd.proposed_at_ms,
                                 };
-                                ops::remember(s, &mut wtxn, &self.id_window, id, &record)?;
+                                ids.remember(&mut wtxn, id, &record)?;
                             }
                             applied_events.push(Event::CommandApplied {
                                 index,
@@ -283,6 +327,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push((responder, reply));
         }
 
+        let keep_from = self.snapshot_ops_from(&wtxn)?;
+        ids.finish(&mut wtxn, keep_from)?;
         if let Some(last) = &last_applied {
             s.prune_history(&mut wtxn, last.index())?;
         }
@@ -340,7 +386,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        ops::replace(s, &mut wtxn, &self.id_window, &payload.ops)?;
+        let mut ids = Registry::open(s, &wtxn, self.id_window)?;
+        ids.replace(&mut wtxn, &payload.ops)?;
+        // Stored whole, as it came: its ids need not stay in the registry's table.
+        ids.finish(&mut wtxn, None)?;
         s.registry.clear(&mut wtxn).map_err(storage_err)?;
         for (key, json) in &payload.registry {
             s.registry.put(&mut wtxn, key, json).map_err(storage_err)?;
@@ -353,7 +402,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         s.applied
             .put(&mut wtxn, KEY_MEMBERSHIP, &encode(&meta.last_membership)?)
             .map_err(storage_err)?;
-        self.save_snapshot(&mut wtxn, meta, &data)?;
+        self.save_snapshot(&mut wtxn, meta, &data, None)?;
         wtxn.commit().map_err(storage_err)?;
         s.stats.snapshot_install.observe(started.elapsed());
         s.stats
@@ -380,12 +429,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(meta) = self.stored_snapshot_meta(&rtxn)? else {
             return Ok(None);
         };
-        let data = s
+        let stored = s
             .snapshot
             .get(&rtxn, KEY_SNAPSHOT_DATA)
             .map_err(storage_err)?
-            .ok_or_else(|| storage_err("snapshot meta present but data missing"))?
-            .to_vec();
+            .ok_or_else(|| storage_err("snapshot meta present but data missing"))?;
+        let data = match self.snapshot_ops_from(&rtxn)? {
+            // Built here: its ids are those the registry's table holds from its window's start
+            // through its index, kept there while this snapshot is the stored one.
+            Some(from) => {
+                let mut payload: SnapshotPayload = legacy::decode_snapshot_payload(stored)?;
+                let through = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+                payload.ops = ops::export(s, &rtxn, from, through)?;
+                legacy::encode_snapshot_payload(&payload)?
+            }
+            None => stored.to_vec(),
+        };
         Ok(Some(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),
