@@ -29,7 +29,7 @@ export declare class NativeNode {
    * `first_ticket + i`, and its result comes back as a `write_done` event with that ticket,
    * each as soon as it is known.
    */
-  replicateBatch(writes: Array<NativeWrite>, firstTicket: number): void
+  replicateBatch(writes: string, firstTicket: number): void
   /** Replaces the cluster secrets (see `Secrets`). */
   setSecrets(secrets: Array<string>): void
   /** Reads the TLS certificate, key and CA files again (see `Tls::reload`). */
@@ -220,21 +220,6 @@ export interface NativeTls {
   certFile: string
   keyFile: string
   caFile: string
-}
-
-/** A write as `replicateCommand` hands it over, checked already. */
-export interface NativeWrite {
-  /** The command as JSON text. */
-  json: string
-  operationId?: string
-  /** Absent: the node's command timeout. */
-  timeoutMs?: number
-  /** On a follower, send the write on to the leader instead of refusing it. */
-  forward?: boolean
-  registryKey?: string
-  registryDelete?: boolean
-  /** Conditions and values of the registry write, as JSON (see `RegistryWrite::from_spec_json`). */
-  registrySpec?: string
 }
 
 /**

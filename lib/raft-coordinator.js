@@ -643,7 +643,7 @@ class RaftCoordinator extends ManagedEmitter {
     const counters = this._counters;
     const started = process.hrtime.bigint();
     counters.pending++;
-    const call = this._submitWrite({ json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec }).then(
+    const call = this._submitWrite(batchedWrite(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec)).then(
       (applied) => {
         counters.pending--;
         counters.proposal.observe(Number(process.hrtime.bigint() - started) / 1e9);
@@ -695,10 +695,7 @@ class RaftCoordinator extends ManagedEmitter {
     const first = this._nextWriteTicket;
     this._nextWriteTicket += queued.length;
     try {
-      this._native.replicateBatch(
-        queued.map((q) => q.write),
-        first,
-      );
+      this._native.replicateBatch(`[${queued.map((q) => q.write).join(',')}]`, first);
     } catch (err) {
       const failure = fromNative(err);
       for (const q of queued) q.reject(failure);
@@ -964,6 +961,16 @@ class RaftCoordinator extends ManagedEmitter {
     }
     this._reportDelivered();
   }
+}
+
+/**
+ * One write as `replicateBatch` takes it (src/binding.rs, `BatchedWrite`): a JSON array with the
+ * command's JSON and the registry spec's written in place, so a batch crosses as one string.
+ */
+function batchedWrite(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec) {
+  const id = operationId === undefined ? 'null' : JSON.stringify(operationId);
+  const key = registryKey === undefined ? 'null' : JSON.stringify(registryKey);
+  return `[${json},${id},${timeoutMs ?? 'null'},${forward},${key},${registryDelete},${registrySpec ?? 'null'}]`;
 }
 
 function createRaftCoordinator(config) {
