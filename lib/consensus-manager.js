@@ -29,6 +29,8 @@ const KNOWN_KEYS = [...Object.keys(DEFAULTS), 'operationIdWindow', 'operationIdW
  */
 const LOG_LENGTH_READ_MS = 10;
 
+const OPERATION_TYPE_JSON = JSON.stringify(CommandType.OPERATION);
+
 /** What one remembered operation id counts against operationIdWindowBytes (as in the core). */
 function idBytes(id) {
   return Buffer.byteLength(id) + 32;
@@ -264,19 +266,26 @@ class ConsensusManager extends ManagedEmitter {
    * the call reject at once with an AbortError when it aborts (an operation already proposed
    * may still commit: retry with the same id to learn its fate).
    */
-  async replicateOperation(operation, options = {}) {
-    this._assertRunning();
-    const op = this._validateOperation(operation);
-    const signal = checkSignal(options?.signal);
-    const timeoutMs =
-      options?.timeoutMs === undefined
-        ? this.config.operationTimeoutMs
-        : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
-    if (signal?.aborted) throw abortError(signal);
+  replicateOperation(operation, options = {}) {
+    // Not an async function: the promise of the write itself goes back, without the turns of
+    // the microtask queue an async function takes to adopt one.
+    let op, signal, timeoutMs;
+    try {
+      this._assertRunning();
+      op = this._validateOperation(operation);
+      signal = checkSignal(options?.signal);
+      timeoutMs =
+        options?.timeoutMs === undefined
+          ? this.config.operationTimeoutMs
+          : v.integer(options.timeoutMs, 'timeoutMs', { min: 1, max: 2 ** 31 - 1 });
+      if (signal?.aborted) throw abortError(signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const known = this._operations.get(op.id);
     if (known && known.applied && known.state === OperationState.COMMITTED) {
       this._counters.duplicates++;
-      return { operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true };
+      return Promise.resolve({ operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true });
     }
     const pending = this._inFlight.get(op.id);
     if (pending) {
@@ -286,7 +295,8 @@ class ConsensusManager extends ManagedEmitter {
     const attempt = this._replicate(op, timeoutMs);
     this._inFlight.set(op.id, attempt);
     const settled = attempt.finally(() => this._inFlight.delete(op.id));
-    settled.catch(() => {});
+    // With a signal the caller may stop waiting for this promise: its failure is still handled.
+    if (signal) settled.catch(() => {});
     return withSignal(signal, settled);
   }
 
@@ -298,10 +308,7 @@ class ConsensusManager extends ManagedEmitter {
       // Most operations find room at once: no await, so no extra turn of the microtask queue.
       if (!this._tryAdmit()) await this._admit(Date.now() + timeoutMs);
       admitted = true;
-      const r = await this.raft.replicateCommand(
-        { type: CommandType.OPERATION, operation: op },
-        { operationId: op.id, timeoutMs },
-      );
+      const r = await this.raft._replicateJson(op.json, { operationId: op.id, timeoutMs });
       this._counters.latency.observe(Number(process.hrtime.bigint() - started) / 1e9);
       const result = { operationId: op.id, replicated: true, committed: true, logIndex: r.logIndex, term: r.term };
       if (r.duplicate) {
@@ -382,23 +389,25 @@ class ConsensusManager extends ManagedEmitter {
       throw invalidOperation('timestamp', 'expected a finite number (ms since epoch)');
     }
     if (payload !== undefined && !v.isPlainObject(payload)) throw invalidOperation('payload', 'expected a plain object');
-    let json;
+    let payloadJson;
     try {
-      json = JSON.stringify(payload ?? {});
+      payloadJson = JSON.stringify(payload ?? {});
     } catch (err) {
       throw invalidOperation('payload', `not JSON-serializable: ${err.message}`);
     }
-    const bytes = Buffer.byteLength(json);
-    if (bytes > this.config.maxPayloadBytes) {
-      throw invalidOperation('payload', `${bytes} bytes as JSON, over the limit of ${this.config.maxPayloadBytes}`);
+    const max = this.config.maxPayloadBytes;
+    // A UTF-16 unit takes at most 3 bytes of UTF-8: most payloads need no count.
+    const bytes = payloadJson.length * 3 <= max ? payloadJson.length : Buffer.byteLength(payloadJson);
+    if (bytes > max) {
+      throw invalidOperation('payload', `${bytes} bytes as JSON, over the limit of ${max}`);
     }
-    return {
-      id,
-      daemonId: daemonId ?? null,
-      type,
-      payload: JSON.parse(json),
-      timestamp: timestamp ?? Date.now(),
-    };
+    // The command's text, made once and now: the caller may change its objects after this call
+    // returns, and the log holds what they were when it was made.
+    const json =
+      `{"type":${OPERATION_TYPE_JSON},"operation":{"id":${JSON.stringify(id)},` +
+      `"daemonId":${daemonId === undefined ? 'null' : JSON.stringify(daemonId)},"type":${JSON.stringify(type)},` +
+      `"payload":${payloadJson},"timestamp":${JSON.stringify(timestamp ?? Date.now())}}}`;
+    return { id, json };
   }
 
   _setState(id, state, logIndex, term) {

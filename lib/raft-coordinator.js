@@ -598,21 +598,32 @@ class RaftCoordinator extends ManagedEmitter {
     if (typeof command.type !== 'string' || command.type.length === 0) {
       throw invalidOperation('command.type', 'expected a non-empty string');
     }
-    const operationId = options.operationId;
-    if (operationId !== undefined && (typeof operationId !== 'string' || operationId.length === 0)) {
-      throw invalidOperation('operationId', 'expected a non-empty string');
-    }
     let json;
     try {
       json = JSON.stringify(command);
     } catch (err) {
       throw invalidOperation('command', `not JSON-serializable: ${err.message}`);
     }
-    const bytes = Buffer.byteLength(json);
-    if (bytes > this.config.maxCommandBytes) {
+    return this._replicateJson(json, options);
+  }
+
+  /**
+   * `replicateCommand` for a command already serialized: `json` is the JSON text of a plain
+   * object with a non-empty string `type` (the ConsensusManager writes its operations' text
+   * once, instead of handing over an object to serialize again).
+   */
+  async _replicateJson(json, options = {}) {
+    const operationId = options.operationId;
+    if (operationId !== undefined && (typeof operationId !== 'string' || operationId.length === 0)) {
+      throw invalidOperation('operationId', 'expected a non-empty string');
+    }
+    const max = this.config.maxCommandBytes;
+    // A UTF-16 unit takes at most 3 bytes of UTF-8: most commands need no count.
+    const bytes = json.length * 3 <= max ? json.length : Buffer.byteLength(json);
+    if (bytes > max) {
       throw invalidOperation(
         'command',
-        `${bytes} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
+        `${bytes} bytes as JSON, over maxCommandBytes (${max}); store large data elsewhere and replicate a reference`,
       );
     }
     const timeoutMs =
@@ -633,28 +644,15 @@ class RaftCoordinator extends ManagedEmitter {
       registryDelete = r.delete === true;
       registrySpec = registrySpecJson(r);
       // Values written to the registry travel in the same log entry as the command.
-      if (registrySpec !== undefined && bytes + Buffer.byteLength(registrySpec) > this.config.maxCommandBytes) {
+      const total = Buffer.byteLength(json) + (registrySpec === undefined ? 0 : Buffer.byteLength(registrySpec));
+      if (registrySpec !== undefined && total > max) {
         throw invalidOperation(
           'registry',
-          `command and registry values take ${bytes + Buffer.byteLength(registrySpec)} bytes as JSON, over maxCommandBytes (${this.config.maxCommandBytes}); store large data elsewhere and replicate a reference`,
+          `command and registry values take ${total} bytes as JSON, over maxCommandBytes (${max}); store large data elsewhere and replicate a reference`,
         );
       }
     }
-    const counters = this._counters;
-    const started = process.hrtime.bigint();
-    counters.pending++;
-    const call = this._submitWrite(batchedWrite(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec)).then(
-      (applied) => {
-        counters.pending--;
-        counters.proposal.observe(Number(process.hrtime.bigint() - started) / 1e9);
-        return applied;
-      },
-      (err) => {
-        counters.pending--;
-        counters.failed++;
-        throw err;
-      },
-    );
+    const call = this._submitWrite(batchedWrite(json, operationId, timeoutMs, forward, registryKey, registryDelete, registrySpec));
     const applied = await withSignal(signal, call);
     // Read-your-writes: the caller's next read of its own state sees this write.
     if (applied.here) {
@@ -676,12 +674,29 @@ class RaftCoordinator extends ManagedEmitter {
    * leader's CPU).
    */
   _submitWrite(write) {
-    if (this._stopped) return Promise.reject(this._shutdownError());
-    if (this._native === null) return Promise.reject(this._notInitializedError());
+    if (this._stopped || this._native === null) {
+      this._counters.failed++;
+      return Promise.reject(this._stopped ? this._shutdownError() : this._notInitializedError());
+    }
+    this._counters.pending++;
+    const started = process.hrtime.bigint();
     return new Promise((resolve, reject) => {
-      this._writeQueue.push({ write, resolve, reject });
+      this._writeQueue.push({ write, started, resolve, reject });
       if (this._writeQueue.length === 1) process.nextTick(() => this._flushWrites());
     });
+  }
+
+  /** Settles a submitted write, and counts it (pending, failed, proposal latency). */
+  _settleWrite(q, err, applied) {
+    const counters = this._counters;
+    counters.pending--;
+    if (err) {
+      counters.failed++;
+      q.reject(err);
+    } else {
+      counters.proposal.observe(Number(process.hrtime.bigint() - q.started) / 1e9);
+      q.resolve(applied);
+    }
   }
 
   _flushWrites() {
@@ -689,7 +704,7 @@ class RaftCoordinator extends ManagedEmitter {
     this._writeQueue = [];
     if (this._stopped || this._native === null) {
       const err = this._stopped ? this._shutdownError() : this._notInitializedError();
-      for (const q of queued) q.reject(err);
+      for (const q of queued) this._settleWrite(q, err);
       return;
     }
     const first = this._nextWriteTicket;
@@ -698,7 +713,7 @@ class RaftCoordinator extends ManagedEmitter {
       this._native.replicateBatch(`[${queued.map((q) => q.write).join(',')}]`, first);
     } catch (err) {
       const failure = fromNative(err);
-      for (const q of queued) q.reject(failure);
+      for (const q of queued) this._settleWrite(q, failure);
       return;
     }
     for (const [i, q] of queued.entries()) this._writesInFlight.set(first + i, q);
@@ -708,8 +723,7 @@ class RaftCoordinator extends ManagedEmitter {
     const waiting = this._writesInFlight.get(ticket);
     if (!waiting) return;
     this._writesInFlight.delete(ticket);
-    if (error) waiting.reject(engineError(error));
-    else waiting.resolve(applied);
+    this._settleWrite(waiting, error ? engineError(error) : null, applied);
   }
 
   /** Replicated registry records whose key starts with `prefix`: `[{key, value}]` in key order. */
@@ -856,7 +870,7 @@ class RaftCoordinator extends ManagedEmitter {
         // The core answered every write before its stop returned; one it could not (a stop
         // that gave up waiting) fails here, so no caller waits forever.
         setImmediate(() => {
-          for (const q of this._writesInFlight.values()) q.reject(this._shutdownError());
+          for (const q of this._writesInFlight.values()) this._settleWrite(q, this._shutdownError());
           this._writesInFlight.clear();
         });
         this._emitSafely('shutdown', { nodeId: this.config.nodeId });
