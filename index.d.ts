@@ -467,8 +467,9 @@ export interface ConsensusManagerConfig {
   /** How long operation ids are remembered. Default 24 h. */
   operationTtlMs?: number;
   /**
-   * Operation ids this manager keeps records of (duplicates, getOperationState); older ids are
-   * forgotten and a retry of one is applied again. Default: the coordinator's operationIdWindow.
+   * Most operation ids this manager keeps records of: operations that failed here and the
+   * daemon's reports of executing them (getOperationState). Duplicates are decided by the
+   * coordinator's registry and its own operationIdWindow. Default: the coordinator's operationIdWindow.
    */
   operationIdWindow?: number;
   /** Bytes of those records' ids. Default: the coordinator's operationIdWindowBytes. */

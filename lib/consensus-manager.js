@@ -37,12 +37,10 @@ function idBytes(id) {
 }
 
 /**
- * This node's records of operations, bounded as the core's id registry is: the most recent
- * `maxIds` ids within `maxBytes`, oldest forgotten first. A record moves to the end when its
- * entry is applied here (and is then marked `applied`), so applied records are in log order like
- * the registry's ids, and one still held here is still held there: a duplicate answered from an
- * applied record is one the core would also find (up to the TTL, which the core counts from the
- * proposal and this node from the application, milliseconds later).
+ * What this node knows of operations beyond the core's id registry (which says where each
+ * remembered id was applied here): operations that failed here, and what the daemon reported of
+ * executing them. Bounded as the registry is: the most recent `maxIds` ids within `maxBytes`,
+ * oldest forgotten first. An operation that commits and executes quietly leaves no record.
  */
 class OperationRecords {
   constructor(maxIds, maxBytes) {
@@ -68,24 +66,12 @@ class OperationRecords {
   record(id) {
     let r = this._records.get(id);
     if (!r) {
-      r = { state: null, logIndex: null, term: null, updatedAt: 0, execution: null, applied: false };
+      r = { failed: false, updatedAt: 0, execution: null };
       this._records.set(id, r);
       this.bytes += idBytes(id);
       this._evict();
     }
-    return r;
-  }
-
-  /** The record of `id`, moved to the end: its entry was just applied. */
-  applied(id) {
-    let r = this._records.get(id);
-    if (r) {
-      this._records.delete(id);
-      this._records.set(id, r);
-    } else {
-      r = this.record(id);
-    }
-    r.applied = true;
+    r.updatedAt = Date.now();
     return r;
   }
 
@@ -282,10 +268,13 @@ class ConsensusManager extends ManagedEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    const known = this._operations.get(op.id);
-    if (known && known.applied && known.state === OperationState.COMMITTED) {
+    // Applied here already: answered here, leader or not, once this node's daemon has it.
+    const known = this._appliedHere(op.id);
+    if (known) {
       this._counters.duplicates++;
-      return Promise.resolve({ operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true });
+      const result = { operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true };
+      const delivered = this.raft._whenDelivered(known.logIndex);
+      return withSignal(signal, delivered ? delivered.then(() => result) : Promise.resolve(result));
     }
     const pending = this._inFlight.get(op.id);
     if (pending) {
@@ -301,7 +290,6 @@ class ConsensusManager extends ManagedEmitter {
   }
 
   async _replicate(op, timeoutMs) {
-    this._setState(op.id, OperationState.PENDING);
     const started = process.hrtime.bigint();
     let admitted = false;
     try {
@@ -317,11 +305,12 @@ class ConsensusManager extends ManagedEmitter {
       } else {
         this._counters.replicated++;
       }
-      this._setState(op.id, OperationState.COMMITTED, r.logIndex, r.term);
+      const earlier = this._operations.get(op.id);
+      if (earlier) earlier.failed = false;
       return result;
     } catch (err) {
       this._counters.failed++;
-      this._setState(op.id, OperationState.FAILED);
+      this._operations.record(op.id).failed = true;
       this._emitSafely('consensus:operation_failed', { operationId: op.id, error: err });
       throw err;
     } finally {
@@ -410,33 +399,39 @@ class ConsensusManager extends ManagedEmitter {
     return { id, json };
   }
 
-  _setState(id, state, logIndex, term) {
-    const record = this._operations.record(id);
-    record.state = state;
-    record.updatedAt = Date.now();
-    if (logIndex !== undefined) record.logIndex = logIndex;
-    if (term !== undefined) record.term = term;
-    return record;
-  }
-
   /**
    * State of an operation this node knows: `{state, logIndex, term, execution}`, or null once
-   * its id left the operation id window (or its TTL passed).
+   * its id left the operation id window (or its TTL passed). `committed` is for an operation
+   * applied on this node (with where), `pending` while this node replicates it, `failed` when
+   * that failed and it has not been applied here since.
    */
   getOperationState(operationId) {
+    if (typeof operationId !== 'string' || operationId.length === 0) return null;
     const r = this._operations.get(operationId);
+    const execution = r ? r.execution : null;
+    const applied = this._appliedHere(operationId);
+    if (applied) return { state: OperationState.COMMITTED, logIndex: applied.logIndex, term: applied.term, execution };
+    if (this._inFlight.has(operationId)) return { state: OperationState.PENDING, logIndex: null, term: null, execution };
     if (!r) return null;
-    return { state: r.state, logIndex: r.logIndex, term: r.term, execution: r.execution };
+    // Executed by the daemon, so committed, and since forgotten by the registry.
+    const state = r.failed && execution === null ? OperationState.FAILED : OperationState.COMMITTED;
+    return { state, logIndex: null, term: null, execution };
+  }
+
+  /** Where the core's registry says `operationId` was applied on this node, or null. */
+  _appliedHere(operationId) {
+    try {
+      return this.raft.getOperation(operationId);
+    } catch (err) {
+      // A stopped coordinator has no registry to read.
+      if (err.code === ErrorCode.SHUTDOWN) return null;
+      throw err;
+    }
   }
 
   _onApplied({ command, entry, redelivered }) {
     if (command.type !== CommandType.OPERATION) return;
     const op = command.operation;
-    const record = this._operations.applied(op.id);
-    record.state = OperationState.COMMITTED;
-    record.updatedAt = Date.now();
-    record.logIndex = entry.index;
-    record.term = entry.term;
     this._counters.committed++;
     this._emitSafely('consensus:operation_committed', {
       operation: op,
@@ -464,8 +459,7 @@ class ConsensusManager extends ManagedEmitter {
   _onExecution(event, success) {
     const id = event && (event.operationId ?? event.id);
     if (typeof id !== 'string') return;
-    const record = this._operations.get(id);
-    if (record) record.execution = success ? 'success' : 'failure';
+    this._operations.record(id).execution = success ? 'success' : 'failure';
     if (success) this._counters.executionsSucceeded++;
     else this._counters.executionsFailed++;
   }
