@@ -268,14 +268,6 @@ class ConsensusManager extends ManagedEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
-    // Applied here already: answered here, leader or not, once this node's daemon has it.
-    const known = this._appliedHere(op.id);
-    if (known) {
-      this._counters.duplicates++;
-      const result = { operationId: op.id, replicated: true, committed: true, logIndex: known.logIndex, term: known.term, duplicate: true };
-      const delivered = this.raft._whenDelivered(known.logIndex);
-      return withSignal(signal, delivered ? delivered.then(() => result) : Promise.resolve(result));
-    }
     const pending = this._inFlight.get(op.id);
     if (pending) {
       this._counters.duplicates++;
@@ -297,13 +289,13 @@ class ConsensusManager extends ManagedEmitter {
       if (!this._tryAdmit()) await this._admit(Date.now() + timeoutMs);
       admitted = true;
       const r = await this.raft._replicateJson(op.json, { operationId: op.id, timeoutMs });
-      this._counters.latency.observe(Number(process.hrtime.bigint() - started) / 1e9);
       const result = { operationId: op.id, replicated: true, committed: true, logIndex: r.logIndex, term: r.term };
       if (r.duplicate) {
         this._counters.duplicates++;
         result.duplicate = true;
       } else {
         this._counters.replicated++;
+        this._counters.latency.observe(Number(process.hrtime.bigint() - started) / 1e9);
       }
       const earlier = this._operations.get(op.id);
       if (earlier) earlier.failed = false;

@@ -268,22 +268,32 @@ async fn a_batch_of_writes_is_answered_write_by_write() {
         );
     }
 
-    // On a follower: each write is forwarded or refused as it asks.
+    // On a follower: each write is forwarded or refused as it asks, and a retry of an id the
+    // follower applied already is answered there.
     let follower_id = cluster.others(&leader_id)[0].clone();
     let answers = std::sync::Mutex::new(Vec::new());
     cluster
         .node(&follower_id)
         .node
         .replicate_many(
-            vec![batch_write("c", 3, true), batch_write("d", 4, false)],
+            vec![
+                batch_write("c", 3, true),
+                batch_write("d", 4, false),
+                batch_write("a", 1, false),
+            ],
             |position, result| answers.lock().expect("answers").push((position, result)),
         )
         .await;
-    let answers = by_position(answers, 2);
+    let answers = by_position(answers, 3);
     let forwarded = answers[0].as_ref().expect("forwarded to the leader");
     assert!(!forwarded.here);
     let refused = answers[1].as_ref().expect_err("refused on a follower");
     assert_eq!(refused.code, ErrorCode::NotLeader);
+    let retried_here = answers[2]
+        .as_ref()
+        .expect("a retry of an applied id succeeds");
+    assert!(retried_here.here && retried_here.applied.duplicate);
+    assert_eq!(retried_here.applied.index, a.applied.index);
     cluster.shutdown().await;
 }
 

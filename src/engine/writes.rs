@@ -70,17 +70,18 @@ impl Node {
     }
 
     /// Replicates a command; resolves once a majority holds it durably and it is applied on the
-    /// leader. With `forward`, a follower sends it on to the leader it knows.
+    /// leader. With `forward`, a follower sends it on to the leader it knows. A retry of an
+    /// operation this node applied already is answered here, leader or not.
     pub async fn replicate(&self, write: Write) -> Result<Written, NodeError> {
+        if let Some(done) = self.already_applied(&write.op_id) {
+            return done;
+        }
         let m = self.metrics();
         if !self.leads(&m) {
             return self.replicate_elsewhere(&m, write).await;
         }
         if self.quorum_lost(&m) && !self.fresh_lease(write.timeout).await {
             return Err(self.no_quorum_error());
-        }
-        if let Some(done) = self.already_applied(&write.op_id) {
-            return done;
         }
         let deadline = Instant::now() + write.timeout;
         let timeout = write.timeout;

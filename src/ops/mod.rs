@@ -17,7 +17,7 @@
 //! store opens.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io;
 use std::sync::MutexGuard;
 
@@ -96,8 +96,30 @@ pub fn entry_bytes(id: &str) -> u64 {
 #[derive(Debug, Default)]
 pub struct IdIndex {
     hasher: RandomState,
-    by_hash: HashMap<u64, u64>,
+    by_hash: HashMap<u64, u64, BuildHasherDefault<HashedAlready>>,
     collided: HashMap<String, u64>,
+}
+
+/// The hasher of `IdIndex::by_hash`, whose keys are already hashes (keyed by `RandomState`):
+/// hashing them again would only cost time.
+#[derive(Debug, Default)]
+struct HashedAlready(u64);
+
+impl Hasher for HashedAlready {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys come here (`write_u64`); any other input is folded in, never dropped.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl IdIndex {
@@ -193,6 +215,9 @@ pub struct Registry<'a> {
     store: &'a Store,
     window: IdWindow,
     state: WindowState,
+    /// The oldest remembered id once read, until it is forgotten: the TTL check before every
+    /// entry reads it.
+    oldest: Option<(u64, LoggedOp)>,
 }
 
 impl<'a> Registry<'a> {
@@ -205,6 +230,7 @@ impl<'a> Registry<'a> {
             store,
             window,
             state: window_state(store, txn)?,
+            oldest: None,
         })
     }
 
@@ -218,23 +244,28 @@ impl<'a> Registry<'a> {
         self.state.bytes
     }
 
-    fn oldest(&self, txn: &RoTxn<'_, WithoutTls>) -> io::Result<Option<(u64, LoggedOp)>> {
-        match self
-            .store
-            .ops_log
-            .range(txn, &(self.state.from..))
-            .map_err(storage_err)?
-            .next()
-        {
-            Some(item) => {
+    /// The oldest remembered id, read once and kept until it is forgotten.
+    fn oldest(&mut self, txn: &RoTxn<'_, WithoutTls>) -> io::Result<Option<&(u64, LoggedOp)>> {
+        if self.oldest.is_none() {
+            if let Some(item) = self
+                .store
+                .ops_log
+                .range(txn, &(self.state.from..))
+                .map_err(storage_err)?
+                .next()
+            {
                 let (at, bytes) = item.map_err(storage_err)?;
-                Ok(Some((at, decode(bytes)?)))
+                self.oldest = Some((at, decode(bytes)?));
             }
-            None => Ok(None),
         }
+        Ok(self.oldest.as_ref())
     }
 
-    fn forget(&mut self, at: u64, op: &LoggedOp) {
+    /// Forgets the oldest remembered id (as `oldest` read it).
+    fn forget_oldest(&mut self) {
+        let Some((at, op)) = self.oldest.take() else {
+            return;
+        };
         index_of(self.store).remove(&op.id, at);
         self.state.from = at + 1;
         self.state.count = self.state.count.saturating_sub(1);
@@ -249,11 +280,11 @@ impl<'a> Registry<'a> {
         let Some(cutoff) = proposed_at_ms.checked_sub(self.window.ttl_ms) else {
             return Ok(());
         };
-        while let Some((at, op)) = self.oldest(wtxn)? {
+        while let Some((_, op)) = self.oldest(wtxn)? {
             if op.proposed_at_ms >= cutoff {
                 break;
             }
-            self.forget(at, &op);
+            self.forget_oldest();
         }
         Ok(())
     }
@@ -282,10 +313,10 @@ impl<'a> Registry<'a> {
         while self.state.count > 1
             && (self.state.count > w.max_ids || self.state.bytes > w.max_bytes)
         {
-            let Some((at, old)) = self.oldest(wtxn)? else {
+            if self.oldest(wtxn)?.is_none() {
                 break;
-            };
-            self.forget(at, &old);
+            }
+            self.forget_oldest();
         }
         Ok(())
     }
@@ -296,6 +327,7 @@ impl<'a> Registry<'a> {
         self.store.ops_log.clear(wtxn).map_err(storage_err)?;
         index_of(self.store).clear();
         self.state = WindowState::default();
+        self.oldest = None;
         for (id, record) in ids {
             self.remember(wtxn, id, record)?;
         }
