@@ -1,12 +1,12 @@
 //! When a node snapshots its state and purges its log.
 //!
-//! openraft's own policy snapshots every `n` entries whatever a snapshot costs. A snapshot
-//! carries the operation-id window, several MB once it holds its 100,000 ids, so at
-//! `snapshotThreshold` 1,000 and 10,000 writes/s a node copied that window ten times a second:
-//! sustained throughput halved between a short benchmark and a long one. Here a snapshot waits
-//! for at least `snapshotThreshold` entries, and for as many more as keep the snapshot's bytes
-//! per new entry within `SNAPSHOT_BYTES_PER_ENTRY`: the cost of snapshots per write is bounded
-//! whatever the state's size, and the log between snapshots stays in proportion to the state.
+//! openraft's own policy snapshots every `n` entries whatever a snapshot costs. A snapshot as
+//! sent carries the operation-id window, several MB once it holds its 100,000 ids, and the
+//! application's state. Here a snapshot waits for at least `snapshotThreshold` entries, and for
+//! as many more as keep the snapshot's bytes per new entry within `SNAPSHOT_BYTES_PER_ENTRY`:
+//! the log between snapshots stays in proportion to the state a lagging follower would otherwise
+//! be sent, and a state that is large to build costs a bounded amount per write. (Building one
+//! no longer copies the id window, which stays in the registry's table until a snapshot is sent.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

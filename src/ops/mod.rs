@@ -158,12 +158,7 @@ impl IdIndex {
 }
 
 fn index_of(store: &Store) -> MutexGuard<'_, IdIndex> {
-    // The index is only changed by whole inserts and removes: one left by a panicking holder is
-    // still consistent, and every hit is checked against the stored id anyway.
-    store
-        .ids
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::lock(&store.ids)
 }
 
 /// Builds the in-memory index of the remembered ids, when the store opens.
