@@ -387,7 +387,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         let mut ids = Registry::open(s, &wtxn, self.id_window)?;
-        ids.replace(&mut wtxn, &payload.ops)?;
+        // Writing a full window of ids takes a while: as in `get_current_snapshot`.
+        blocking(|| ids.replace(&mut wtxn, &payload.ops))?;
         // Stored whole, as it came: its ids need not stay in the registry's table.
         ids.finish(&mut wtxn, None)?;
         s.registry.clear(&mut wtxn).map_err(storage_err)?;
@@ -436,13 +437,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .ok_or_else(|| storage_err("snapshot meta present but data missing"))?;
         let data = match self.snapshot_ops_from(&rtxn)? {
             // Built here: its ids are those the registry's table holds from its window's start
-            // through its index, kept there while this snapshot is the stored one.
-            Some(from) => {
+            // through its index, kept there while this snapshot is the stored one. Reading and
+            // encoding a full window takes tens of ms: the runtime's other tasks (heartbeats
+            // among them) move to another worker meanwhile.
+            Some(from) => blocking(|| -> io::Result<Vec<u8>> {
                 let mut payload: SnapshotPayload = legacy::decode_snapshot_payload(stored)?;
                 let through = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
                 payload.ops = ops::export(s, &rtxn, from, through)?;
-                legacy::encode_snapshot_payload(&payload)?
-            }
+                legacy::encode_snapshot_payload(&payload)
+            })?,
             None => stored.to_vec(),
         };
         Ok(Some(Snapshot {
