@@ -387,32 +387,23 @@ pub(crate) fn move_into_log_order(store: &Store, wtxn: &mut RwTxn<'_>) -> io::Re
         ids.push((id.to_string(), decode::<OpRecord>(bytes)?));
     }
     ids.sort_by_key(|(_, record)| record.index);
-    let mut state = WindowState::default();
-    store.ops_log.clear(wtxn).map_err(storage_err)?;
-    for (id, record) in &ids {
-        let op = LoggedOp {
-            id: id.clone(),
-            term: record.term,
-            proposed_at_ms: record.proposed_at_ms,
-        };
-        store
-            .ops_log
-            .put(wtxn, &record.index, &encode(&op)?)
-            .map_err(storage_err)?;
-        state.count += 1;
-        state.bytes += entry_bytes(id);
-    }
-    store
-        .applied
-        .put(wtxn, KEY_WINDOW, &encode(&state)?)
-        .map_err(storage_err)?;
+    // Every id the earlier release kept stays: it was within that release's window.
+    let everything = IdWindow {
+        ttl_ms: u64::MAX,
+        max_ids: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    let mut registry = Registry::open(store, wtxn, everything)?;
+    registry.replace(wtxn, &ids)?;
+    let moved = registry.state.count;
+    registry.finish(wtxn, None)?;
     store
         .applied
         .delete(wtxn, LEGACY_KEY_WINDOW_BYTES)
         .map_err(storage_err)?;
     store.legacy_ops.clear(wtxn).map_err(storage_err)?;
     store.legacy_ops_by_index.clear(wtxn).map_err(storage_err)?;
-    Ok(state.count)
+    Ok(moved)
 }
 
 /// In `applied`: the window's `WindowState`.
