@@ -64,6 +64,22 @@ function freePort() {
   });
 }
 
+/**
+ * The parent's Node flags, minus a script given on the command line: a parent started with `node -e` would
+ * otherwise make every worker run that script again instead of the worker, and each of those fork more.
+ */
+function inheritableExecArgv() {
+  const kept = [];
+  const args = process.execArgv;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    // These take the script (or its type) as the next argument unless written with `=`.
+    if (/^(-e|-p|-pe|--eval|--print|--input-type)$/.test(arg)) i += 1;
+    else if (!/^(--eval|--print|--input-type)=/.test(arg)) kept.push(arg);
+  }
+  return kept;
+}
+
 class NodeProcess {
   /**
    * @param {{nodeId: string, port: number, dataDir: string, config?: object, guide?: object,
@@ -112,7 +128,7 @@ class NodeProcess {
           serialization: 'advanced',
           env,
         })
-      : fork(this.worker, [], { stdio, serialization: 'advanced', env, execArgv: [...process.execArgv, ...this.nodeArgs] });
+      : fork(this.worker, [], { stdio, serialization: 'advanced', env, execArgv: [...inheritableExecArgv(), ...this.nodeArgs] });
     const child = this.child;
     installCleanup();
     liveChildren.add(child);
