@@ -5,16 +5,21 @@
 // 5 minutes, a follower is killed (kill -9) for 60 s and then has to catch up, by snapshot once
 // the leader has compacted past it. Every minute it prints ops/s, p99, failures, RSS and data
 // directory size per node, and the snapshot size; at the end, the catch-ups and whether p99 and
-// RSS stayed flat (DESIGN §5: the last 5 minutes within 20% of minutes 5-10).
+// RSS stayed flat (DESIGN §5: the last 5 minutes within 20% of minutes 5-10). Beside each minute's
+// p99 stand the longest fsync of a probe on the same disk and the longest stall of the leader's
+// event loop, so that a slow minute says whether the disk, the JavaScript or the cluster held it.
 const path = require('node:path');
 const fs = require('node:fs');
 const { Cluster } = require('../support/cluster');
+const { DiskProbe } = require('./disk-probe');
 const { MB, sleep, round, summarize, procStatusMb, diskUsageBytes, median, fmt, printRows } = require('./measure');
 
 const MINUTE_MS = 60000;
 const KILL_EVERY_MINUTES = 5;
 const KILLED_FOR_MS = 60000;
 const CATCH_UP_GIVE_UP_MS = 120000;
+/** A probe fsync this slow is a stall of the disk itself: its usual fsync takes well under 10 ms. */
+const DISK_STALL_MS = 100;
 
 function nodeFigures(node) {
   if (!node.running) return { rssMb: null, dataMb: round(diskUsageBytes(node.dataDir) / MB, 1) };
@@ -70,7 +75,11 @@ async function killAndCatchUp(cluster, victim, log) {
 class Writer {
   constructor(cluster, rate, log) {
     Object.assign(this, { cluster, rate, log, node: null, next: 0, moving: Promise.resolve() });
-    this.carried = { latencies: [], errors: {}, shed: 0 };
+    this.carried = Writer.empty();
+  }
+
+  static empty() {
+    return { latencies: [], errors: {}, shed: 0, loopDelayMaxMs: 0, gcMaxMs: 0 };
   }
 
   async start(node) {
@@ -83,6 +92,8 @@ class Writer {
     for (const l of sample.latencies) this.carried.latencies.push(l);
     for (const [k, v] of Object.entries(sample.errors)) this.carried.errors[k] = (this.carried.errors[k] || 0) + v;
     this.carried.shed += sample.shed;
+    this.carried.loopDelayMaxMs = Math.max(this.carried.loopDelayMaxMs, sample.loopDelayMaxMs);
+    this.carried.gcMaxMs = Math.max(this.carried.gcMaxMs, sample.gcMaxMs);
     this.next = Math.max(this.next, sample.next);
   }
 
@@ -101,7 +112,7 @@ class Writer {
     await this.moving;
     this._carry(await this.node.call('soakSample').catch(() => null));
     const out = this.carried;
-    this.carried = { latencies: [], errors: {}, shed: 0 };
+    this.carried = Writer.empty();
     return out;
   }
 
@@ -118,8 +129,10 @@ async function soak({ minutes, rate }) {
   const cluster = new Cluster(3, { guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
   const rows = [];
   const catchUps = [];
+  let disk = null;
   try {
     await cluster.start();
+    disk = new DiskProbe(cluster.root);
     const first = await cluster.form();
     log(`cluster formed, leader ${first.nodeId}; ${rate} ops/s through replicateOperation for ${minutes} min`);
     const writer = new Writer(cluster, rate, log);
@@ -136,6 +149,7 @@ async function soak({ minutes, rate }) {
     for (let minute = 1; minute <= minutes; minute++) {
       await sleep(cluster.soakStartedAt + minute * MINUTE_MS - Date.now());
       const raw = await writer.sample();
+      const diskSample = await disk.sample();
       const now = performance.now();
       const sample = summarize(raw.latencies, now - sampledAt, raw.errors);
       sampledAt = now;
@@ -151,6 +165,9 @@ async function soak({ minutes, rate }) {
         failed: Object.values(sample.errors).reduce((a, b) => a + b, 0),
         errors: sample.errors,
         shed: raw.shed,
+        diskFsyncMaxMs: diskSample.maxMs,
+        leaderLoopStallMs: round(raw.loopDelayMaxMs, 0),
+        leaderGcMaxMs: round(raw.gcMaxMs, 0),
         term: state ? state.term : null,
         termChanged: state ? state.term !== lastTerm : null,
         nodes: figures,
@@ -160,7 +177,7 @@ async function soak({ minutes, rate }) {
       if (state) lastTerm = state.term;
       rows.push(row);
       log(
-        `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms, failed ${row.failed} ${row.failed ? JSON.stringify(row.errors) : ''}, shed ${row.shed}, ` +
+        `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms (disk fsync max ${fmt(row.diskFsyncMaxMs, 0)}, leader event loop stall ${row.leaderLoopStallMs}), failed ${row.failed} ${row.failed ? JSON.stringify(row.errors) : ''}, shed ${row.shed}, ` +
           `RSS ${Object.values(figures).map((f) => fmt(f.rssMb, 0)).join('/')} MB, data ${Object.values(figures).map((f) => fmt(f.dataMb, 0)).join('/')} MB, ` +
           `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}`,
       );
@@ -175,6 +192,7 @@ async function soak({ minutes, rate }) {
     await writer.stop();
     if (killing) await killing;
   } finally {
+    if (disk) await disk.stop();
     await cluster.stop();
   }
   return { minutes, rate, rows, catchUps, verdict: verdict(rows, catchUps) };
@@ -197,6 +215,7 @@ function verdict(rows, catchUps) {
     rssFlat: rssRatio <= 1.2,
     failed: rows.reduce((a, r) => a + r.failed, 0),
     termChanges: rows.filter((r) => r.termChanged).length,
+    minutesTheDiskStalled: rows.filter((r) => r.diskFsyncMaxMs >= DISK_STALL_MS).length,
     catchUpsWithin10s: catchUps.filter((c) => c.caughtUpMs !== null && c.caughtUpMs <= 10000).length,
     catchUps: catchUps.length,
   };
@@ -206,12 +225,14 @@ function printSoak(r) {
   console.log(`\nSoak: ${r.rate} ops/s through replicateOperation for ${r.minutes} minutes (3 processes, durable storage)`);
   const ids = Object.keys(r.rows[0]?.nodes || {});
   printRows(
-    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log'],
+    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'leader loop stall ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log'],
     r.rows.map((x) => [
       x.minute,
       fmt(x.opsPerSec, 0),
       fmt(x.p50Ms, 2),
       fmt(x.p99Ms, 1),
+      fmt(x.diskFsyncMaxMs, 0),
+      x.leaderLoopStallMs,
       x.failed,
       x.shed,
       `${x.term}${x.termChanged ? ' (changed)' : ''}`,

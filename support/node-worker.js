@@ -7,6 +7,7 @@ const { Daemon } = require('../examples/lib/daemon');
 const { StyleDaemon } = require('./style-daemons');
 const { fromNative } = require('../lib/errors');
 const { makeValue } = require('../bench/measure');
+const { monitorEventLoopDelay, PerformanceObserver } = require('node:perf_hooks');
 
 let raft = null;
 let daemon = null;
@@ -170,6 +171,18 @@ const ops = {
     if (soak) throw new Error('a soak writer already runs here');
     const started = performance.now();
     const s = { issued: 0, next: from, inFlight: 0, latencies: [], errors: {}, shed: 0, timer: null };
+    // A stall seen by the writers is either this process's JavaScript (a long task or a collection) or the
+    // cluster: the sample says how long the event loop and the collector held still, to tell them apart.
+    s.loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    s.loopDelay.enable();
+    s.gc = { maxMs: 0, totalMs: 0 };
+    s.gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        s.gc.maxMs = Math.max(s.gc.maxMs, entry.duration);
+        s.gc.totalMs += entry.duration;
+      }
+    });
+    s.gcObserver.observe({ entryTypes: ['gc'] });
     const write = (n) => {
       s.inFlight++;
       const t0 = performance.now();
@@ -197,14 +210,26 @@ const ops = {
   /** What the soak writer saw since the last sample (latencies in ms), and starts a new one. */
   async soakSample() {
     if (!soak) return null;
-    const r = { latencies: soak.latencies, errors: soak.errors, shed: soak.shed, inFlight: soak.inFlight, next: soak.next };
-    Object.assign(soak, { latencies: [], errors: {}, shed: 0 });
+    const r = {
+      latencies: soak.latencies,
+      errors: soak.errors,
+      shed: soak.shed,
+      inFlight: soak.inFlight,
+      next: soak.next,
+      loopDelayMaxMs: soak.loopDelay.max / 1e6,
+      gcMaxMs: soak.gc.maxMs,
+      gcTotalMs: soak.gc.totalMs,
+    };
+    soak.loopDelay.reset();
+    Object.assign(soak, { latencies: [], errors: {}, shed: 0, gc: { maxMs: 0, totalMs: 0 } });
     return r;
   },
   /** Stops issuing, waits for what is in flight, and returns the last sample. */
   async soakStop() {
     if (!soak) return null;
     clearInterval(soak.timer);
+    soak.loopDelay.disable();
+    soak.gcObserver.disconnect();
     while (soak.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
     const last = await ops.soakSample();
     soak = null;
