@@ -108,7 +108,7 @@ export interface RaftCoordinatorConfig {
   maxCommandBytes?: number;
   /** LMDB map size (the most the data directory may hold). Default 1024 MiB. */
   mapSizeMb?: number;
-  /** Largest frame on the wire (bounds snapshot size). Default 64 MiB. */
+  /** Largest frame on the wire. Snapshots go in pieces of at most half of it (and 1 MiB). Default 64 MiB. */
   maxFrameBytes?: number;
   /** Inbound connections accepted at once. Default 256. */
   maxConnections?: number;

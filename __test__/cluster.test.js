@@ -216,6 +216,46 @@ test('kill -9 of the leader: a new leader commits and no acknowledged command is
   }
 });
 
+test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in pieces, and it holds every operation', async () => {
+  const maxFrameBytes = 128 * 1024;
+  const cluster = await new Cluster(3, { config: { snapshotThreshold: 500, logsKeptAfterSnapshot: 0, maxFrameBytes } }).start();
+  try {
+    const leader = await cluster.form();
+    const behind = cluster.nodes.find((n) => n !== leader);
+    const behindState = await behind.call('state');
+    await behind.kill('SIGKILL');
+
+    // Each id stays in the snapshot's id window: 4,000 of them come to well over one frame.
+    const count = 4000;
+    const during = await leader.call('load', { count, concurrency: 50, prefix: 'while-down' });
+    assert.equal(during.acked.length, count);
+    // The leader purges its log only while no replication to the stopped node is under way: writes go on
+    // until it has purged past what that node holds, so that a snapshot is the only way back.
+    let more = 0;
+    await cluster.waitFor(async () => {
+      const purgedPast = (e) => e.name === 'log_compacted' && e.payload.upToIndex > behindState.lastLogIndex + count / 2;
+      if (leader.events.some(purgedPast)) return true;
+      await leader.call('load', { count: 100, concurrency: 10, prefix: `more-${more++}` });
+      return null;
+    }, 30000);
+
+    await behind.start();
+    await behind.waitEvent('snapshot_installed', () => true, 30000);
+    const installed = await behind.call('nativeStats');
+    assert.ok(installed.snapshotBytes > maxFrameBytes, `the snapshot (${installed.snapshotBytes} bytes) is larger than one frame (${maxFrameBytes})`);
+    const ids = during.acked.map(([seq]) => `while-down-${seq}`);
+    const known = await behind.call('operations', { operationIds: ids });
+    assert.equal(known.filter(Boolean).length, count, 'the node that caught up knows every operation applied while it was down');
+
+    // And it follows the log from there, with everyone.
+    const after = await leader.call('load', { count: 50, concurrency: 5, prefix: 'after' });
+    const last = Math.max(...after.acked.map(([, index]) => index));
+    await cluster.waitFor(async () => ((await behind.call('state')).lastApplied >= last ? true : null), 20000);
+  } finally {
+    await cluster.stop();
+  }
+});
+
 test('2 of 3 killed: the survivor refuses writes within its timeout; with one node back, writes succeed', async () => {
   const cluster = await new Cluster(3, { config: { commandTimeoutMs: 2000 } }).start();
   try {

@@ -3,7 +3,7 @@
 //! openraft never waits on a dead peer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,11 +115,18 @@ pub struct PeerConn {
     /// never): whether the peer is alive and reachable both ways, apart from Raft's replies.
     heard_at_us: AtomicU64,
     born: Instant,
+    /// The protocol version the current (or last) connection speaks, 0 before the first.
+    protocol: AtomicU32,
 }
 
 impl PeerConn {
     pub fn target(&self) -> &NodeName {
         &self.target
+    }
+
+    /// The protocol version the peer and this node agreed on at the last handshake.
+    pub fn protocol(&self) -> u32 {
+        self.protocol.load(Ordering::Acquire)
     }
 
     fn heard_now(&self) {
@@ -271,6 +278,7 @@ impl PeerPool {
             rtt: Histogram::new(RTT_BUCKETS),
             heard_at_us: AtomicU64::new(0),
             born: Instant::now(),
+            protocol: AtomicU32::new(0),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -341,7 +349,7 @@ async fn dial(
     addr: &PeerAddr,
     local: &NodeName,
     config: &TransportConfig,
-) -> Result<(Ws, String), DialFailure> {
+) -> Result<(Ws, handshake::Agreed), DialFailure> {
     use DialFailure::Network;
     let connect = async {
         // A short connect timeout of its own: toward an unreachable host the SYN is dropped, not
@@ -382,7 +390,7 @@ async fn dial(
         };
         let agreed = handshake::dial(&mut ws, &me, &addr.to_string()).await?;
         tracing::debug!(peer = %agreed.peer, protocol = agreed.protocol, "connected");
-        Ok((ws, agreed.peer))
+        Ok((ws, agreed))
     };
     tokio::time::timeout(config.handshake_timeout, connect)
         .await
@@ -414,17 +422,18 @@ async fn run_connection(
             dial(&addr, &local, &config).await
         };
         let dialed = match dialed {
-            Ok((_, remote_id)) if remote_id != conn.target.0 => Err(DialFailure::refused(
+            Ok((_, agreed)) if agreed.peer != conn.target.0 => Err(DialFailure::refused(
                 "ERR_INVALID_CONFIG",
                 format!(
-                    "{addr} answered as {remote_id}, expected {}; check the address given for {}",
-                    conn.target, conn.target
+                    "{addr} answered as {}, expected {}; check the address given for {}",
+                    agreed.peer, conn.target, conn.target
                 ),
             )),
             other => other,
         };
         match dialed {
-            Ok((ws, _)) => {
+            Ok((ws, agreed)) => {
+                conn.protocol.store(agreed.protocol, Ordering::Release);
                 backoff = config.reconnect_min;
                 refused_backoff = None;
                 conn.link.send_replace(Link::Connected);

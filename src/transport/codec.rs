@@ -4,8 +4,9 @@
 //! listening node; after that the dialer sends `Request`s and the listener answers each with a
 //! `Response` carrying the same id, in any order, so many requests are in flight at once.
 //!
-//! A request is either one of Raft's (append, vote, snapshot, transfer) or the application's:
-//! bytes in the application's own encoding that the transport carries without reading them.
+//! A request is either one of Raft's (append, vote, snapshot, transfer), a piece of a snapshot
+//! sent in chunks (protocol 5), or the application's: bytes in the application's own encoding
+//! that the transport carries without reading them.
 //! Protocol 3 declared both in one enum, so on the wire the application's tags continue the
 //! Raft ones (`FIRST_APP_RPC_TAG`, `FIRST_APP_REPLY_TAG`): the transport shifts an application
 //! payload's leading tag on the way out and back, and the bytes stay those of protocol 3.
@@ -22,8 +23,12 @@ use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
 /// The newest protocol version this build speaks; bumped on any incompatible change to the
 /// frames below. 3: `Applied` carries `condition_failed`; registry writes may carry a value, a
 /// condition and a batch. 4: the handshake negotiates a version range (see `handshake`); the
-/// frames are those of 3.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// frames are those of 3. 5: a snapshot may come as `SnapshotChunk`s, so that no snapshot is
+/// bounded by one frame.
+pub const PROTOCOL_VERSION: u32 = 5;
+
+/// The first protocol version whose listener assembles a snapshot from `SnapshotChunk`s.
+pub const CHUNKED_SNAPSHOT_PROTOCOL: u32 = 5;
 
 /// The oldest protocol version this build still speaks, for rolling upgrades from the release
 /// that spoke only 3.
@@ -38,6 +43,10 @@ const FIRST_APP_RPC_TAG: u32 = 5;
 const FIRST_APP_REPLY_TAG: u32 = 4;
 /// The tag of `Reply::Failed`, which sits among the application's replies (after `Done`).
 const FAILED_REPLY_TAG: u32 = 7;
+/// The body tag of a `SnapshotChunk` request: far above the application's tags, so neither can
+/// ever take the other's. A listener of protocol 4 or older would read it as an unknown
+/// application request and fail that request; it is only sent on connections of protocol 5.
+const SNAPSHOT_CHUNK_TAG: u32 = 1 << 24;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
@@ -82,6 +91,8 @@ pub enum Frame {
 #[derive(Debug)]
 pub enum Rpc {
     Raft(RaftRpc),
+    /// A piece of a snapshot; the listener installs it once the last piece is in.
+    SnapshotChunk(SnapshotChunk),
     /// An application request in the application's own encoding (see `encode_payload`).
     App(Vec<u8>),
 }
@@ -109,6 +120,19 @@ pub enum RaftRpc {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
+/// One piece of a snapshot: the bytes at `offset` of `total_bytes`, with the snapshot's identity
+/// in every piece so that the listener can tell a piece of the transfer it is assembling from
+/// one of a newer transfer (which starts at offset 0 and replaces it).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub vote: Vote,
+    pub last_log_id: Option<LogId>,
+    pub last_membership: StoredMembership,
+    pub total_bytes: u64,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
@@ -132,6 +156,10 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, String> {
             head(&mut out, REQUEST_TAG, *id);
             match rpc {
                 Rpc::Raft(raft) => bincode::serialize_into(&mut out, raft).map_err(fail)?,
+                Rpc::SnapshotChunk(chunk) => {
+                    out.extend_from_slice(&SNAPSHOT_CHUNK_TAG.to_le_bytes());
+                    bincode::serialize_into(&mut out, chunk).map_err(fail)?;
+                }
                 Rpc::App(payload) => shift_tag(&mut out, payload, FIRST_APP_RPC_TAG, true)?,
             }
         }
@@ -166,6 +194,8 @@ pub fn decode(bytes: &[u8], limit: u64) -> Result<Frame, String> {
     if tag == REQUEST_TAG {
         let rpc = if body_tag < FIRST_APP_RPC_TAG {
             Rpc::Raft(options.deserialize(body).map_err(fail)?)
+        } else if body_tag == SNAPSHOT_CHUNK_TAG {
+            Rpc::SnapshotChunk(options.deserialize(&body[4..]).map_err(fail)?)
         } else {
             shift_tag(&mut app, body, FIRST_APP_RPC_TAG, false)?;
             Rpc::App(app)
@@ -329,6 +359,20 @@ pub(crate) mod tests {
                         last_log_id: None,
                         last_membership: StoredMembership::default(),
                         data: vec![1, 2, 3],
+                    }),
+                },
+            ),
+            (
+                "request-snapshot-chunk",
+                Frame::Request {
+                    id: 13,
+                    rpc: Rpc::SnapshotChunk(SnapshotChunk {
+                        vote: vote(),
+                        last_log_id: Some(RaftLogId::new(CommittedLeaderId::new(3), 40)),
+                        last_membership: StoredMembership::default(),
+                        total_bytes: 10,
+                        offset: 4,
+                        data: vec![4, 5, 6],
                     }),
                 },
             ),

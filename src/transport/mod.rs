@@ -5,6 +5,7 @@ pub mod codec;
 pub mod handshake;
 pub mod link_cuts;
 pub mod server;
+pub mod snapshot_chunks;
 pub mod tls;
 
 use std::future::Future;
@@ -32,7 +33,8 @@ pub struct TransportConfig {
     pub cluster_id: String,
     /// Shared secrets: every peer must prove it knows one at the handshake.
     pub secret: Option<Arc<handshake::Secrets>>,
-    /// Largest WebSocket message (and so the largest snapshot) accepted or sent.
+    /// Largest WebSocket message accepted or sent. A snapshot goes in pieces of at most half of
+    /// it to peers of protocol 5, and whole, so bounded by it, to older ones.
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
@@ -93,6 +95,7 @@ pub struct Network {
 
 pub struct PeerClient {
     conn: Arc<PeerConn>,
+    snapshot_chunk_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -101,6 +104,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeName, node: &PeerAddr) -> Self::Network {
         PeerClient {
             conn: self.pool.get(&target, node),
+            snapshot_chunk_bytes: snapshot_chunks::chunk_bytes(self.pool.config().max_frame_bytes),
         }
     }
 }
@@ -126,6 +130,48 @@ impl PeerClient {
             .call(Rpc::Raft(rpc), option.hard_ttl())
             .await
             .map_err(rpc_error)
+    }
+
+    /// Sends `snapshot` to the peer: in pieces when the connection's protocol has them, each
+    /// answered before the next goes, else whole in one message as the older protocols want.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+        option: &RPCOption,
+    ) -> Result<Reply, CallError> {
+        let meta = snapshot.meta;
+        let data = snapshot.snapshot.into_inner();
+        if self.conn.protocol() < codec::CHUNKED_SNAPSHOT_PROTOCOL {
+            let rpc = Rpc::Raft(RaftRpc::Snapshot {
+                vote,
+                last_log_id: meta.last_log_id,
+                last_membership: meta.last_membership,
+                data,
+            });
+            return self.conn.call(rpc, option.hard_ttl()).await;
+        }
+        let pieces = snapshot_chunks::chunks(
+            &vote,
+            &meta.last_log_id,
+            &meta.last_membership,
+            &data,
+            self.snapshot_chunk_bytes,
+        );
+        let mut reply = Reply::Failed("no snapshot piece was sent".into());
+        for piece in pieces {
+            reply = self
+                .conn
+                .call(Rpc::SnapshotChunk(piece), option.hard_ttl())
+                .await?;
+            match &reply {
+                // The peer answers each piece with its vote; a newer one than ours ends the
+                // transfer as the answer to the whole snapshot would.
+                Reply::Raft(RaftReply::Snapshot(r)) if r.vote <= vote => {}
+                _ => break,
+            }
+        }
+        Ok(reply)
     }
 }
 
@@ -172,13 +218,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let rpc = Rpc::Raft(RaftRpc::Snapshot {
-            vote,
-            last_log_id: snapshot.meta.last_log_id,
-            last_membership: snapshot.meta.last_membership,
-            data: snapshot.snapshot.into_inner(),
-        });
-        let call = self.conn.call(rpc, option.hard_ttl());
+        let call = self.send_snapshot(vote, snapshot, &option);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             reply = call => match reply {

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use openraft::raft::AppendEntriesResponse;
+use openraft::raft::{AppendEntriesResponse, SnapshotResponse};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +20,7 @@ use super::client::PeerPool;
 use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc};
 use super::handshake::{self, Admission, NotAccepted};
 use super::link_cuts::{inbound_cut, until_cut};
+use super::snapshot_chunks::{Assembly, Progress};
 use super::tls::PeerStream;
 use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
 use openraft::type_config::async_runtime::WatchReceiver;
@@ -183,6 +184,7 @@ impl Server {
             }
         });
 
+        let mut snapshot_pieces = Assembly::default();
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
@@ -198,6 +200,32 @@ impl Server {
             let Ok(Frame::Request { id, rpc }) = codec::decode(&bytes, limit) else {
                 break;
             };
+            // Pieces of a snapshot are taken here, in the order they came: one by one they only
+            // grow the connection's transfer; the last one's install runs as any request does.
+            let rpc = match rpc {
+                Rpc::SnapshotChunk(piece) => match snapshot_pieces.take(piece) {
+                    Progress::Complete(whole) => Rpc::Raft(RaftRpc::Snapshot {
+                        vote: whole.vote,
+                        last_log_id: whole.last_log_id,
+                        last_membership: whole.last_membership,
+                        data: whole.data,
+                    }),
+                    progress => {
+                        let reply = match progress {
+                            Progress::Refused(why) => Reply::Failed(why),
+                            _ => {
+                                let vote = self.raft.metrics().borrow_watched().vote.clone();
+                                Reply::Raft(RaftReply::Snapshot(SnapshotResponse::new(vote)))
+                            }
+                        };
+                        if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
+                            let _ = reply_tx.send(bytes);
+                        }
+                        continue;
+                    }
+                },
+                rpc => rpc,
+            };
             let raft = self.raft.clone();
             let app = self.app.clone();
             let contact = self.leader_contact_ms.clone();
@@ -206,6 +234,7 @@ impl Server {
             tokio::spawn(async move {
                 let reply = match rpc {
                     Rpc::Raft(rpc) => handle_raft(&raft, &contact, rpc).await,
+                    Rpc::SnapshotChunk(_) => Reply::Failed("a snapshot piece out of place".into()),
                     Rpc::App(request) => match app.upgrade() {
                         Some(app) => match app.handle(&peer, request).await {
                             Ok(reply) => Reply::App(reply),
