@@ -104,7 +104,7 @@ export interface RaftCoordinatorConfig {
    * registry in memory, on disk and in snapshots. Default 16 MiB (at least 1024).
    */
   operationIdWindowBytes?: number;
-  /** Largest command accepted, as JSON. Default 1 MiB. */
+  /** Largest command accepted, as JSON; at most half of `maxFrameBytes`. Default 1 MiB. */
   maxCommandBytes?: number;
   /** LMDB map size (the most the data directory may hold). Default 1024 MiB. */
   mapSizeMb?: number;

@@ -218,7 +218,9 @@ test('kill -9 of the leader: a new leader commits and no acknowledged command is
 
 test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in pieces, and it holds every operation', async () => {
   const maxFrameBytes = 128 * 1024;
-  const cluster = await new Cluster(3, { config: { snapshotThreshold: 500, logsKeptAfterSnapshot: 0, maxFrameBytes } }).start();
+  const cluster = await new Cluster(3, {
+    config: { snapshotThreshold: 500, logsKeptAfterSnapshot: 0, maxFrameBytes, maxCommandBytes: 16 * 1024 },
+  }).start();
   try {
     const leader = await cluster.form();
     const behind = cluster.nodes.find((n) => n !== leader);
@@ -251,6 +253,34 @@ test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in p
     const after = await leader.call('load', { count: 50, concurrency: 5, prefix: 'after' });
     const last = Math.max(...after.acked.map(([, index]) => index));
     await cluster.waitFor(async () => ((await behind.call('state')).lastApplied >= last ? true : null), 20000);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('writes whose batch is larger than maxFrameBytes commit, and a follower that was down catches up on them from the log', async () => {
+  const maxFrameBytes = 64 * 1024;
+  // No snapshot: the follower that was down must get every entry through appends.
+  const cluster = await new Cluster(3, { config: { maxFrameBytes, maxCommandBytes: 16 * 1024, snapshotThreshold: 100000 } }).start();
+  try {
+    const leader = await cluster.form();
+    const behind = cluster.nodes.find((n) => n !== leader);
+    await behind.kill('SIGKILL');
+
+    // 20 writes of 8 KB in flight: one append to the follower still up would carry 160 KB.
+    const pad = 'x'.repeat(8000);
+    let last = 0;
+    for (let round = 0; round < 15; round++) {
+      const written = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => leader.call('replicate', { command: { type: 'big', n: round * 20 + i, pad } })),
+      );
+      last = Math.max(last, ...written.map((r) => r.logIndex));
+    }
+
+    await behind.start();
+    await cluster.waitFor(async () => ((await behind.call('state')).lastApplied >= last ? true : null), 30000);
+    const bigOnes = (await behind.call('applied')).entries.filter(([, , , type]) => type === 'big');
+    assert.equal(bigOnes.length, 300, 'the follower that was down applied every large write');
   } finally {
     await cluster.stop();
   }

@@ -45,6 +45,9 @@ test('an invalid config is refused with ERR_INVALID_CONFIG naming the field', ()
   assertInvalidConfig({ nodeId: 'n1', port: 0, clusterID: 'typo' }, 'clusterID');
   assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 'too-short' }, 'secret');
   assertInvalidConfig({ nodeId: 'n1', port: 0, secret: 42 }, 'secret');
+  // A command must fit in an append's frame with room to spare, or its follower could never take it.
+  assertInvalidConfig({ nodeId: 'n1', port: 0, maxFrameBytes: 64 * 1024 }, 'maxCommandBytes');
+  assertInvalidConfig({ nodeId: 'n1', port: 0, maxFrameBytes: 1024 * 1024, maxCommandBytes: 600 * 1024 }, 'maxCommandBytes');
 });
 
 test('a taken port is refused with ERR_ADDRESS_IN_USE', async () => {

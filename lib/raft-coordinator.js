@@ -209,6 +209,13 @@ function normalizeConfig(config) {
   if (config.logLevel !== undefined && !LOG_LEVELS.includes(config.logLevel)) {
     throw invalidConfig('logLevel', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(config.logLevel)}`);
   }
+  const maxCommandBytes = int('maxCommandBytes', 1, 64 * 1024 * 1024);
+  const maxFrameBytes = int('maxFrameBytes', 64 * 1024, 2 ** 31 - 1);
+  // An append carries at least one whole entry: a command must leave room in a frame for the
+  // rest of its entry, or the follower would refuse that append for ever.
+  if (maxCommandBytes > maxFrameBytes / 2) {
+    throw invalidConfig('maxCommandBytes', `must be at most half of maxFrameBytes (${maxFrameBytes}), got ${maxCommandBytes}`);
+  }
   return {
     logger,
     logLevel: config.logLevel ?? 'warn',
@@ -232,9 +239,9 @@ function normalizeConfig(config) {
     operationTtlMs: int('operationTtlMs', 0, Number.MAX_SAFE_INTEGER),
     operationIdWindow: int('operationIdWindow', 1, 2 ** 31 - 1),
     operationIdWindowBytes: int('operationIdWindowBytes', 1024, Number.MAX_SAFE_INTEGER),
-    maxCommandBytes: int('maxCommandBytes', 1, 64 * 1024 * 1024),
+    maxCommandBytes,
     mapSizeMb: int('mapSizeMb', 1, 1024 * 1024),
-    maxFrameBytes: int('maxFrameBytes', 64 * 1024, 2 ** 31 - 1),
+    maxFrameBytes,
     maxConnections: int('maxConnections', 1, 65535),
     appliedIndex,
   };

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use client::{CallError, PeerConn, PeerPool};
 use codec::{RaftReply, RaftRpc, Reply, Rpc};
 
-use crate::types::{NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::types::{LogId, NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Limits and identity of a node's transport.
 #[derive(Debug, Clone)]
@@ -96,6 +96,40 @@ pub struct Network {
 pub struct PeerClient {
     conn: Arc<PeerConn>,
     snapshot_chunk_bytes: usize,
+    /// The most bytes of entries one append may carry: its frame must stay under the limit.
+    append_budget_bytes: u64,
+}
+
+/// Room left in an append's frame for everything but its entries: the frame's header, the vote,
+/// the previous log id and the commit index take well under this.
+const APPEND_OVERHEAD_BYTES: u64 = 4096;
+
+/// Cuts `rpc` to the longest prefix of its entries that fits in `budget` bytes, keeping at least
+/// one (a single entry fits: commands are bounded to half a frame). Returns the last entry's log
+/// id when entries were cut off: the peer's success then covers only what was sent.
+///
+/// Why: openraft batches up to hundreds of entries into one append without regard to their size,
+/// and a frame over the limit is refused by the peer, which hangs up; sent again and again, the
+/// same append would keep that follower (and, with two such, the quorum) from ever getting it.
+fn fit_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    budget: u64,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut used = 0u64;
+    let mut keep = rpc.entries.len();
+    for (i, entry) in rpc.entries.iter().enumerate() {
+        used = used.saturating_add(bincode::serialized_size(entry).unwrap_or(u64::MAX));
+        if used > budget && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    (rpc, last)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -105,6 +139,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             conn: self.pool.get(&target, node),
             snapshot_chunk_bytes: snapshot_chunks::chunk_bytes(self.pool.config().max_frame_bytes),
+            append_budget_bytes: (self.pool.config().max_frame_bytes as u64)
+                .saturating_sub(APPEND_OVERHEAD_BYTES),
         }
     }
 }
@@ -183,7 +219,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let (rpc, cut_after) = fit_append(rpc, self.append_budget_bytes);
         match self.call(RaftRpc::Append(rpc), &option).await? {
+            Reply::Raft(RaftReply::Append(AppendEntriesResponse::Success))
+                if cut_after.is_some() =>
+            {
+                Ok(AppendEntriesResponse::PartialSuccess(cut_after))
+            }
             Reply::Raft(RaftReply::Append(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -239,5 +281,69 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Reply::Raft(RaftReply::TransferLeader(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Command, Entry};
+    use openraft::vote::leader_id_std::CommittedLeaderId;
+    use openraft::EntryPayload;
+
+    fn append_of(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1), 10 + i as u64),
+                payload: EntryPayload::Normal(Command {
+                    json: "x".repeat(*size),
+                    op_id: None,
+                    proposed_at_ms: 0,
+                    registry: None,
+                }),
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: openraft::impls::Vote::new(1, "node-1".into()),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1), 9)),
+            entries,
+            leader_commit: None,
+        }
+    }
+
+    fn indexes(rpc: &AppendEntriesRequest<TypeConfig>) -> Vec<u64> {
+        rpc.entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn an_append_that_fits_goes_whole() {
+        let (rpc, cut) = fit_append(append_of(&[100, 100, 100]), 10_000);
+        assert_eq!(indexes(&rpc), vec![10, 11, 12]);
+        assert_eq!(cut, None);
+        let (rpc, cut) = fit_append(append_of(&[]), 10);
+        assert!(rpc.entries.is_empty());
+        assert_eq!(cut, None);
+    }
+
+    #[test]
+    fn an_append_over_the_frame_is_cut_to_the_entries_that_fit() {
+        let (rpc, cut) = fit_append(append_of(&[4000, 4000, 4000, 4000]), 10_000);
+        assert_eq!(indexes(&rpc), vec![10, 11]);
+        assert_eq!(cut.map(|l| l.index), Some(11));
+        let frame = codec::encode(&codec::Frame::Request {
+            id: 1,
+            rpc: Rpc::Raft(RaftRpc::Append(rpc)),
+        })
+        .expect("encode");
+        assert!(frame.len() as u64 <= 10_000 + APPEND_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn one_entry_goes_even_alone_over_the_budget() {
+        let (rpc, cut) = fit_append(append_of(&[50_000, 10]), 10_000);
+        assert_eq!(indexes(&rpc), vec![10]);
+        assert_eq!(cut.map(|l| l.index), Some(10));
     }
 }
