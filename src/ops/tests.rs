@@ -373,6 +373,26 @@ async fn a_snapshot_sent_later_carries_the_ids_of_its_own_index() {
         "the retry of a is a duplicate here too"
     );
     assert_eq!(remembered(&follower_store), remembered(&store));
+    // The follower stored the snapshot without its ids: they stay in its registry's table, a and b
+    // past their eviction, and the snapshot it would send on is the one it got.
+    assert_eq!(
+        stored_ids(&follower_store),
+        5,
+        "the installed snapshot refers to a and b, forgotten since"
+    );
+    let passed_on = follower
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    assert_eq!(passed_on.meta, built.meta);
+    let (_d3, third_store, mut third, mut third_rx) = state_machine(w);
+    third
+        .install_snapshot(&passed_on.meta, passed_on.snapshot)
+        .await
+        .expect("install");
+    applied_indexes(&mut third_rx);
+    assert_eq!(remembered(&third_store), vec!["a", "b", "c"]);
 
     // A newer snapshot (its window: c, d, e) lets a and b go; c, forgotten by the next id,
     // stays for it.

@@ -383,14 +383,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let started = std::time::Instant::now();
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;
+        let mut payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;
         let s = &self.store;
         let mut wtxn = s.env.write_txn().map_err(storage_err)?;
         let mut ids = Registry::open(s, &wtxn, self.id_window)?;
         // Writing a full window of ids takes a while: as in `get_current_snapshot`.
-        blocking(|| ids.replace(&mut wtxn, &payload.ops))?;
-        // Stored whole, as it came: its ids need not stay in the registry's table.
-        ids.finish(&mut wtxn, None)?;
+        let window = std::mem::take(&mut payload.ops);
+        blocking(|| ids.replace(&mut wtxn, &window))?;
+        drop(window);
+        // Stored as a snapshot built here is: without its ids, which the registry's table now holds
+        // and keeps while this snapshot refers to them. Stored whole, every install would add a
+        // second copy of the window, megabytes that LMDB must place in one contiguous run.
+        let ops_from = ids.from();
+        ids.finish(&mut wtxn, Some(ops_from))?;
         s.registry.clear(&mut wtxn).map_err(storage_err)?;
         for (key, json) in &payload.registry {
             s.registry.put(&mut wtxn, key, json).map_err(storage_err)?;
@@ -403,7 +408,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         s.applied
             .put(&mut wtxn, KEY_MEMBERSHIP, &encode(&meta.last_membership)?)
             .map_err(storage_err)?;
-        self.save_snapshot(&mut wtxn, meta, &data, None)?;
+        let stored = legacy::encode_snapshot_payload(&payload)?;
+        self.save_snapshot(&mut wtxn, meta, &stored, Some(ops_from))?;
         wtxn.commit().map_err(storage_err)?;
         s.stats.snapshot_install.observe(started.elapsed());
         s.stats
