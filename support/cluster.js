@@ -51,8 +51,39 @@ function tempRoot(prefix = 'unrdf-consensus-') {
   return root;
 }
 
-/** A free TCP port on 127.0.0.1 (bound, then released for the node to take). */
-function freePort() {
+/**
+ * The ports the kernel hands out for outgoing connections. A port chosen for a node to listen on later must
+ * lie outside them: otherwise, between the choice and the node's bind, any connection on the machine (the
+ * cluster's own among them) may take it as its local port, and the node fails with ERR_ADDRESS_IN_USE.
+ */
+function ephemeralPorts() {
+  try {
+    const [low, high] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low > 0 && high >= low) return { low, high };
+  } catch {
+    // Not Linux: the IANA range, which other systems use.
+  }
+  return { low: 49152, high: 65535 };
+}
+
+function canListen(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A free TCP port on 127.0.0.1 for a node to listen on, outside the kernel's range for outgoing connections. */
+async function freePort() {
+  const { low, high } = ephemeralPorts();
+  // Up to 10,000 ports just below the outgoing range, or the ports above it where those are more.
+  const [from, to] = low - 10000 >= 65535 - high ? [Math.max(10000, low - 10000), low - 1] : [high + 1, 65535];
+  for (let attempt = 0; attempt < 50 && to > from; attempt++) {
+    const port = from + Math.floor(Math.random() * (to - from + 1));
+    if (await canListen(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
