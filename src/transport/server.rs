@@ -210,17 +210,14 @@ impl Server {
                         last_membership: whole.last_membership,
                         data: whole.data,
                     }),
-                    progress => {
-                        let reply = match progress {
-                            Progress::Refused(why) => Reply::Failed(why),
-                            _ => {
-                                let vote = self.raft.metrics().borrow_watched().vote.clone();
-                                Reply::Raft(RaftReply::Snapshot(SnapshotResponse::new(vote)))
-                            }
-                        };
-                        if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
-                            let _ = reply_tx.send(bytes);
-                        }
+                    Progress::Partial => {
+                        let vote = self.raft.metrics().borrow_watched().vote.clone();
+                        let ack = RaftReply::Snapshot(SnapshotResponse::new(vote));
+                        answer(&reply_tx, id, Reply::Raft(ack));
+                        continue;
+                    }
+                    Progress::Refused(why) => {
+                        answer(&reply_tx, id, Reply::Failed(why));
                         continue;
                     }
                 },
@@ -243,13 +240,19 @@ impl Server {
                         None => Reply::Failed("node stopped".into()),
                     },
                 };
-                if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
-                    let _ = reply_tx.send(bytes);
-                }
+                answer(&reply_tx, id, reply);
             });
         }
         drop(reply_tx);
         writer.abort();
+    }
+}
+
+/// Queues the answer to request `id` for the connection's writer; a connection already gone
+/// drops it.
+fn answer(replies: &mpsc::UnboundedSender<Vec<u8>>, id: u64, reply: Reply) {
+    if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
+        let _ = replies.send(bytes);
     }
 }
 
