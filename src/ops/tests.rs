@@ -323,6 +323,34 @@ fn applied_indexes(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<
     applied
 }
 
+/// A fresh state machine given `from`'s current snapshot, as a node that fell behind gets it (the
+/// install's events drained); the snapshot's meta beside it.
+async fn install_current_snapshot(
+    from: &mut StateMachine,
+    w: IdWindow,
+) -> (
+    crate::types::SnapshotMeta,
+    (
+        tempfile::TempDir,
+        Arc<Store>,
+        StateMachine,
+        tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ),
+) {
+    let sent = from
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    let meta = sent.meta.clone();
+    let (dir, store, mut sm, mut rx) = state_machine(w);
+    sm.install_snapshot(&sent.meta, sent.snapshot)
+        .await
+        .expect("install");
+    applied_indexes(&mut rx);
+    (meta, (dir, store, sm, rx))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_sent_later_carries_the_ids_of_its_own_index() {
     let w = window(3, u64::MAX, u64::MAX);
@@ -349,18 +377,9 @@ async fn a_snapshot_sent_later_carries_the_ids_of_its_own_index() {
         "a snapshot refers to a and b, forgotten since"
     );
 
-    let sent = leader
-        .get_current_snapshot()
-        .await
-        .expect("read")
-        .expect("a snapshot");
-    assert_eq!(sent.meta, built.meta);
-    let (_d2, follower_store, mut follower, mut follower_rx) = state_machine(w);
-    follower
-        .install_snapshot(&sent.meta, sent.snapshot)
-        .await
-        .expect("install");
-    applied_indexes(&mut follower_rx);
+    let (sent, (_d2, follower_store, mut follower, mut follower_rx)) =
+        install_current_snapshot(&mut leader, w).await;
+    assert_eq!(sent, built.meta);
     assert_eq!(
         remembered(&follower_store),
         vec!["a", "b", "c"],
@@ -380,18 +399,9 @@ async fn a_snapshot_sent_later_carries_the_ids_of_its_own_index() {
         5,
         "the installed snapshot refers to a and b, forgotten since"
     );
-    let passed_on = follower
-        .get_current_snapshot()
-        .await
-        .expect("read")
-        .expect("a snapshot");
-    assert_eq!(passed_on.meta, built.meta);
-    let (_d3, third_store, mut third, mut third_rx) = state_machine(w);
-    third
-        .install_snapshot(&passed_on.meta, passed_on.snapshot)
-        .await
-        .expect("install");
-    applied_indexes(&mut third_rx);
+    let (passed_on, (_d3, third_store, _third, _)) =
+        install_current_snapshot(&mut follower, w).await;
+    assert_eq!(passed_on, built.meta);
     assert_eq!(remembered(&third_store), vec!["a", "b", "c"]);
 
     // A newer snapshot (its window: c, d, e) lets a and b go; c, forgotten by the next id,
