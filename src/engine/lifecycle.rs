@@ -155,7 +155,7 @@ impl Node {
             app_snapshots.clone(),
             delivery.clone(),
             config.id_window,
-            log_store.durability(),
+            log_store.apply_queue(),
         );
         let raft = Raft::new(
             id.clone(),

@@ -187,7 +187,7 @@ async fn apply_in_batches(entries: &[Entry], batch: usize, w: IdWindow) -> (Vec<
         Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
         Delivery::none(),
         w,
-        log.durability(),
+        log.apply_queue(),
     );
     for chunk in entries.chunks(batch) {
         sm.apply(stream::iter(chunk.iter().cloned().map(|e| Ok((e, None)))))
@@ -302,7 +302,7 @@ fn state_machine(
         Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
         Delivery::none(),
         w,
-        log.durability(),
+        log.apply_queue(),
     );
     (dir, store, sm, rx)
 }

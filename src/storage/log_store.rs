@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
-use super::log_writer::{LogDurability, LogWriter};
+use super::log_writer::{ApplyQueue, LogWriter};
 use super::records::Record;
 use super::{decode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
 use crate::lock;
@@ -37,9 +37,9 @@ impl LogStore {
         })
     }
 
-    /// What the state machine waits on before it records entries applied.
-    pub fn durability(&self) -> LogDurability {
-        self.writer.durability()
+    /// How the state machine commits applied batches: in this log's writer (see `log_writer`).
+    pub fn apply_queue(&self) -> ApplyQueue {
+        self.writer.apply_queue()
     }
 
     fn get_raft_meta<T: Record>(&self, key: &str) -> io::Result<Option<T>> {

@@ -7,6 +7,14 @@
 //! has queued up meanwhile in one LMDB transaction (one fsync for many appends), and only then
 //! tells openraft that they are durable. Votes, truncations and purges go through the same queue,
 //! so the disk sees every change in the order openraft made it, and the caller waits for those.
+//!
+//! The state machine's applied batches go through it too (`ApplyQueue`): each runs inside the
+//! writer's transaction, in a nested transaction of its own, and commits with the appends queued
+//! beside it. Under load a node applies about as often as it appends, and two commits, each with
+//! its fsync, cost more CPU than the rest of applying a batch. Queued behind the appends of its
+//! entries, an applied batch never reaches the disk before them: a leader commits an entry once a
+//! majority holds it, which may be before its own append is flushed, and an entry applied but
+//! missing from the log after a kill -9 would leave delivery nothing to replay.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,11 +22,15 @@ use std::ops::Bound;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use heed::RwTxn;
 use openraft::storage::IOFlushed;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
-use super::{encode, storage_err, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use super::{
+    encode, storage_err, AppSnapshots, Delivery, Store, KEY_COMMITTED, KEY_PURGED, KEY_VOTE,
+};
 use crate::lock;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -63,6 +75,13 @@ impl Pending {
     }
 }
 
+/// Applying a batch inside the writer's transaction. It returns what to do once that transaction
+/// has committed.
+pub(crate) type ApplyWork = Box<dyn FnOnce(&mut RwTxn<'_>) -> io::Result<Publish> + Send>;
+/// Hands an applied batch's results out, after the commit that made it durable, with the
+/// application's gate held (see `AppSnapshots`).
+pub(crate) type Publish = Box<dyn FnOnce() + Send>;
+
 enum Write {
     Append {
         append: u64,
@@ -86,45 +105,47 @@ enum Write {
         log_id: LogId,
         done: oneshot::Sender<io::Result<()>>,
     },
+    Apply {
+        work: Option<ApplyWork>,
+        /// Set once `work` succeeded, run after the commit.
+        publish: Option<Publish>,
+        /// Set when `work` failed: its nested transaction was dropped, the rest commits.
+        failed: Option<io::Error>,
+        gate: Arc<AppSnapshots>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
 }
 
-/// The queue to the writer thread. The last `LogStore` clone to go closes the queue and waits
-/// for the thread to write what is queued and exit, so a node stopped and started again in one
-/// process finds its data directory closed.
+/// The queue to the writer thread. The last `LogStore` or `ApplyQueue` clone to go closes the
+/// queue and waits for the thread to write what is queued and exit, so a node stopped and started
+/// again in one process finds its data directory closed.
 pub(super) struct LogWriter {
     queue: Mutex<Option<Sender<Write>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub(super) pending: Arc<Mutex<Pending>>,
-    /// Counts the writer's commits, so a waiter for durability hears of each.
-    commits: watch::Receiver<u64>,
 }
 
-/// Lets the state machine wait until the entries it applies are durable in this node's own
-/// log. A leader commits an entry once a majority holds it, which may be before its own
-/// append is flushed; were the state machine to record it applied first, a kill -9 would leave
-/// it applied but missing from the log that delivery replays to the application after restart.
+/// The state machine's way into the writer (see the module's notes). It keeps the writer
+/// running, as the log store's clones do.
 #[derive(Clone)]
-pub struct LogDurability {
-    pending: Arc<Mutex<Pending>>,
-    commits: watch::Receiver<u64>,
+pub struct ApplyQueue {
+    writer: Arc<LogWriter>,
 }
 
-impl LogDurability {
-    pub(super) async fn wait_until_durable(&self, through: u64) -> io::Result<()> {
-        let mut commits = self.commits.clone();
-        loop {
-            commits.borrow_and_update();
-            let queued = lock(&self.pending)
-                .entries
-                .first_key_value()
-                .is_some_and(|(first, _)| *first <= through);
-            if !queued {
-                return Ok(());
-            }
-            commits.changed().await.map_err(|_| {
-                io::Error::other("the log writer stopped before the entries were durable")
-            })?;
-        }
+impl ApplyQueue {
+    /// Applies a batch in the writer's next transaction; returns once it is durable and
+    /// published.
+    pub(super) async fn apply(&self, work: ApplyWork, gate: Arc<AppSnapshots>) -> io::Result<()> {
+        self.writer
+            .queue(|done, _| Write::Apply {
+                work: Some(work),
+                publish: None,
+                failed: None,
+                gate,
+                done,
+            })?
+            .await
+            .map_err(|_| io::Error::other("the log writer stopped before it applied"))?
     }
 }
 
@@ -132,27 +153,22 @@ impl LogWriter {
     pub(super) fn start(store: Arc<Store>, delivery: Arc<Delivery>) -> io::Result<Self> {
         let (queue, writes) = mpsc::channel();
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let (committed, commits) = watch::channel(0);
         let thread = {
             let pending = pending.clone();
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || {
-                    write_until_closed(&store, &delivery, &pending, &writes, &committed)
-                })?
+                .spawn(move || write_until_closed(&store, &delivery, &pending, &writes))?
         };
         Ok(LogWriter {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
             pending,
-            commits,
         })
     }
 
-    pub(super) fn durability(&self) -> LogDurability {
-        LogDurability {
-            pending: self.pending.clone(),
-            commits: self.commits.clone(),
+    pub(super) fn apply_queue(self: &Arc<Self>) -> ApplyQueue {
+        ApplyQueue {
+            writer: self.clone(),
         }
     }
 
@@ -196,16 +212,22 @@ impl LogWriter {
         })
     }
 
+    /// Queues a write whose caller waits for it; returns what the writer will answer on.
+    fn queue(
+        &self,
+        make: impl FnOnce(oneshot::Sender<io::Result<()>>, u64) -> Write,
+    ) -> io::Result<oneshot::Receiver<io::Result<()>>> {
+        let (done, written) = oneshot::channel();
+        let pending = lock(&self.pending);
+        self.send(make(done, pending.next_append))?;
+        Ok(written)
+    }
+
     async fn wait(
         &self,
         make: impl FnOnce(oneshot::Sender<io::Result<()>>, u64) -> Write,
     ) -> io::Result<()> {
-        let (done, written) = oneshot::channel();
-        {
-            let pending = lock(&self.pending);
-            self.send(make(done, pending.next_append))?;
-        }
-        written
+        self.queue(make)?
             .await
             .map_err(|_| io::Error::other("the log writer stopped before it wrote"))?
     }
@@ -244,29 +266,63 @@ fn write_until_closed(
     delivery: &Delivery,
     pending: &Mutex<Pending>,
     writes: &Receiver<Write>,
-    committed: &watch::Sender<u64>,
 ) {
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         batch.extend(writes.try_iter());
-        let outcome = write_batch(store, delivery, &batch);
+        let outcome = commit_batch(store, delivery, &mut batch);
         finish(batch, outcome, pending, delivery);
-        committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
-/// Everything queued since the last commit, in one transaction.
-fn write_batch(store: &Store, delivery: &Delivery, batch: &[Write]) -> io::Result<()> {
+/// Everything queued since the last commit, in one transaction (one fsync for many appends and
+/// applied batches); applied batches are published once it committed.
+fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::Result<()> {
+    let wtxn = write_batch(store, delivery, batch)?;
+    let gate = batch.iter().find_map(|write| match write {
+        Write::Apply { gate, .. } => Some(gate.clone()),
+        _ => None,
+    });
+    let logged = batch.iter().any(|w| !matches!(w, Write::Apply { .. }));
+    // From the commit until the events are queued: a snapshot that reads the applied state
+    // then finds the events of every entry it covers ahead of its own request.
+    let _gate = gate.as_ref().map(|g| g.gate());
+    let started = Instant::now();
+    // The commit fsyncs: nothing below tells anyone a write is durable before it.
+    wtxn.commit().map_err(storage_err)?;
+    let took = started.elapsed();
+    if logged {
+        store.stats.log_fsync.observe(took);
+    }
+    if gate.is_some() {
+        store.stats.apply_commit.observe(took);
+    }
+    for write in batch.iter_mut() {
+        if let Write::Apply { publish, .. } = write {
+            if let Some(publish) = publish.take() {
+                publish();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the batch into one transaction, left for the caller to commit.
+fn write_batch<'s>(
+    store: &'s Store,
+    delivery: &Delivery,
+    batch: &mut [Write],
+) -> io::Result<RwTxn<'s>> {
     let mut wtxn = store.env.write_txn().map_err(storage_err)?;
     let mut committed = None;
-    for write in batch {
+    for write in batch.iter_mut() {
         match write {
             Write::Append {
                 records,
                 committed: c,
                 ..
             } => {
-                for (index, bytes) in records {
+                for (index, bytes) in records.iter() {
                     store
                         .log
                         .put(&mut wtxn, index, bytes)
@@ -299,6 +355,19 @@ fn write_batch(store: &Store, delivery: &Delivery, batch: &[Write]) -> io::Resul
                         .map_err(storage_err)?;
                 }
             }
+            Write::Apply {
+                work,
+                publish,
+                failed,
+                ..
+            } => {
+                if let Some(work) = work.take() {
+                    match apply_nested(store, &mut wtxn, work) {
+                        Ok(p) => *publish = Some(p),
+                        Err(e) => *failed = Some(e),
+                    }
+                }
+            }
         }
     }
     if committed.is_some() {
@@ -307,8 +376,16 @@ fn write_batch(store: &Store, delivery: &Delivery, batch: &[Write]) -> io::Resul
             .put(&mut wtxn, KEY_COMMITTED, &encode(&committed)?)
             .map_err(storage_err)?;
     }
-    // The commit fsyncs: nothing below tells anyone a write is durable before it.
-    crate::stats::timed(&store.stats.log_fsync, || wtxn.commit()).map_err(storage_err)
+    Ok(wtxn)
+}
+
+/// Runs an applied batch in a transaction nested in the writer's: a batch that fails leaves
+/// nothing behind, and the log writes beside it still commit.
+fn apply_nested(store: &Store, wtxn: &mut RwTxn<'_>, work: ApplyWork) -> io::Result<Publish> {
+    let mut nested = store.env.nested_write_txn(wtxn).map_err(storage_err)?;
+    let publish = work(&mut nested)?;
+    nested.commit().map_err(storage_err)?;
+    Ok(publish)
 }
 
 fn finish(
@@ -363,6 +440,15 @@ fn finish(
                 let _ = done.send(result);
             }
             Write::Vote { done, .. } => {
+                let _ = done.send(result);
+            }
+            Write::Apply { failed, done, .. } => {
+                // Unpublished (the commit failed, or the batch did), its responders go unanswered
+                // and openraft hears of the failure from the state machine.
+                let result = match failed {
+                    Some(e) => Err(e),
+                    None => result,
+                };
                 let _ = done.send(result);
             }
         }

@@ -43,7 +43,8 @@ pub use delivery::{Delivery, Replayed, ResumeFrom};
 pub use format::FORMAT_VERSION;
 pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;
-pub use log_writer::LogDurability;
+pub use log_writer::ApplyQueue;
+pub(crate) use log_writer::{ApplyWork, Publish};
 pub use offline::{open_existing, restore, Exported, OfflineError, Recovered};
 pub use state_machine::StateMachine;
 

@@ -1,21 +1,23 @@
 //! The replicated state machine: what has been applied, the membership, and the operation-id
 //! registry that makes retries idempotent (its rules live in `crate::ops`). Persistent: each
-//! applied batch commits (fsync) before its responses go out, so a restarted node resumes after
-//! its last applied entry.
+//! applied batch commits (fsync) before its events and responses go out, so a restarted node
+//! resumes after its last applied entry. It commits in the log writer's transaction, with the
+//! log appends queued beside it: one fsync for both.
 
 use std::io;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use heed::{RoTxn, WithoutTls};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::legacy;
 use super::{
-    blocking, decode, encode, storage_err, AppSnapshots, Delivery, LogDurability, Store,
-    KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, KEY_SNAPSHOT_OPS_FROM,
+    blocking, decode, encode, storage_err, AppSnapshots, ApplyQueue, ApplyWork, Delivery, Publish,
+    Store, KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    KEY_SNAPSHOT_OPS_FROM,
 };
 use crate::events::{Event, EventSink};
 use crate::ops::{self, IdWindow, OpRecord, Registry};
@@ -45,7 +47,7 @@ pub struct StateMachine {
     delivery: Arc<Delivery>,
     /// What the operation-id registry remembers; a retry past it is treated as a new operation.
     id_window: IdWindow,
-    log: LogDurability,
+    log: ApplyQueue,
 }
 
 impl StateMachine {
@@ -55,7 +57,7 @@ impl StateMachine {
         app: Arc<AppSnapshots>,
         delivery: Arc<Delivery>,
         id_window: IdWindow,
-        log: LogDurability,
+        log: ApplyQueue,
     ) -> Self {
         StateMachine {
             store,
@@ -126,17 +128,7 @@ impl StateMachine {
     /// The first log index of the stored snapshot's id window, when the snapshot was built here
     /// and its ids stay in the registry's table.
     fn snapshot_ops_from(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<u64>> {
-        match self
-            .store
-            .snapshot
-            .get(rtxn, KEY_SNAPSHOT_OPS_FROM)
-            .map_err(storage_err)?
-        {
-            Some(bytes) => <[u8; 8]>::try_from(bytes)
-                .map(|b| Some(u64::from_be_bytes(b)))
-                .map_err(|_| storage_err("the snapshot's ops_from is not 8 bytes")),
-            None => Ok(None),
-        }
+        self.store.snapshot_ops_from(rtxn)
     }
 
     /// Stores a snapshot: `data` whole, or (`ops_from` given) without the ids the registry's
@@ -254,113 +246,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             batch.push(item?);
         }
-        let Some((last, _)) = batch.last() else {
+        if batch.is_empty() {
             return Ok(());
-        };
-        self.log.wait_until_durable(last.log_id.index()).await?;
-
-        let s = &self.store;
-        let mut wtxn = s.env.write_txn().map_err(storage_err)?;
-        let mut ids = Registry::open(s, &wtxn, self.id_window)?;
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut applied_events = Vec::new();
-        let mut last_applied = None;
-        let mut membership = None;
-
-        for (entry, responder) in batch {
-            let log_id = entry.log_id;
-            let index = log_id.index();
-            let term = log_id.committed_leader_id().term;
-            let mut reply = Applied {
-                index,
-                term,
-                duplicate: false,
-                condition_failed: false,
-            };
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(cmd) => {
-                    let earlier = match &cmd.op_id {
-                        Some(id) => {
-                            ids.expire(&wtxn, cmd.proposed_at_ms)?;
-                            ops::find(s, &wtxn, id)?
-                        }
-                        None => None,
-                    };
-                    match earlier {
-                        Some(first) => {
-                            reply = Applied {
-                                index: first.index,
-                                term: first.term,
-                                duplicate: true,
-                                condition_failed: false,
-                            };
-                        }
-                        None => {
-                            if let Some(write) = &cmd.registry {
-                                reply.condition_failed =
-                                    !apply_registry(s, &mut wtxn, index, write, &cmd.json)?;
-                            }
-                            if let Some(id) = &cmd.op_id {
-                                let record = OpRecord {
-                                    index,
-                                    term,
-                                    proposed_at_ms: cmd.proposed_at_ms,
-                                };
-                                ids.remember(&mut wtxn, id, &record)?;
-                            }
-                            applied_events.push(Event::CommandApplied {
-                                index,
-                                term,
-                                command: cmd.json,
-                                op_id: cmd.op_id,
-                                redelivered: false,
-                            });
-                        }
+        }
+        let store = self.store.clone();
+        let id_window = self.id_window;
+        let delivery = self.delivery.clone();
+        let events = self.events.clone();
+        let work: ApplyWork = Box::new(move |wtxn| {
+            let applied = apply_batch(&store, wtxn, id_window, batch)?;
+            let publish: Publish = Box::new(move || {
+                if let Some(last) = &applied.last_applied {
+                    delivery.set_applied(last.index());
+                }
+                for event in applied.events {
+                    events.emit(event);
+                }
+                // Writers hear back after the events are queued: a write made on this node then
+                // finds its own `command_applied` ahead of its answer, and need not wait for it.
+                for (responder, reply) in applied.replies {
+                    if let Some(r) = responder {
+                        r.send(reply);
                     }
                 }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(log_id), m));
-                }
-            }
-            last_applied = Some(log_id);
-            replies.push((responder, reply));
-        }
-
-        let keep_from = self.snapshot_ops_from(&wtxn)?;
-        ids.finish(&mut wtxn, keep_from)?;
-        if let Some(last) = &last_applied {
-            s.prune_history(&mut wtxn, last.index())?;
-        }
-        s.applied
-            .put(&mut wtxn, KEY_LAST_APPLIED, &encode(&last_applied)?)
-            .map_err(storage_err)?;
-        if let Some(m) = &membership {
-            s.applied
-                .put(&mut wtxn, KEY_MEMBERSHIP, &encode(m)?)
-                .map_err(storage_err)?;
-        }
-        // A crash before this commit re-applies these entries on restart, and their events are
+            });
+            Ok(publish)
+        });
+        // A crash before the commit re-applies these entries on restart, and their events are
         // emitted only after it, so each reaches JavaScript once.
-        {
-            let _gate = self.app.gate();
-            blocking(|| crate::stats::timed(&s.stats.apply_commit, || wtxn.commit()))
-                .map_err(storage_err)?;
-            if let Some(last) = &last_applied {
-                self.delivery.set_applied(last.index());
-            }
-            for event in applied_events {
-                self.events.emit(event);
-            }
-        }
-        // Writers hear back after the events are queued: a write made on this node then finds
-        // its own `command_applied` ahead of its answer, and need not wait for it.
-        for (responder, reply) in replies {
-            if let Some(r) = responder {
-                r.send(reply);
-            }
-        }
-        Ok(())
+        self.log.apply(work, self.app.clone()).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -461,6 +375,106 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// What applying a batch produced, handed out once its transaction committed.
+struct AppliedBatch {
+    replies: Vec<(Option<ApplyResponder<TypeConfig>>, Applied)>,
+    events: Vec<Event>,
+    last_applied: Option<LogId>,
+}
+
+/// Writes a batch of committed entries into the state machine's tables within `wtxn`.
+fn apply_batch(
+    s: &Store,
+    wtxn: &mut heed::RwTxn,
+    id_window: IdWindow,
+    batch: Vec<EntryResponder<TypeConfig>>,
+) -> io::Result<AppliedBatch> {
+    let mut ids = Registry::open(s, wtxn, id_window)?;
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let mut last_applied = None;
+    let mut membership = None;
+
+    for (entry, responder) in batch {
+        let log_id = entry.log_id;
+        let index = log_id.index();
+        let term = log_id.committed_leader_id().term;
+        let mut reply = Applied {
+            index,
+            term,
+            duplicate: false,
+            condition_failed: false,
+        };
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(cmd) => {
+                let earlier = match &cmd.op_id {
+                    Some(id) => {
+                        ids.expire(wtxn, cmd.proposed_at_ms)?;
+                        ops::find(s, wtxn, id)?
+                    }
+                    None => None,
+                };
+                match earlier {
+                    Some(first) => {
+                        reply = Applied {
+                            index: first.index,
+                            term: first.term,
+                            duplicate: true,
+                            condition_failed: false,
+                        };
+                    }
+                    None => {
+                        if let Some(write) = &cmd.registry {
+                            reply.condition_failed =
+                                !apply_registry(s, wtxn, index, write, &cmd.json)?;
+                        }
+                        if let Some(id) = &cmd.op_id {
+                            let record = OpRecord {
+                                index,
+                                term,
+                                proposed_at_ms: cmd.proposed_at_ms,
+                            };
+                            ids.remember(wtxn, id, &record)?;
+                        }
+                        events.push(Event::CommandApplied {
+                            index,
+                            term,
+                            command: cmd.json,
+                            op_id: cmd.op_id,
+                            redelivered: false,
+                        });
+                    }
+                }
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(log_id), m));
+            }
+        }
+        last_applied = Some(log_id);
+        replies.push((responder, reply));
+    }
+
+    let keep_from = s.snapshot_ops_from(wtxn)?;
+    ids.finish(wtxn, keep_from)?;
+    if let Some(last) = &last_applied {
+        s.prune_history(wtxn, last.index())?;
+    }
+    s.applied
+        .put(wtxn, KEY_LAST_APPLIED, &encode(&last_applied)?)
+        .map_err(storage_err)?;
+    if let Some(m) = &membership {
+        s.applied
+            .put(wtxn, KEY_MEMBERSHIP, &encode(m)?)
+            .map_err(storage_err)?;
+    }
+    Ok(AppliedBatch {
+        replies,
+        events,
+        last_applied,
+    })
+}
+
 /// Applies a command's registry writes, all or none: every condition is checked against the
 /// registry as it stands before any of them. Returns false when a condition did not hold.
 fn apply_registry(
@@ -500,4 +514,21 @@ fn apply_registry(
         s.record_change(wtxn, index, seq, &w.key, value)?;
     }
     Ok(true)
+}
+
+impl Store {
+    /// Where the ids of the stored snapshot start in the registry's table, when it was stored
+    /// without them.
+    fn snapshot_ops_from(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<u64>> {
+        match self
+            .snapshot
+            .get(rtxn, KEY_SNAPSHOT_OPS_FROM)
+            .map_err(storage_err)?
+        {
+            Some(bytes) => <[u8; 8]>::try_from(bytes)
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| storage_err("the snapshot's ops_from is not 8 bytes")),
+            None => Ok(None),
+        }
+    }
 }

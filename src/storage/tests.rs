@@ -23,7 +23,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
             .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
         let (events, _rx) = EventSink::new();
         let log = LogStore::new(store.clone(), Delivery::none()).map_err(io_err)?;
-        let durability = log.durability();
+        let applies = log.apply_queue();
         Ok((
             dir,
             log,
@@ -33,7 +33,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Lmd
                 Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
                 Delivery::none(),
                 crate::ops::IdWindow::default(),
-                durability,
+                applies,
             ),
         ))
     }
@@ -102,7 +102,7 @@ mod delivery {
         let store = Store::open(dir, 64 << 20).expect("open");
         let delivery = Delivery::retaining();
         let log = LogStore::new(store.clone(), delivery.clone()).expect("log writer");
-        let durability = log.durability();
+        let applies = log.apply_queue();
         Node {
             log,
             sm: StateMachine::new(
@@ -114,7 +114,7 @@ mod delivery {
                     ttl_ms: u64::MAX,
                     ..Default::default()
                 },
-                durability,
+                applies,
             ),
             store,
             delivery,
