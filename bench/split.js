@@ -8,9 +8,10 @@
 // A write on the leader: the ConsensusManager's bookkeeping (JS) -> napi -> openraft appends to
 // the leader's log (an fsynced LMDB commit) while it sends the entries to the followers, which
 // append them (their own fsync) and answer -> commit once a majority holds it -> apply on the
-// leader (a second fsynced LMDB commit, of the state machine) -> the event crosses back into JS,
-// the listeners run, and the call resolves (read-your-writes). The leader's fsync and the round
-// trip to a follower run side by side; the rest is in series.
+// leader (a second fsynced LMDB commit by the log's writer: with one write in flight nothing else
+// shares it) -> the event crosses back into JS, the listeners run, and the call resolves
+// (read-your-writes). The leader's fsync and the round trip to a follower run side by side; the
+// rest is in series.
 const { Cluster } = require('../support/cluster');
 const { fmt, printRows } = require('./measure');
 

@@ -85,9 +85,10 @@ impl Histogram {
 
 /// What the storage layer measures about its own disk work.
 pub struct StorageStats {
-    /// Commits of appended log entries (each one fsyncs): etcd's WAL fsync.
+    /// Commits of the log's writer that carried log writes (each one fsyncs): etcd's WAL fsync.
     pub log_fsync: Histogram,
-    /// Commits of applied entries into the state machine: etcd's backend commit.
+    /// Commits that carried applied entries into the state machine: etcd's backend commit. They
+    /// are the log writer's commits, so one that also carried appends counts in both.
     pub apply_commit: Histogram,
     /// Building and saving a snapshot, and installing one received from the leader.
     pub snapshot_save: Histogram,
