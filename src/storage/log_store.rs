@@ -63,8 +63,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let s = &self.store;
         let (mut start, end) = index_bounds(&range);
-        // Entries kept for delivery after a purge are not openraft's any more.
-        if let Some(purged) = self.delivery.purged() {
+        // Entries kept for delivery after a purge, or purged and not yet deleted, are not
+        // openraft's any more.
+        let queued_purge = lock(&self.writer.pending).queued_purge().map(|l| l.index());
+        if let Some(purged) = self.delivery.purged().max(queued_purge) {
             let first = purged + 1;
             let before_first = match start {
                 Bound::Included(i) => i < first,
@@ -99,10 +101,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.get_raft_meta(KEY_PURGED)?;
-        if let Some(purged) = &last_purged_log_id {
+        let stored_purge: Option<LogId> = self.get_raft_meta(KEY_PURGED)?;
+        if let Some(purged) = &stored_purge {
             self.delivery.set_purged(purged.index());
         }
+        let queued_purge = lock(&self.writer.pending).queued_purge();
+        let last_purged_log_id = match (stored_purge, queued_purge) {
+            (Some(stored), Some(queued)) if queued.index() > stored.index() => Some(queued),
+            (stored, queued) => stored.or(queued),
+        };
         let queued_last = lock(&self.writer.pending).last_log_id();
         let last = {
             let s = &self.store;
@@ -170,6 +177,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.writer.purge(log_id).await
+        self.writer.purge(log_id)
     }
 }

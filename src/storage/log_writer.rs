@@ -41,6 +41,8 @@ use crate::types::{Entry, LogId, TypeConfig, Vote};
 pub(super) struct Pending {
     entries: BTreeMap<u64, (u64, Entry)>,
     next_append: u64,
+    /// The newest purge queued and not yet written: openraft reads nothing it covers any more.
+    purge: Option<LogId>,
 }
 
 impl Pending {
@@ -73,6 +75,10 @@ impl Pending {
     pub(super) fn last_log_id(&self) -> Option<LogId> {
         self.entries.values().next_back().map(|(_, e)| e.log_id)
     }
+
+    pub(super) fn queued_purge(&self) -> Option<LogId> {
+        self.purge
+    }
 }
 
 /// Applying a batch inside the writer's transaction. It returns what to do once that transaction
@@ -103,7 +109,6 @@ enum Write {
     },
     Purge {
         log_id: LogId,
-        done: oneshot::Sender<io::Result<()>>,
     },
     Apply {
         work: Option<ApplyWork>,
@@ -246,8 +251,20 @@ impl LogWriter {
         .await
     }
 
-    pub(super) async fn purge(&self, log_id: LogId) -> io::Result<()> {
-        self.wait(|done, _| Write::Purge { log_id, done }).await
+    /// Queues a purge without waiting for it. openraft's core waits for this call, the same task
+    /// that sends heartbeats: a purge behind an fsync that the disk stalls for hundreds of ms
+    /// held up a busy leader's heartbeats until its followers elected another leader. openraft
+    /// needs a purge neither durable nor done when this returns, only that nothing it covers is
+    /// read any more (`Pending::queued_purge`); a crash before it is written leaves more log.
+    pub(super) fn purge(&self, log_id: LogId) -> io::Result<()> {
+        let mut pending = lock(&self.pending);
+        if pending
+            .purge
+            .is_none_or(|queued| queued.index() < log_id.index())
+        {
+            pending.purge = Some(log_id);
+        }
+        self.send(Write::Purge { log_id })
     }
 }
 
@@ -433,11 +450,19 @@ fn finish(
                 }
                 let _ = done.send(result);
             }
-            Write::Purge { log_id, done } => {
+            Write::Purge { log_id } => {
                 if result.is_ok() {
                     delivery.set_purged(log_id.index());
                 }
-                let _ = done.send(result);
+                let mut pending = lock(pending);
+                if pending
+                    .purge
+                    .is_some_and(|queued| queued.index() <= log_id.index())
+                {
+                    pending.purge = None;
+                }
+                // A purge that failed leaves the log longer; the appends in the same transaction
+                // failed too, and openraft hears of those.
             }
             Write::Vote { done, .. } => {
                 let _ = done.send(result);

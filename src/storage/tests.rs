@@ -202,6 +202,41 @@ mod delivery {
         assert_eq!(node.store.log_len().expect("len"), 2);
     }
 
+    /// openraft's core waits for a purge, and the core also sends the heartbeats: a purge must
+    /// not wait for the disk. Here a write lock held elsewhere stands in for an fsync the disk
+    /// stalls: the purge returns, and openraft no longer sees what it covers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_does_not_wait_for_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = open(dir.path());
+        apply_through(&mut node, 10).await;
+        node.delivery.ack(10);
+        node.delivery.persist(&node.store).expect("cursor");
+        let busy = node.store.env.write_txn().expect("the write lock");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            node.log.purge(log_id::<TypeConfig>(1, "n".into(), 6)),
+        )
+        .await
+        .expect("the purge returns while the disk is busy")
+        .expect("purge");
+        let state = node.log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(6));
+        let visible = node.log.try_get_log_entries(0..=10).await.expect("read");
+        assert_eq!(
+            visible.iter().map(|e| e.log_id.index()).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10],
+            "openraft sees nothing it purged"
+        );
+        drop(busy);
+        // The writer writes what is queued before it stops.
+        drop(node);
+        let node = open(dir.path());
+        assert_eq!(node.store.log_len().expect("len"), 4);
+        let state = node.log.clone().get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(6));
+    }
+
     /// openraft builds a snapshot in a task of its own and may install the leader's meanwhile.
     /// The older one, finished last, must not replace the newer one on disk: the log before the
     /// newer one may be gone, and a restart would find a gap between the snapshot and the log.
