@@ -21,6 +21,7 @@ mod delivery;
 mod format;
 mod history;
 mod legacy;
+mod lock_file;
 mod log_store;
 mod log_writer;
 mod offline;
@@ -51,6 +52,8 @@ pub use state_machine::StateMachine;
 /// Open LMDB environment and its databases; shared by the log store and the state machine.
 pub struct Store {
     pub(crate) env: Env<WithoutTls>,
+    /// Declared after `env`, so that it goes after the environment closed.
+    _memory_lock: Option<lock_file::MemoryLockFile>,
     log: Database<'static, U64<BigEndian>, Bytes>,
     raft: Database<'static, Str, Bytes>,
     pub(crate) applied: Database<'static, Str, Bytes>,
@@ -138,6 +141,7 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(OpenError::Io(e)),
         }
 
+        let memory_lock = lock_file::place_in_memory(dir);
         let page = 4096usize;
         let map_size = map_size_bytes.div_ceil(page) * page;
         // SAFETY: heed requires that an environment is not opened twice in one process and that
@@ -186,6 +190,7 @@ impl Store {
 
         let mut store = Store {
             env,
+            _memory_lock: memory_lock,
             log,
             raft,
             applied,
