@@ -7,7 +7,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { Cluster, tempRoot } = require('../support/cluster');
+const { Cluster, canListen, tempRoot } = require('../support/cluster');
 const { runCli } = require('../support/cli');
 const { createRaftCoordinator } = require('..');
 
@@ -34,6 +34,9 @@ test('a format 1 cluster starts on this build: every operation and registry reco
   await cluster.prepare();
   // The membership stored in the log names the ports the fixture's nodes had.
   for (const n of cluster.nodes) n.port = manifest.nodes[n.nodeId].port;
+  // Those ports lie in the kernel's range for outgoing connections, where a connection of an
+  // earlier suite's nodes may still hold one for a moment.
+  await cluster.waitFor(async () => (await Promise.all(cluster.nodes.map((n) => canListen(n.port)))).every(Boolean), 30000);
   try {
     await Promise.all(cluster.nodes.map((n) => n.start()));
     // The node that led before the restart leads again at once, but a node that starts before it

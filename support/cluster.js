@@ -388,4 +388,4 @@ class Cluster {
   }
 }
 
-module.exports = { Cluster, NodeProcess, freePort, tempRoot, WORKER };
+module.exports = { Cluster, NodeProcess, canListen, freePort, tempRoot, WORKER };
