@@ -50,9 +50,12 @@ fn place_under(shared: &Path, dir: &Path) -> io::Result<MemoryLockFile> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    // A file of that name can only be left by an earlier process with this pid (the counter is
+    // this process's own): nobody uses it any more.
     OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(&target)?;
     let placed = MemoryLockFile { path: target };
