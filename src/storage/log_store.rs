@@ -105,12 +105,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(purged) = &stored_purge {
             self.delivery.set_purged(purged.index());
         }
-        let queued_purge = lock(&self.writer.pending).queued_purge();
+        let (queued_purge, queued_last) = {
+            let pending = lock(&self.writer.pending);
+            (pending.queued_purge(), pending.last_log_id())
+        };
         let last_purged_log_id = match (stored_purge, queued_purge) {
             (Some(stored), Some(queued)) if queued.index() > stored.index() => Some(queued),
             (stored, queued) => stored.or(queued),
         };
-        let queued_last = lock(&self.writer.pending).last_log_id();
         let last = {
             let s = &self.store;
             let rtxn = s.env.read_txn().map_err(storage_err)?;

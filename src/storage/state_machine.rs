@@ -125,12 +125,6 @@ impl StateMachine {
             .transpose()
     }
 
-    /// The first log index of the stored snapshot's id window, when the snapshot was built here
-    /// and its ids stay in the registry's table.
-    fn snapshot_ops_from(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<u64>> {
-        self.store.snapshot_ops_from(rtxn)
-    }
-
     /// Stores a snapshot: `data` whole, or (`ops_from` given) without the ids the registry's
     /// table holds from `ops_from` through the snapshot's index.
     fn save_snapshot(
@@ -355,7 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .get(&rtxn, KEY_SNAPSHOT_DATA)
             .map_err(storage_err)?
             .ok_or_else(|| storage_err("snapshot meta present but data missing"))?;
-        let data = match self.snapshot_ops_from(&rtxn)? {
+        let data = match s.snapshot_ops_from(&rtxn)? {
             // Built here: its ids are those the registry's table holds from its window's start
             // through its index, kept there while this snapshot is the stored one. Reading and
             // encoding a full window takes tens of ms: the runtime's other tasks (heartbeats
@@ -517,8 +511,8 @@ fn apply_registry(
 }
 
 impl Store {
-    /// Where the ids of the stored snapshot start in the registry's table, when it was stored
-    /// without them.
+    /// The first log index of the stored snapshot's id window, when the snapshot was built here
+    /// and its ids stay in the registry's table.
     fn snapshot_ops_from(&self, rtxn: &RoTxn<WithoutTls>) -> io::Result<Option<u64>> {
         match self
             .snapshot
