@@ -245,9 +245,11 @@ test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in p
     await behind.waitEvent('snapshot_installed', () => true, 30000);
     const installed = await behind.call('nativeStats');
     assert.ok(installed.snapshotBytes > maxFrameBytes, `the snapshot (${installed.snapshotBytes} bytes) is larger than one frame (${maxFrameBytes})`);
+    // The snapshot covers what the leader had when it was built; the operations after it follow from the log.
     const ids = during.acked.map(([seq]) => `while-down-${seq}`);
-    const known = await behind.call('operations', { operationIds: ids });
-    assert.equal(known.filter(Boolean).length, count, 'the node that caught up knows every operation applied while it was down');
+    const knownCount = async () => (await behind.call('operations', { operationIds: ids })).filter(Boolean).length;
+    await cluster.waitFor(async () => ((await knownCount()) === count ? true : null), 20000).catch(() => {});
+    assert.equal(await knownCount(), count, 'the node that caught up knows every operation applied while it was down');
 
     // And it follows the log from there, with everyone.
     const after = await leader.call('load', { count: 50, concurrency: 5, prefix: 'after' });

@@ -35,6 +35,9 @@ on a small machine; --quick a tenth of the operations.
   --soak MINUTES   instead: a fixed rate through replicateOperation for MINUTES, a follower
                    killed for 60 s every 5 minutes, and a table per minute
   --rate=N         the soak's rate in operations per second (default 3000)
+  --link-delay-ms=N
+                   hold back every request between nodes N ms, as a network's round trip
+                   would (loopback has none); through the package's fault hooks
   --flame DIR      also sample the leader's process with perf during each level and write a
                    flame graph per level and path to DIR (needs perf and inferno)
   -h, --help       print this and exit
@@ -62,6 +65,7 @@ const known = (a, i) =>
   (flameAt !== -1 && i === flameAt + 1) ||
   a.startsWith('--ops-scale=') ||
   a.startsWith('--rate=') ||
+  a.startsWith('--link-delay-ms=') ||
   (soakAt !== -1 && i === soakAt + 1);
 const unknown = args.find((a, i) => !known(a, i));
 if (unknown !== undefined) usageError(`unknown option ${unknown}`);
@@ -89,7 +93,14 @@ const FAILOVER_PROBE_MS = 5;
 const FAILOVER_GIVE_UP_MS = 15000;
 // Nodes keep nothing per operation for the harness, and the guide cluster's daemon only counts:
 // the memory measured is the package's.
-const NODE_OPTIONS = { initArgs: { record: false }, ...(FLAME_DIR ? { nodeArgs: flameNodeArgs(FLAME_DIR) } : {}) };
+const delayArg = args.find((a) => a.startsWith('--link-delay-ms='));
+const LINK_DELAY_MS = delayArg ? Number(delayArg.slice('--link-delay-ms='.length)) : 0;
+if (!(Number.isInteger(LINK_DELAY_MS) && LINK_DELAY_MS >= 0)) usageError(`bad ${delayArg}`);
+const LINK_DELAY_ENV = LINK_DELAY_MS ? { env: { UNRDF_CONSENSUS_FAULT_HOOKS: '1', UNRDF_CONSENSUS_LINK_DELAY_MS: String(LINK_DELAY_MS) } } : {};
+if (LINK_DELAY_MS && (args.includes('--vs-etcd') || soakAt !== -1 || args.includes('--state-only'))) {
+  usageError('--link-delay-ms applies to the levels and failover of this package alone, not with --vs-etcd, --soak or --state-only');
+}
+const NODE_OPTIONS = { initArgs: { record: false }, ...LINK_DELAY_ENV, ...(FLAME_DIR ? { nodeArgs: flameNodeArgs(FLAME_DIR) } : {}) };
 const PATHS = [
   { key: 'command', title: 'replicateCommand', op: 'load', guide: null },
   { key: 'operation', title: 'replicateOperation', op: 'guideLoad', guide: { daemonStyle: 'counting' } },
@@ -203,7 +214,7 @@ async function benchPath(p, bareNodeRss) {
  * stuck on a node that is not (or no longer) leader cannot delay the measurement.
  */
 async function failoverTrial(trial) {
-  const cluster = new Cluster(3, { config: CONFIG, nodeOptions: { initArgs: { record: false } } });
+  const cluster = new Cluster(3, { config: CONFIG, nodeOptions: { initArgs: { record: false }, ...LINK_DELAY_ENV } });
   try {
     await cluster.start();
     const leader = await cluster.form();
@@ -389,6 +400,7 @@ async function main() {
     fs.writeFileSync(path.join(RESULTS_DIR, 'state-latest.json'), `${JSON.stringify(state, null, 2)}\n`);
     return;
   }
+  if (LINK_DELAY_MS) console.log(`every request between nodes is held back ${LINK_DELAY_MS} ms (the split below runs without)`);
   if (VS_ETCD) {
     const why = etcdUnavailable();
     console.log(why ? `--vs-etcd: etcd will be skipped: ${why}` : '--vs-etcd: etcd 3.4 runs on the same workload after this package');
@@ -396,7 +408,7 @@ async function main() {
   const results = {
     startedAt: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, totalMemMb: Math.round(os.totalmem() / MB), node: process.version },
-    options: { quick: QUICK, opsScale: SCALE, operationIds: WITH_IDS, config: CONFIG, vsEtcd: VS_ETCD },
+    options: { quick: QUICK, opsScale: SCALE, operationIds: WITH_IDS, config: CONFIG, vsEtcd: VS_ETCD, linkDelayMs: LINK_DELAY_MS },
     targets: TARGETS,
   };
   results.bareNode = await bareNodeRssMb();

@@ -54,9 +54,12 @@ function checkout(commit, binary) {
   try {
     git(['worktree', 'add', '--detach', dir, commit]);
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
-    // Where the old release's own loader looks for its addon.
-    const { platformSuffix } = require(path.join(dir, 'lib', 'platform'));
-    const addon = path.join(dir, `consensus.${platformSuffix()}.node`);
+    // Where the old release's own loader looks for its addon: the first releases kept it at the
+    // package's root, named by lib/platform.js; later ones in lib/, as napi build names it.
+    const firstLayout = fs.existsSync(path.join(dir, 'lib', 'platform.js'));
+    const addon = firstLayout
+      ? path.join(dir, `consensus.${require(path.join(dir, 'lib', 'platform')).platformSuffix()}.node`)
+      : path.join(dir, 'lib', fs.readdirSync(path.join(ROOT, 'lib')).find((f) => /^consensus\..+\.node$/.test(f)));
     if (binary) {
       fs.copyFileSync(binary, addon);
     } else {

@@ -82,6 +82,7 @@ impl DialFailure {
 type DialOutcome = (u64, Option<DialFailure>);
 
 struct Outgoing {
+    queued_at: Instant,
     id: u64,
     bytes: Vec<u8>,
     reply: oneshot::Sender<Reply>,
@@ -96,6 +97,13 @@ enum Link {
     Connected,
     /// The last dial failed; calls fail fast until the next attempt.
     Down,
+}
+
+/// A request on its way to a peer, its reply still to come (see `PeerConn::send`).
+pub struct Sent {
+    reply: oneshot::Receiver<Reply>,
+    sent_at: Instant,
+    deadline: Instant,
 }
 
 /// A connection to one peer, shared by every openraft client for that peer.
@@ -182,40 +190,66 @@ impl PeerConn {
 
     /// Sends one RPC and waits for its reply.
     pub async fn call(&self, rpc: Rpc, timeout: Duration) -> Result<Reply, CallError> {
-        let started = Instant::now();
+        let deadline = Instant::now() + timeout;
+        self.ready(timeout).await?;
+        let sent = self.send(rpc, deadline)?;
+        self.reply(sent).await
+    }
+
+    /// Waits out a dial under way, then fails at once unless connected.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), CallError> {
         let link = *self.link.borrow();
         if link == Link::Dialing {
             let mut rx = self.link.subscribe();
             let _ = tokio::time::timeout(timeout, rx.wait_for(|l| *l != Link::Dialing)).await;
         }
-        if !self.is_connected() {
-            // Ask the connection task to retry now rather than after its backoff, unless the
-            // peer refused us: that lasts until someone fixes a configuration, and Raft's
-            // heartbeats would otherwise turn the backoff into a redial every few milliseconds.
-            if !matches!(self.last_failure(), Some(DialFailure::Refused { .. })) {
-                self.wake.notify_one();
-            }
-            return Err(CallError::Unreachable(format!(
-                "not connected to {}",
-                self.target
-            )));
+        if self.is_connected() {
+            return Ok(());
         }
-        let timeout = timeout.saturating_sub(started.elapsed());
+        // Ask the connection task to retry now rather than after its backoff, unless the peer
+        // refused us: that lasts until someone fixes a configuration, and Raft's heartbeats
+        // would otherwise turn the backoff into a redial every few milliseconds.
+        if !matches!(self.last_failure(), Some(DialFailure::Refused { .. })) {
+            self.wake.notify_one();
+        }
+        Err(CallError::Unreachable(format!(
+            "not connected to {}",
+            self.target
+        )))
+    }
+
+    /// A number no other stream of appends on this connection has (see `append_pipeline`).
+    pub fn new_stream_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues `rpc` for the connection's writer without waiting for its reply. Frames go out in
+    /// the order of these calls, which is what lets appends be pipelined.
+    pub fn send(&self, rpc: Rpc, deadline: Instant) -> Result<Sent, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = codec::encode(&Frame::Request { id, rpc }).map_err(CallError::Unreachable)?;
         let (tx, rx) = oneshot::channel();
-        let deadline = Instant::now() + timeout;
         self.queue
             .send(Outgoing {
+                queued_at: Instant::now(),
                 id,
                 bytes,
                 reply: tx,
                 deadline,
             })
             .map_err(|_| CallError::Unreachable("transport stopped".into()))?;
-        match tokio::time::timeout(timeout, rx).await {
+        Ok(Sent {
+            reply: rx,
+            sent_at: Instant::now(),
+            deadline,
+        })
+    }
+
+    /// The reply to a request `send` queued, by its deadline.
+    pub async fn reply(&self, sent: Sent) -> Result<Reply, CallError> {
+        match tokio::time::timeout_at(sent.deadline.into(), sent.reply).await {
             Ok(Ok(reply)) => {
-                self.rtt.observe(started.elapsed());
+                self.rtt.observe(sent.sent_at.elapsed());
                 Ok(reply)
             }
             Ok(Err(_)) => Err(CallError::Unreachable(format!(
@@ -266,6 +300,11 @@ impl PeerPool {
             conn.close();
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let delay = self.config.link_cuts.as_ref().and_then(|cuts| cuts.delay);
+        let rx = match delay {
+            Some(delay) => hold_back(rx, delay),
+            None => rx,
+        };
         let conn = Arc::new(PeerConn {
             target: target.clone(),
             addr: Mutex::new(addr.clone()),
@@ -341,6 +380,23 @@ impl PeerPool {
             conn.close();
         }
     }
+}
+
+/// Passes each frame on `delay` after it was queued, in order (the link-delay fault hook).
+fn hold_back(
+    mut queued: mpsc::UnboundedReceiver<Outgoing>,
+    delay: Duration,
+) -> mpsc::UnboundedReceiver<Outgoing> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(out) = queued.recv().await {
+            tokio::time::sleep_until((out.queued_at + delay).into()).await;
+            if tx.send(out).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 type Ws = WebSocketStream<PeerStream>;

@@ -24,11 +24,17 @@ use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
 /// frames below. 3: `Applied` carries `condition_failed`; registry writes may carry a value, a
 /// condition and a batch. 4: the handshake negotiates a version range (see `handshake`); the
 /// frames are those of 3. 5: a snapshot may come as `SnapshotChunk`s, so that no snapshot is
-/// bounded by one frame.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// bounded by one frame. 6: a listener hands a connection's appends to Raft in the order they
+/// came, so a dialer may send appends without waiting for the answers (see `append_pipeline`);
+/// the frames are those of 5.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The first protocol version whose listener assembles a snapshot from `SnapshotChunk`s.
 pub const CHUNKED_SNAPSHOT_PROTOCOL: u32 = 5;
+
+/// The first protocol version whose listener takes a connection's appends in order, so that a
+/// dialer may pipeline them.
+pub const PIPELINED_APPEND_PROTOCOL: u32 = 6;
 
 /// The oldest protocol version this build still speaks, for rolling upgrades from the release
 /// that spoke only 3.
@@ -118,6 +124,12 @@ pub enum RaftRpc {
         data: Vec<u8>,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// An append of one of the dialer's pipelined streams (protocol 6): the listener hands the
+    /// appends of each `stream` to Raft in the order they came (see `append_pipeline`).
+    StreamAppend {
+        stream: u64,
+        append: AppendEntriesRequest<TypeConfig>,
+    },
 }
 
 /// One piece of a snapshot: the bytes at `offset` of `total_bytes`, with the snapshot's identity

@@ -1,14 +1,22 @@
 //! In-process fault injection for machines where real partitions (network namespaces) are not
 //! available: a node can be told to stop talking to some peers. Off unless the process starts
 //! with `UNRDF_CONSENSUS_FAULT_HOOKS=1`; chaos runs use it only where they say so loudly.
+//!
+//! With the hooks on, `UNRDF_CONSENSUS_LINK_DELAY_MS` also holds back every request a node sends
+//! to its peers by that many milliseconds, in order: loopback has no round trip to speak of, and
+//! the benchmark uses this (`--link-delay-ms`) to show what a network's round trip costs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 /// The environment variable that enables link cuts in a node process.
 pub const FAULT_HOOKS_ENV: &str = "UNRDF_CONSENSUS_FAULT_HOOKS";
+
+/// With the hooks on: how long each request to a peer is held back, in milliseconds.
+pub const LINK_DELAY_ENV: &str = "UNRDF_CONSENSUS_LINK_DELAY_MS";
 
 /// Which peers this node is cut off from, per direction of connection set-up.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,6 +30,8 @@ pub struct Cuts {
 #[derive(Clone)]
 pub struct LinkCuts {
     cuts: Arc<watch::Sender<Cuts>>,
+    /// How long each outbound request is held back (`LINK_DELAY_ENV`).
+    pub delay: Option<Duration>,
 }
 
 impl std::fmt::Debug for LinkCuts {
@@ -34,8 +44,14 @@ impl LinkCuts {
     /// Link cuts when the environment enables them, else `None`.
     pub fn from_env() -> Option<LinkCuts> {
         let enabled = std::env::var(FAULT_HOOKS_ENV).is_ok_and(|v| v == "1");
+        let delay = std::env::var(LINK_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
         enabled.then(|| LinkCuts {
             cuts: Arc::new(watch::Sender::new(Cuts::default())),
+            delay,
         })
     }
 

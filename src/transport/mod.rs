@@ -1,5 +1,6 @@
 //! WebSocket transport between nodes: openraft's network traits over multiplexed connections.
 
+pub mod append_pipeline;
 pub mod client;
 pub mod codec;
 pub mod handshake;
@@ -12,6 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -21,10 +24,11 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkV2};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use append_pipeline::AppendResult;
 use client::{CallError, PeerConn, PeerPool};
 use codec::{RaftReply, RaftRpc, Reply, Rpc};
 
-use crate::types::{LogId, NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::types::{NodeName, PeerAddr, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// Limits and identity of a node's transport.
 #[derive(Debug, Clone)]
@@ -103,34 +107,6 @@ pub struct PeerClient {
 /// Room left in an append's frame for everything but its entries: the frame's header, the vote,
 /// the previous log id and the commit index take well under this.
 const APPEND_OVERHEAD_BYTES: u64 = 4096;
-
-/// Cuts `rpc` to the longest prefix of its entries that fits in `budget` bytes, keeping at least
-/// one (a single entry fits: commands are bounded to half a frame). Returns the last entry's log
-/// id when entries were cut off: the peer's success then covers only what was sent.
-///
-/// Why: openraft batches up to hundreds of entries into one append without regard to their size,
-/// and a frame over the limit is refused by the peer, which hangs up; sent again and again, the
-/// same append would keep that follower (and, with two such, the quorum) from ever getting it.
-fn fit_append(
-    mut rpc: AppendEntriesRequest<TypeConfig>,
-    budget: u64,
-) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
-    let mut used = 0u64;
-    let mut keep = rpc.entries.len();
-    for (i, entry) in rpc.entries.iter().enumerate() {
-        used = used.saturating_add(bincode::serialized_size(entry).unwrap_or(u64::MAX));
-        if used > budget && i > 0 {
-            keep = i;
-            break;
-        }
-    }
-    if keep == rpc.entries.len() {
-        return (rpc, None);
-    }
-    rpc.entries.truncate(keep);
-    let last = rpc.entries.last().map(|e| e.log_id);
-    (rpc, last)
-}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -211,6 +187,35 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// Sends `input`'s appends, pipelined to a peer that takes them in order (protocol
+    /// `PIPELINED_APPEND_PROTOCOL`), one at a time to an older one, and yields their results in
+    /// order (see `append_pipeline`).
+    async fn appends<S>(
+        &self,
+        input: S,
+        option: RPCOption,
+    ) -> Result<BoxStream<'static, AppendResult>, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let timeout = option.hard_ttl();
+        self.conn.ready(timeout).await.map_err(rpc_error)?;
+        let depth = if self.conn.protocol() >= codec::PIPELINED_APPEND_PROTOCOL {
+            append_pipeline::PIPELINE_DEPTH
+        } else {
+            1
+        };
+        Ok(append_pipeline::send_appends(
+            self.conn.clone(),
+            input,
+            depth,
+            timeout,
+            self.append_budget_bytes,
+        ))
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
 
@@ -219,16 +224,33 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (rpc, cut_after) = fit_append(rpc, self.append_budget_bytes);
-        match self.call(RaftRpc::Append(rpc), &option).await? {
-            Reply::Raft(RaftReply::Append(AppendEntriesResponse::Success))
-                if cut_after.is_some() =>
-            {
-                Ok(AppendEntriesResponse::PartialSuccess(cut_after))
-            }
-            Reply::Raft(RaftReply::Append(r)) => Ok(r),
-            other => Err(unexpected(other)),
+        let (_, last) = append_pipeline::range_of(&rpc);
+        let mut results = self
+            .appends(futures_util::stream::iter([rpc]), option)
+            .await?;
+        match results.next().await {
+            Some(Ok(Ok(confirmed))) if confirmed == last => Ok(AppendEntriesResponse::Success),
+            Some(Ok(Ok(confirmed))) => Ok(AppendEntriesResponse::PartialSuccess(confirmed)),
+            Some(Ok(refused)) => Ok(AppendEntriesResponse::from(refused)),
+            Some(Err(e)) => Err(e),
+            None => Err(RPCError::Network(NetworkError::from_string(
+                "the append got no answer".to_string(),
+            ))),
         }
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendResult>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let results: BoxStream<'s, AppendResult> = self.appends(input, option).await?;
+            Ok(results)
+        })
     }
 
     async fn vote(
@@ -281,69 +303,5 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Reply::Raft(RaftReply::TransferLeader(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::{Command, Entry};
-    use openraft::vote::leader_id_std::CommittedLeaderId;
-    use openraft::EntryPayload;
-
-    fn append_of(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
-        let entries = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, size)| Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1), 10 + i as u64),
-                payload: EntryPayload::Normal(Command {
-                    json: "x".repeat(*size),
-                    op_id: None,
-                    proposed_at_ms: 0,
-                    registry: None,
-                }),
-            })
-            .collect();
-        AppendEntriesRequest {
-            vote: openraft::impls::Vote::new(1, "node-1".into()),
-            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1), 9)),
-            entries,
-            leader_commit: None,
-        }
-    }
-
-    fn indexes(rpc: &AppendEntriesRequest<TypeConfig>) -> Vec<u64> {
-        rpc.entries.iter().map(|e| e.log_id.index).collect()
-    }
-
-    #[test]
-    fn an_append_that_fits_goes_whole() {
-        let (rpc, cut) = fit_append(append_of(&[100, 100, 100]), 10_000);
-        assert_eq!(indexes(&rpc), vec![10, 11, 12]);
-        assert_eq!(cut, None);
-        let (rpc, cut) = fit_append(append_of(&[]), 10);
-        assert!(rpc.entries.is_empty());
-        assert_eq!(cut, None);
-    }
-
-    #[test]
-    fn an_append_over_the_frame_is_cut_to_the_entries_that_fit() {
-        let (rpc, cut) = fit_append(append_of(&[4000, 4000, 4000, 4000]), 10_000);
-        assert_eq!(indexes(&rpc), vec![10, 11]);
-        assert_eq!(cut.map(|l| l.index), Some(11));
-        let frame = codec::encode(&codec::Frame::Request {
-            id: 1,
-            rpc: Rpc::Raft(RaftRpc::Append(rpc)),
-        })
-        .expect("encode");
-        assert!(frame.len() as u64 <= 10_000 + APPEND_OVERHEAD_BYTES);
-    }
-
-    #[test]
-    fn one_entry_goes_even_alone_over_the_budget() {
-        let (rpc, cut) = fit_append(append_of(&[50_000, 10]), 10_000);
-        assert_eq!(indexes(&rpc), vec![10]);
-        assert_eq!(cut.map(|l| l.index), Some(10));
     }
 }

@@ -3,12 +3,13 @@
 //! that is not our protocol gets the connection closed; the listener itself never stops serving
 //! because of one bad peer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
-use openraft::raft::{AppendEntriesResponse, SnapshotResponse};
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::accept_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::append_pipeline;
 use super::client::PeerPool;
 use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc};
 use super::handshake::{self, Admission, NotAccepted};
@@ -25,10 +27,8 @@ use super::tls::PeerStream;
 use super::{tls_refusal, valid_node_id, ws_config, TransportConfig};
 use openraft::type_config::async_runtime::WatchReceiver;
 
-use crate::now_ms;
-
 use crate::events::EventSink;
-use crate::types::{NodeName, Raft, Snapshot, SnapshotMeta};
+use crate::types::{NodeName, Raft, Snapshot, SnapshotMeta, TypeConfig};
 
 /// What the application (the engine) answers its peers' requests with. Requests and replies
 /// are in the application's own encoding; the transport only carries them.
@@ -184,6 +184,13 @@ impl Server {
             }
         });
 
+        // Each pipelined stream of appends the dialer opened (protocol 6), by its number: each
+        // goes to Raft in the order its appends came.
+        let mut pipelines: HashMap<
+            u64,
+            mpsc::UnboundedSender<(u64, AppendEntriesRequest<TypeConfig>)>,
+        > = HashMap::new();
+
         let mut snapshot_pieces = Assembly::default();
         loop {
             let next = tokio::select! {
@@ -221,6 +228,27 @@ impl Server {
                         continue;
                     }
                 },
+                Rpc::Raft(RaftRpc::StreamAppend { stream, append }) => {
+                    if !pipelines.contains_key(&stream) {
+                        pipelines.retain(|_, pipeline| !pipeline.is_closed());
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(append_pipeline::serve_appends(
+                            self.raft.clone(),
+                            self.leader_contact_ms.clone(),
+                            rx,
+                            reply_tx.clone(),
+                        ));
+                        pipelines.insert(stream, tx);
+                    }
+                    let taken = pipelines
+                        .get(&stream)
+                        .is_some_and(|pipeline| pipeline.send((id, append)).is_ok());
+                    if !taken {
+                        let why = "the append's stream already ended".to_string();
+                        answer(&reply_tx, id, Reply::Failed(why));
+                    }
+                    continue;
+                }
                 rpc => rpc,
             };
             let raft = self.raft.clone();
@@ -244,6 +272,8 @@ impl Server {
             });
         }
         drop(reply_tx);
+        // Their tasks end once they see the connection's appends stop.
+        drop(pipelines);
         writer.abort();
     }
 }
@@ -299,9 +329,7 @@ async fn handle_raft(raft: &Raft, leader_contact_ms: &AtomicU64, rpc: RaftRpc) -
     match rpc {
         RaftRpc::Append(req) => match raft.append_entries(req).await {
             Ok(r) => {
-                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
-                    leader_contact_ms.store(now_ms(), Ordering::Relaxed);
-                }
+                append_pipeline::note_leader_contact(leader_contact_ms, &r);
                 Reply::Raft(RaftReply::Append(r))
             }
             Err(e) => Reply::Failed(e.to_string()),
@@ -332,6 +360,8 @@ async fn handle_raft(raft: &Raft, leader_contact_ms: &AtomicU64, rpc: RaftRpc) -
                 Err(e) => Reply::Failed(e.to_string()),
             }
         }
+        // Taken in order by the connection's loop, never here.
+        RaftRpc::StreamAppend { .. } => Reply::Failed("a pipelined append out of place".into()),
         RaftRpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
             Ok(r) => Reply::Raft(RaftReply::TransferLeader(r)),
             Err(e) => Reply::Failed(e.to_string()),
