@@ -400,7 +400,9 @@ async function main() {
     fs.writeFileSync(path.join(RESULTS_DIR, 'state-latest.json'), `${JSON.stringify(state, null, 2)}\n`);
     return;
   }
-  if (LINK_DELAY_MS) console.log(`every request between nodes is held back ${LINK_DELAY_MS} ms (the split below runs without)`);
+  if (LINK_DELAY_MS) {
+    console.log(`every request between nodes is held back ${LINK_DELAY_MS} ms in the levels and failover trials (the split and the DistributedStateMachine figures run without)`);
+  }
   if (VS_ETCD) {
     const why = etcdUnavailable();
     console.log(why ? `--vs-etcd: etcd will be skipped: ${why}` : '--vs-etcd: etcd 3.4 runs on the same workload after this package');

@@ -53,6 +53,9 @@ const FAILED_REPLY_TAG: u32 = 7;
 /// ever take the other's. A listener of protocol 4 or older would read it as an unknown
 /// application request and fail that request; it is only sent on connections of protocol 5.
 const SNAPSHOT_CHUNK_TAG: u32 = 1 << 24;
+/// The body tag of a `StreamAppend` request, beside `SNAPSHOT_CHUNK_TAG` for the same reason; it
+/// is only sent on connections of protocol 6.
+const STREAM_APPEND_TAG: u32 = SNAPSHOT_CHUNK_TAG + 1;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
@@ -99,6 +102,9 @@ pub enum Rpc {
     Raft(RaftRpc),
     /// A piece of a snapshot; the listener installs it once the last piece is in.
     SnapshotChunk(SnapshotChunk),
+    /// An append of one of the dialer's pipelined streams (protocol 6): the listener hands the
+    /// appends of each stream to Raft in the order they came (see `append_pipeline`).
+    StreamAppend(StreamAppend),
     /// An application request in the application's own encoding (see `encode_payload`).
     App(Vec<u8>),
 }
@@ -124,12 +130,13 @@ pub enum RaftRpc {
         data: Vec<u8>,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
-    /// An append of one of the dialer's pipelined streams (protocol 6): the listener hands the
-    /// appends of each `stream` to Raft in the order they came (see `append_pipeline`).
-    StreamAppend {
-        stream: u64,
-        append: AppendEntriesRequest<TypeConfig>,
-    },
+}
+
+/// An append of the dialer's stream `stream`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamAppend {
+    pub stream: u64,
+    pub append: AppendEntriesRequest<TypeConfig>,
 }
 
 /// One piece of a snapshot: the bytes at `offset` of `total_bytes`, with the snapshot's identity
@@ -172,6 +179,10 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, String> {
                     out.extend_from_slice(&SNAPSHOT_CHUNK_TAG.to_le_bytes());
                     bincode::serialize_into(&mut out, chunk).map_err(fail)?;
                 }
+                Rpc::StreamAppend(append) => {
+                    out.extend_from_slice(&STREAM_APPEND_TAG.to_le_bytes());
+                    bincode::serialize_into(&mut out, append).map_err(fail)?;
+                }
                 Rpc::App(payload) => shift_tag(&mut out, payload, FIRST_APP_RPC_TAG, true)?,
             }
         }
@@ -208,6 +219,8 @@ pub fn decode(bytes: &[u8], limit: u64) -> Result<Frame, String> {
             Rpc::Raft(options.deserialize(body).map_err(fail)?)
         } else if body_tag == SNAPSHOT_CHUNK_TAG {
             Rpc::SnapshotChunk(options.deserialize(&body[4..]).map_err(fail)?)
+        } else if body_tag == STREAM_APPEND_TAG {
+            Rpc::StreamAppend(options.deserialize(&body[4..]).map_err(fail)?)
         } else {
             shift_tag(&mut app, body, FIRST_APP_RPC_TAG, false)?;
             Rpc::App(app)
@@ -385,6 +398,21 @@ pub(crate) mod tests {
                         total_bytes: 10,
                         offset: 4,
                         data: vec![4, 5, 6],
+                    }),
+                },
+            ),
+            (
+                "request-stream-append",
+                Frame::Request {
+                    id: 14,
+                    rpc: Rpc::StreamAppend(StreamAppend {
+                        stream: 7,
+                        append: AppendEntriesRequest {
+                            vote: vote(),
+                            prev_log_id: Some(RaftLogId::new(CommittedLeaderId::new(3), 6)),
+                            entries: Vec::new(),
+                            leader_commit: Some(RaftLogId::new(CommittedLeaderId::new(3), 5)),
+                        },
                     }),
                 },
             ),

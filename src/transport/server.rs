@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::append_pipeline;
 use super::client::PeerPool;
-use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc};
+use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc, StreamAppend};
 use super::handshake::{self, Admission, NotAccepted};
 use super::link_cuts::{inbound_cut, until_cut};
 use super::snapshot_chunks::{Assembly, Progress};
@@ -228,7 +228,7 @@ impl Server {
                         continue;
                     }
                 },
-                Rpc::Raft(RaftRpc::StreamAppend { stream, append }) => {
+                Rpc::StreamAppend(StreamAppend { stream, append }) => {
                     if !pipelines.contains_key(&stream) {
                         pipelines.retain(|_, pipeline| !pipeline.is_closed());
                         let (tx, rx) = mpsc::unbounded_channel();
@@ -260,6 +260,7 @@ impl Server {
                 let reply = match rpc {
                     Rpc::Raft(rpc) => handle_raft(&raft, &contact, rpc).await,
                     Rpc::SnapshotChunk(_) => Reply::Failed("a snapshot piece out of place".into()),
+                    Rpc::StreamAppend(_) => Reply::Failed("a pipelined append out of place".into()),
                     Rpc::App(request) => match app.upgrade() {
                         Some(app) => match app.handle(&peer, request).await {
                             Ok(reply) => Reply::App(reply),
@@ -360,8 +361,6 @@ async fn handle_raft(raft: &Raft, leader_contact_ms: &AtomicU64, rpc: RaftRpc) -
                 Err(e) => Reply::Failed(e.to_string()),
             }
         }
-        // Taken in order by the connection's loop, never here.
-        RaftRpc::StreamAppend { .. } => Reply::Failed("a pipelined append out of place".into()),
         RaftRpc::TransferLeader(req) => match raft.handle_transfer_leader(req).await {
             Ok(r) => Reply::Raft(RaftReply::TransferLeader(r)),
             Err(e) => Reply::Failed(e.to_string()),
