@@ -288,6 +288,46 @@ test('writes whose batch is larger than maxFrameBytes commit, and a follower tha
   }
 });
 
+test('across a network round trip appends are pipelined: with a follower killed by kill -9 mid-load and writes larger than a frame, every node applies every write in one order', async () => {
+  const maxFrameBytes = 64 * 1024;
+  // The fault hooks hold back every request between nodes 5 ms: a round trip the transport pipelines appends across.
+  const cluster = await new Cluster(3, {
+    config: { maxFrameBytes, maxCommandBytes: 16 * 1024, snapshotThreshold: 100000 },
+    nodeOptions: { env: { UNRDF_CONSENSUS_FAULT_HOOKS: '1', UNRDF_CONSENSUS_LINK_DELAY_MS: '5' } },
+  }).start();
+  try {
+    const leader = await cluster.form();
+    const stats = await leader.call('nativeStats');
+    for (const n of cluster.nodes.filter((x) => x !== leader)) {
+      assert.ok(stats.networkRtt[n.nodeId] >= 0.005, `the leader measured the round trip to ${n.nodeId}: ${stats.networkRtt[n.nodeId]} s`);
+    }
+    const behind = cluster.nodes.find((n) => n !== leader);
+    const pad = 'x'.repeat(6000);
+    const write = (round) =>
+      Promise.all(Array.from({ length: 25 }, (_, i) => leader.call('replicate', { command: { type: 'big', n: round * 25 + i, pad } })));
+    let last = 0;
+    for (let round = 0; round < 12; round++) {
+      if (round === 4) await behind.kill('SIGKILL');
+      if (round === 8) await behind.start();
+      last = Math.max(last, ...(await write(round)).map((r) => r.logIndex));
+    }
+    await cluster.waitFor(async () => {
+      const states = await Promise.all(cluster.nodes.map((n) => n.call('state')));
+      return states.every((st) => st.lastApplied >= last) ? true : null;
+    }, 30000);
+    // Each node's entries as its process delivered them: the restarted one's since its restart.
+    const delivered = async (n) => (await n.call('applied')).entries.filter(([, , , type]) => type === 'big').map(([index, term]) => `${index}@${term}`);
+    const [steady, other] = await Promise.all(cluster.nodes.filter((n) => n !== behind).map(delivered));
+    assert.equal(steady.length, 300, 'every large write applied');
+    assert.deepEqual(other, steady, 'the nodes that stayed up applied the same writes at the same indexes');
+    const sinceRestart = await delivered(behind);
+    assert.ok(sinceRestart.length > 0, 'the restarted follower applied writes after its restart');
+    assert.deepEqual(sinceRestart, steady.slice(steady.length - sinceRestart.length), 'the restarted follower applied the same writes at the same indexes, up to the last');
+  } finally {
+    await cluster.stop();
+  }
+});
+
 test('2 of 3 killed: the survivor refuses writes within its timeout; with one node back, writes succeed', async () => {
   const cluster = await new Cluster(3, { config: { commandTimeoutMs: 2000 } }).start();
   try {

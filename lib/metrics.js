@@ -200,6 +200,9 @@ family('consensus_peer_connected', 'gauge', 'Whether this node holds a connectio
 family('consensus_peer_round_trip_time_seconds', 'histogram', 'Round trips of calls to each peer (etcd: network_peer_round_trip_time_seconds)', perNode((v) =>
   v.stats.peers.flatMap((p) => histogramSamples({ ...v.labels, peer: p.nodeId }, p.rtt)),
 ));
+family('consensus_peer_network_round_trip_seconds', 'gauge', 'The network\'s round trip to each peer, without its disk: a ping when the connection started', perNode((v) =>
+  v.stats.peers.filter((p) => p.networkRtt != null).map((p) => ({ labels: { ...v.labels, peer: p.nodeId }, value: p.networkRtt })),
+));
 family('consensus_peer_replication_lag_entries', 'gauge', 'Entries a member is behind the leader\'s last log index (reported by the leader)', perNode((v) => {
   if (!v.state.isLeader) return [];
   return Object.entries(v.state.replication)

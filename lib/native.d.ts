@@ -187,6 +187,11 @@ export interface NativePeer {
 export interface NativePeerRtt {
   nodeId: string
   rtt: NativeHistogram
+  /**
+   * The network's round trip to the peer in seconds, measured by a ping when the connection
+   * started; null before that.
+   */
+  networkRtt?: number
 }
 
 export interface NativeRead {

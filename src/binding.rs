@@ -106,6 +106,9 @@ pub struct NativeHistogram {
 pub struct NativePeerRtt {
     pub node_id: String,
     pub rtt: NativeHistogram,
+    /// The network's round trip to the peer in seconds, measured by a ping when the connection
+    /// started; null before that.
+    pub network_rtt: Option<f64>,
 }
 
 /// Counters of the core that change per write, read once per scrape.
@@ -780,9 +783,10 @@ impl NativeNode {
             peers: node
                 .round_trips()
                 .into_iter()
-                .map(|(node_id, r)| NativePeerRtt {
-                    node_id,
-                    rtt: histogram(r),
+                .map(|trips| NativePeerRtt {
+                    node_id: trips.node_id,
+                    rtt: histogram(trips.calls),
+                    network_rtt: trips.network.map(|d| d.as_secs_f64()),
                 })
                 .collect(),
         })

@@ -249,6 +249,7 @@ const ops = {
       snapshotInstall: h(st.snapshotInstall),
       snapshotBytes: st.snapshotBytes,
       peers: Object.fromEntries(st.peers.map((p) => [p.nodeId, h(p.rtt)])),
+      networkRtt: Object.fromEntries(st.peers.map((p) => [p.nodeId, p.networkRtt])),
     };
   },
   async consensusState() {

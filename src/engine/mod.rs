@@ -334,7 +334,7 @@ impl Node {
     }
 
     /// Round-trip histograms of calls to each peer, for metrics.
-    pub fn round_trips(&self) -> Vec<(String, crate::stats::HistogramReading)> {
+    pub fn round_trips(&self) -> Vec<crate::transport::client::PeerTrips> {
         self.pool.round_trips()
     }
 }

@@ -125,6 +125,9 @@ pub struct PeerConn {
     born: Instant,
     /// The protocol version the current (or last) connection speaks, 0 before the first.
     protocol: AtomicU32,
+    /// The network's round trip to the peer in microseconds, from a ping at the start of the
+    /// current (or last) connection; 0 before the first answer.
+    network_rtt_us: AtomicU64,
 }
 
 impl PeerConn {
@@ -135,6 +138,15 @@ impl PeerConn {
     /// The protocol version the peer and this node agreed on at the last handshake.
     pub fn protocol(&self) -> u32 {
         self.protocol.load(Ordering::Acquire)
+    }
+
+    /// The network's round trip to the peer, without its disk: measured by a WebSocket ping when
+    /// the connection starts, which the peer's transport answers at once. `None` before that.
+    pub fn network_rtt(&self) -> Option<Duration> {
+        match self.network_rtt_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     fn heard_now(&self) {
@@ -266,6 +278,13 @@ impl PeerConn {
     }
 }
 
+/// A peer's round trips (see `PeerPool::round_trips`).
+pub struct PeerTrips {
+    pub node_id: String,
+    pub calls: HistogramReading,
+    pub network: Option<Duration>,
+}
+
 /// All outbound connections of a node, one per peer.
 pub struct PeerPool {
     local: NodeName,
@@ -318,6 +337,7 @@ impl PeerPool {
             heard_at_us: AtomicU64::new(0),
             born: Instant::now(),
             protocol: AtomicU32::new(0),
+            network_rtt_us: AtomicU64::new(0),
         });
         tokio::spawn(run_connection(
             conn.clone(),
@@ -365,12 +385,17 @@ impl PeerPool {
             .is_some_and(|c| c.heard_within(window))
     }
 
-    /// Each peer's round-trip histogram.
-    pub fn round_trips(&self) -> Vec<(String, HistogramReading)> {
+    /// Each peer's round trips: the histogram of answered calls, and the network's own round
+    /// trip as the connection's start measured it.
+    pub fn round_trips(&self) -> Vec<PeerTrips> {
         let peers = lock(&self.peers);
         peers
             .values()
-            .map(|c| (c.target.0.clone(), c.rtt.read()))
+            .map(|c| PeerTrips {
+                node_id: c.target.0.clone(),
+                calls: c.rtt.read(),
+                network: c.network_rtt(),
+            })
             .collect()
     }
 
@@ -536,6 +561,9 @@ async fn run_connection(
     }
 }
 
+/// The payload of the ping that measures a connection's round trip (keepalives carry none).
+const RTT_PROBE: &[u8] = b"rtt";
+
 /// Pumps requests out and replies back until the connection breaks or the peer is closed.
 async fn serve_connection(
     conn: &PeerConn,
@@ -557,6 +585,16 @@ async fn serve_connection(
     let write_timeout = config.keepalive_interval * 2;
     let cut = until_cut(config.link_cuts.as_ref(), &conn.target.0, outbound_cut);
     tokio::pin!(cut);
+    // The network's round trip, before any request: a ping the peer answers without its disk.
+    let probe_sent = Instant::now();
+    if let Some(delay) = config.link_cuts.as_ref().and_then(|cuts| cuts.delay) {
+        tokio::time::sleep(delay).await;
+    }
+    let probe = sink.send(Message::Ping(RTT_PROBE.to_vec().into()));
+    if !matches!(tokio::time::timeout(write_timeout, probe).await, Ok(Ok(()))) {
+        return;
+    }
+    let mut probe_answered = false;
     loop {
         if conn.closed.load(Ordering::Acquire) {
             let _ = sink.close().await;
@@ -597,6 +635,11 @@ async fn serve_connection(
                         }
                         _ => return,
                     },
+                    Some(Ok(Message::Pong(payload))) if !probe_answered && payload.as_ref() == RTT_PROBE => {
+                        probe_answered = true;
+                        let us = u64::try_from(probe_sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        conn.network_rtt_us.store(us.max(1), Ordering::Release);
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     _ => return,
                 }

@@ -189,8 +189,8 @@ impl PeerClient {
 
 impl PeerClient {
     /// Sends `input`'s appends, pipelined to a peer that takes them in order (protocol
-    /// `PIPELINED_APPEND_PROTOCOL`), one at a time to an older one, and yields their results in
-    /// order (see `append_pipeline`).
+    /// `PIPELINED_APPEND_PROTOCOL`) across a network with a round trip worth hiding, one at a
+    /// time otherwise, and yields their results in order (see `append_pipeline`).
     async fn appends<S>(
         &self,
         input: S,
@@ -201,7 +201,12 @@ impl PeerClient {
     {
         let timeout = option.hard_ttl();
         self.conn.ready(timeout).await.map_err(rpc_error)?;
-        let depth = if self.conn.protocol() >= codec::PIPELINED_APPEND_PROTOCOL {
+        let pipelined = self.conn.protocol() >= codec::PIPELINED_APPEND_PROTOCOL
+            && self
+                .conn
+                .network_rtt()
+                .is_some_and(|rtt| rtt >= append_pipeline::PIPELINE_MIN_RTT);
+        let depth = if pipelined {
             append_pipeline::PIPELINE_DEPTH
         } else {
             1
