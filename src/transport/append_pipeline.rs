@@ -26,7 +26,8 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendRe
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{PeerConn, Sent};
-use super::codec::{self, Frame, RaftReply, RaftRpc, Reply, Rpc, StreamAppend};
+use super::codec::{RaftReply, RaftRpc, Reply, Rpc, StreamAppend};
+use super::server::answer;
 use super::{rpc_error, unexpected};
 use crate::now_ms;
 use crate::types::{LogId, Raft, TypeConfig};
@@ -259,11 +260,6 @@ pub(super) async fn serve_appends(
     mut incoming: mpsc::UnboundedReceiver<(u64, Append)>,
     replies: mpsc::UnboundedSender<Vec<u8>>,
 ) {
-    let answer = |id: u64, reply: Reply| {
-        if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
-            let _ = replies.send(bytes);
-        }
-    };
     let (to_raft, from_conn) = mpsc::unbounded_channel::<Append>();
     let requests = futures_util::stream::unfold(from_conn, |mut rx| async move {
         rx.recv().await.map(|append| (append, rx))
@@ -288,17 +284,17 @@ pub(super) async fn serve_appends(
                         let refused = result.is_err();
                         let response = AppendEntriesResponse::from(result);
                         note_leader_contact(&contact, &response);
-                        answer(id, Reply::Raft(RaftReply::Append(response)));
+                        answer(&replies, id, Reply::Raft(RaftReply::Append(response)));
                         if refused {
                             break "an earlier append of its stream was refused";
                         }
                     }
                     Some(Err(fatal)) => {
-                        answer(id, Reply::Failed(fatal.to_string()));
+                        answer(&replies, id, Reply::Failed(fatal.to_string()));
                         break "Raft stopped";
                     }
                     None => {
-                        answer(id, Reply::Failed("Raft ended the append stream".into()));
+                        answer(&replies, id, Reply::Failed("Raft ended the append stream".into()));
                         break "Raft ended the append stream";
                     }
                 }
@@ -308,12 +304,13 @@ pub(super) async fn serve_appends(
     };
     // The dialer's stream ended at the refusal; what it sent after gets no answer from Raft.
     for id in waiting.drain(..) {
-        answer(id, Reply::Failed(ended.into()));
+        answer(&replies, id, Reply::Failed(ended.into()));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::{self, Frame};
     use super::*;
     use crate::types::{Command, Entry};
     use openraft::vote::leader_id_std::CommittedLeaderId;

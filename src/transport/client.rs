@@ -241,9 +241,10 @@ impl PeerConn {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = codec::encode(&Frame::Request { id, rpc }).map_err(CallError::Unreachable)?;
         let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
         self.queue
             .send(Outgoing {
-                queued_at: Instant::now(),
+                queued_at: now,
                 id,
                 bytes,
                 reply: tx,
@@ -252,7 +253,7 @@ impl PeerConn {
             .map_err(|_| CallError::Unreachable("transport stopped".into()))?;
         Ok(Sent {
             reply: rx,
-            sent_at: Instant::now(),
+            sent_at: now,
             deadline,
         })
     }

@@ -281,7 +281,7 @@ impl Server {
 
 /// Queues the answer to request `id` for the connection's writer; a connection already gone
 /// drops it.
-fn answer(replies: &mpsc::UnboundedSender<Vec<u8>>, id: u64, reply: Reply) {
+pub(super) fn answer(replies: &mpsc::UnboundedSender<Vec<u8>>, id: u64, reply: Reply) {
     if let Ok(bytes) = codec::encode(&Frame::Response { id, reply }) {
         let _ = replies.send(bytes);
     }
