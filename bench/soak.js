@@ -21,9 +21,24 @@ const CATCH_UP_GIVE_UP_MS = 120000;
 /** A probe fsync this slow is a stall of the disk itself: its usual fsync takes well under 10 ms. */
 const DISK_STALL_MS = 100;
 
-function nodeFigures(node) {
-  if (!node.running) return { rssMb: null, dataMb: round(diskUsageBytes(node.dataDir) / MB, 1) };
-  return { rssMb: procStatusMb(node.child.pid).VmRSS, dataMb: round(diskUsageBytes(node.dataDir) / MB, 1) };
+/**
+ * A node's RSS, and where it sits: file-backed pages (the addon's code, LMDB's map), the V8 heap,
+ * and the rest of the anonymous memory, which is native: the engine's and Node's own allocations.
+ */
+async function nodeFigures(node) {
+  const dataMb = round(diskUsageBytes(node.dataDir) / MB, 1);
+  if (!node.running) return { rssMb: null, dataMb };
+  const status = procStatusMb(node.child.pid);
+  const js = await node.call('memory').catch(() => null);
+  const heapMb = js ? round(js.heapTotal / MB, 1) : null;
+  return {
+    rssMb: status.VmRSS,
+    fileMb: status.RssFile,
+    heapMb,
+    heapUsedMb: js ? round(js.heapUsed / MB, 1) : null,
+    nativeMb: heapMb === null ? null : round(status.RssAnon - heapMb, 1),
+    dataMb,
+  };
 }
 
 /**
@@ -156,7 +171,7 @@ async function soak({ minutes, rate }) {
       const leader = await cluster.leader(15000).catch(() => null);
       const state = leader ? await leader.call('state') : null;
       const stats = leader ? await leader.call('nativeStats').catch(() => null) : null;
-      const figures = Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, nodeFigures(n)]));
+      const figures = Object.fromEntries(await Promise.all(cluster.nodes.map(async (n) => [n.nodeId, await nodeFigures(n)])));
       const row = {
         minute,
         opsPerSec: sample.opsPerSec,
@@ -171,6 +186,7 @@ async function soak({ minutes, rate }) {
         term: state ? state.term : null,
         termChanged: state ? state.term !== lastTerm : null,
         nodes: figures,
+        writerNode: writer.node ? writer.node.nodeId : null,
         snapshotMb: stats ? round(stats.snapshotBytes / MB, 2) : null,
         logLength: state ? state.logLength : null,
       };
@@ -179,7 +195,7 @@ async function soak({ minutes, rate }) {
       log(
         `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms (disk fsync max ${fmt(row.diskFsyncMaxMs, 0)}, leader event loop stall ${row.leaderLoopStallMs}), failed ${row.failed} ${row.failed ? JSON.stringify(row.errors) : ''}, shed ${row.shed}, ` +
           `RSS ${Object.values(figures).map((f) => fmt(f.rssMb, 0)).join('/')} MB, data ${Object.values(figures).map((f) => fmt(f.dataMb, 0)).join('/')} MB, ` +
-          `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}`,
+          `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}; ${memoryParts(row)}`,
       );
       if (minute % KILL_EVERY_MINUTES === 0 && minute < minutes && !killing) {
         const victim = cluster.nodes.find((n) => n !== writer.node && n.running);
@@ -221,11 +237,18 @@ function verdict(rows, catchUps) {
   };
 }
 
+/** The writer's node's RSS in parts: it holds the load generator beside the package. */
+function memoryParts(row) {
+  const f = row.nodes[row.writerNode];
+  if (!f || f.rssMb === null) return 'writer node -';
+  return `writer node ${row.writerNode}: file ${fmt(f.fileMb, 0)}, V8 heap ${fmt(f.heapMb, 0)} (in use ${fmt(f.heapUsedMb, 0)}), native ${fmt(f.nativeMb, 0)} MB`;
+}
+
 function printSoak(r) {
   console.log(`\nSoak: ${r.rate} ops/s through replicateOperation for ${r.minutes} minutes (3 processes, durable storage)`);
   const ids = Object.keys(r.rows[0]?.nodes || {});
   printRows(
-    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'leader loop stall ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log'],
+    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'leader loop stall ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log', 'writer node RSS in parts'],
     r.rows.map((x) => [
       x.minute,
       fmt(x.opsPerSec, 0),
@@ -240,6 +263,7 @@ function printSoak(r) {
       ...ids.map((id) => fmt(x.nodes[id].dataMb, 1)),
       fmt(x.snapshotMb, 2),
       x.logLength,
+      memoryParts(x),
     ]),
   );
   if (r.catchUps.length) {
