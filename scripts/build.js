@@ -42,7 +42,7 @@ function newestSourceMtime() {
       newest = Math.max(newest, st.mtimeMs);
     }
   };
-  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']) {
+  for (const p of ['src', 'patches', 'Cargo.toml', 'Cargo.lock', 'build.rs']) {
     const full = path.join(root, p);
     if (fs.existsSync(full)) visit(full);
   }

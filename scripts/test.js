@@ -23,7 +23,7 @@ build();
 // `napi build` always names the target, so its artifacts live in target/<triple>/release; the
 // Rust tests name it too and reuse the dependencies compiled there instead of building them again.
 const host = hostTarget();
-run('cargo', ['test', '--release', ...(host ? ['--target', host.triple] : [])]);
+run('cargo', ['test', '--release', '--workspace', ...(host ? ['--target', host.triple] : [])]);
 run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '__test__/types/tsconfig.json']);
 const files = fs
   .readdirSync(path.join(root, '__test__'))
