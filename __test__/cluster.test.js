@@ -216,7 +216,7 @@ test('kill -9 of the leader: a new leader commits and no acknowledged command is
   }
 });
 
-test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in pieces, and it holds every operation', async () => {
+test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in pieces, and it holds every operation; while the node is down the leader does not read the snapshot over and over', async () => {
   const maxFrameBytes = 128 * 1024;
   const cluster = await new Cluster(3, {
     config: { snapshotThreshold: 500, logsKeptAfterSnapshot: 0, maxFrameBytes, maxCommandBytes: 16 * 1024 },
@@ -240,6 +240,14 @@ test('a snapshot larger than maxFrameBytes reaches a node that fell behind, in p
       await leader.call('load', { count: 100, concurrency: 10, prefix: `more-${more++}` });
       return null;
     }, 30000);
+
+    // Only a snapshot brings the node back now. Each read of one for sending is a full read of the id
+    // window; toward a node that is down, openraft retried one every few hundred ms.
+    const readsBefore = (await leader.call('nativeStats')).snapshotRead.count;
+    const downForMs = 6000;
+    await new Promise((resolve) => setTimeout(resolve, downForMs));
+    const readsWhileDown = (await leader.call('nativeStats')).snapshotRead.count - readsBefore;
+    assert.ok(readsWhileDown <= 2, `the leader read the snapshot ${readsWhileDown} times in ${downForMs} ms for a node that was down`);
 
     await behind.start();
     await behind.waitEvent('snapshot_installed', () => true, 30000);

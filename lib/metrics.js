@@ -192,6 +192,7 @@ family('consensus_log_entries', 'gauge', 'Entries in the log since the last purg
 family('consensus_disk_wal_fsync_duration_seconds', 'histogram', 'Durations of log appends, each an fsynced LMDB commit (etcd: disk_wal_fsync_duration_seconds)', perNode((v) => histogramSamples(v.labels, v.stats.logFsync)));
 family('consensus_disk_backend_commit_duration_seconds', 'histogram', 'Durations of state-machine commits of applied entries (etcd: disk_backend_commit_duration_seconds)', perNode((v) => histogramSamples(v.labels, v.stats.applyCommit)));
 family('consensus_snapshot_save_duration_seconds', 'histogram', 'Durations of building and saving a snapshot', perNode((v) => histogramSamples(v.labels, v.stats.snapshotSave)));
+family('consensus_snapshot_read_duration_seconds', 'histogram', 'Durations of reading the stored snapshot out to send it to a peer', perNode((v) => histogramSamples(v.labels, v.stats.snapshotRead)));
 family('consensus_snapshot_install_duration_seconds', 'histogram', 'Durations of installing a snapshot received from the leader', perNode((v) => histogramSamples(v.labels, v.stats.snapshotInstall)));
 family('consensus_snapshot_size_bytes', 'gauge', 'Size of the latest snapshot built or installed on this node', perNode((v) => ({ labels: v.labels, value: v.stats.snapshotBytes })));
 family('consensus_peer_connected', 'gauge', 'Whether this node holds a connection to the peer (1) or not (0)', perNode((v) =>

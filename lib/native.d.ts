@@ -216,6 +216,7 @@ export interface NativeStats {
   applyCommit: NativeHistogram
   snapshotSave: NativeHistogram
   snapshotInstall: NativeHistogram
+  snapshotRead: NativeHistogram
   snapshotBytes: number
   peers: Array<NativePeerRtt>
 }

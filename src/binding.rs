@@ -118,6 +118,7 @@ pub struct NativeStats {
     pub apply_commit: NativeHistogram,
     pub snapshot_save: NativeHistogram,
     pub snapshot_install: NativeHistogram,
+    pub snapshot_read: NativeHistogram,
     pub snapshot_bytes: f64,
     pub peers: Vec<NativePeerRtt>,
 }
@@ -779,6 +780,7 @@ impl NativeNode {
             apply_commit: histogram(s.apply_commit.read()),
             snapshot_save: histogram(s.snapshot_save.read()),
             snapshot_install: histogram(s.snapshot_install.read()),
+            snapshot_read: histogram(s.snapshot_read.read()),
             snapshot_bytes: s.snapshot_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64,
             peers: node
                 .round_trips()

@@ -93,6 +93,8 @@ pub struct StorageStats {
     /// Building and saving a snapshot, and installing one received from the leader.
     pub snapshot_save: Histogram,
     pub snapshot_install: Histogram,
+    /// Reading the stored snapshot out to send it to a peer: each is a full read of the id window.
+    pub snapshot_read: Histogram,
     /// Size in bytes of the latest snapshot built or installed here.
     pub snapshot_bytes: AtomicU64,
 }
@@ -104,6 +106,7 @@ impl Default for StorageStats {
             apply_commit: Histogram::new(DISK_BUCKETS),
             snapshot_save: Histogram::new(SNAPSHOT_BUCKETS),
             snapshot_install: Histogram::new(SNAPSHOT_BUCKETS),
+            snapshot_read: Histogram::new(SNAPSHOT_BUCKETS),
             snapshot_bytes: AtomicU64::new(0),
         }
     }

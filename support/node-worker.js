@@ -247,6 +247,7 @@ const ops = {
       applyCommit: h(st.applyCommit),
       snapshotSave: h(st.snapshotSave),
       snapshotInstall: h(st.snapshotInstall),
+      snapshotRead: h(st.snapshotRead),
       snapshotBytes: st.snapshotBytes,
       peers: Object.fromEntries(st.peers.map((p) => [p.nodeId, h(p.rtt)])),
       networkRtt: Object.fromEntries(st.peers.map((p) => [p.nodeId, p.networkRtt])),

@@ -339,6 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let started = std::time::Instant::now();
         let s = &self.store;
         let rtxn = s.env.read_txn().map_err(storage_err)?;
         let Some(meta) = self.stored_snapshot_meta(&rtxn)? else {
@@ -362,6 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })?,
             None => stored.to_vec(),
         };
+        s.stats.snapshot_read.observe(started.elapsed());
         Ok(Some(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),

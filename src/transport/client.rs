@@ -230,6 +230,13 @@ impl PeerConn {
         )))
     }
 
+    /// Waits up to `limit` for the connection to be up; whether it is.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut link = self.link.subscribe();
+        let up = async { link.wait_for(|l| *l == Link::Connected).await.is_ok() };
+        tokio::time::timeout(limit, up).await.unwrap_or(false)
+    }
+
     /// A number no other stream of appends on this connection has (see `append_pipeline`).
     pub fn new_stream_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -108,6 +108,11 @@ pub struct PeerClient {
 /// the previous log id and the commit index take well under this.
 const APPEND_OVERHEAD_BYTES: u64 = 4096;
 
+/// How long a snapshot for a peer that is down waits for it before the attempt fails (see
+/// `full_snapshot`). Either way openraft then reads the snapshot afresh after its backoff: once
+/// per this span, instead of twice a second, while the peer stays down.
+const SNAPSHOT_PEER_DOWN_WAIT: Duration = Duration::from_secs(10);
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
@@ -287,7 +292,23 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let call = self.send_snapshot(vote, snapshot, &option);
+        let call = async {
+            // openraft reads the snapshot out of storage again for every attempt, and a read
+            // encodes the whole id window: toward a peer that is down, failing at once meant
+            // megabytes read and thrown away twice a second for as long as it stayed down. So
+            // wait for the peer here, then fail, so that the next attempt reads the snapshot as it
+            // is when the peer is back.
+            if self.conn.ready(option.hard_ttl()).await.is_err() {
+                drop(snapshot);
+                let back = self.conn.wait_connected(SNAPSHOT_PEER_DOWN_WAIT).await;
+                return Err(CallError::Unreachable(if back {
+                    "the peer is back; a fresh read of the snapshot goes next".into()
+                } else {
+                    "the peer is still down".into()
+                }));
+            }
+            self.send_snapshot(vote, snapshot, &option).await
+        };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             reply = call => match reply {
