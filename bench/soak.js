@@ -32,7 +32,8 @@ async function nodeFigures(node) {
   const js = await node.call('memory').catch(() => null);
   const heapMb = js ? round(js.heapTotal / MB, 1) : null;
   return {
-    rssMb: status.VmRSS,
+    // A process being reaped reads as 0 kB.
+    rssMb: status.VmRSS || null,
     fileMb: status.RssFile,
     heapMb,
     heapUsedMb: js ? round(js.heapUsed / MB, 1) : null,

@@ -306,6 +306,10 @@ impl PeerPool {
         &self.config
     }
 
+    pub fn local(&self) -> &NodeName {
+        &self.local
+    }
+
     pub fn new(local: NodeName, config: Arc<TransportConfig>, events: EventSink) -> Arc<Self> {
         Arc::new(PeerPool {
             local,

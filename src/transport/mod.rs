@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
-use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -98,6 +100,8 @@ pub struct Network {
 }
 
 pub struct PeerClient {
+    local: NodeName,
+    target: NodeName,
     conn: Arc<PeerConn>,
     snapshot_chunk_bytes: usize,
     /// The most bytes of entries one append may carry: its frame must stay under the limit.
@@ -109,8 +113,8 @@ pub struct PeerClient {
 const APPEND_OVERHEAD_BYTES: u64 = 4096;
 
 /// How long a snapshot for a peer that is down waits for it before the attempt fails (see
-/// `full_snapshot`). Either way openraft then reads the snapshot afresh after its backoff: once
-/// per this span, instead of twice a second, while the peer stays down.
+/// `full_snapshot`): openraft then reads the snapshot again once per this span, not twice a
+/// second, while the peer stays down.
 const SNAPSHOT_PEER_DOWN_WAIT: Duration = Duration::from_secs(10);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -118,6 +122,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeName, node: &PeerAddr) -> Self::Network {
         PeerClient {
+            local: self.pool.local().clone(),
+            target: target.clone(),
             conn: self.pool.get(&target, node),
             snapshot_chunk_bytes: snapshot_chunks::chunk_bytes(self.pool.config().max_frame_bytes),
             append_budget_bytes: (self.pool.config().max_frame_bytes as u64)
@@ -142,6 +148,24 @@ fn unexpected(reply: Reply) -> RPCError<TypeConfig> {
 }
 
 impl PeerClient {
+    /// Waits up to `SNAPSHOT_PEER_DOWN_WAIT` for a peer that is down, then ends the attempt to
+    /// send it a snapshot in the way that makes openraft go on as it should: at once with a fresh
+    /// read when the peer is back (openraft retries a timed-out attempt without its backoff),
+    /// after its backoff when it is still down.
+    async fn wait_for_peer(&self) -> StreamingError<TypeConfig> {
+        if self.conn.wait_connected(SNAPSHOT_PEER_DOWN_WAIT).await {
+            StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.local.clone(),
+                target: self.target.clone(),
+                timeout: SNAPSHOT_PEER_DOWN_WAIT,
+            })
+        } else {
+            let down = CallError::Unreachable(format!("{} is still down", self.target));
+            StreamingError::Unreachable(Unreachable::new(&down))
+        }
+    }
+
     async fn call(&self, rpc: RaftRpc, option: &RPCOption) -> Result<Reply, RPCError<TypeConfig>> {
         self.conn
             .call(Rpc::Raft(rpc), option.hard_ttl())
@@ -295,28 +319,26 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let call = async {
             // openraft reads the snapshot out of storage again for every attempt, and a read
             // encodes the whole id window: toward a peer that is down, failing at once meant
-            // megabytes read and thrown away twice a second for as long as it stayed down. So
-            // wait for the peer here, then fail, so that the next attempt reads the snapshot as it
-            // is when the peer is back.
+            // megabytes read and thrown away twice a second for as long as it stayed down.
             if self.conn.ready(option.hard_ttl()).await.is_err() {
                 drop(snapshot);
-                let back = self.conn.wait_connected(SNAPSHOT_PEER_DOWN_WAIT).await;
-                return Err(CallError::Unreachable(if back {
-                    "the peer is back; a fresh read of the snapshot goes next".into()
-                } else {
-                    "the peer is still down".into()
-                }));
+                return Err(self.wait_for_peer().await);
             }
-            self.send_snapshot(vote, snapshot, &option).await
+            match self.send_snapshot(vote, snapshot, &option).await {
+                Ok(Reply::Raft(RaftReply::Snapshot(r))) => Ok(r),
+                Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "{:?}",
+                    unexpected(other)
+                )))),
+                Err(e @ CallError::Unreachable(_)) => {
+                    Err(StreamingError::Unreachable(Unreachable::new(&e)))
+                }
+                Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+            }
         };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            reply = call => match reply {
-                Ok(Reply::Raft(RaftReply::Snapshot(r))) => Ok(r),
-                Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!("{:?}", unexpected(other))))),
-                Err(e @ CallError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
-                Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
-            },
+            result = call => result,
         }
     }
 
