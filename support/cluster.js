@@ -75,6 +75,13 @@ function canListen(port) {
   });
 }
 
+/**
+ * Ports this process handed out already. A cluster asks for all its ports before any node listens, so
+ * a port free when it was checked may be handed out twice: one cluster in a few thousand got two nodes on
+ * one port, and the second failed to start with ERR_ADDRESS_IN_USE.
+ */
+const handedOut = new Set();
+
 /** A free TCP port on 127.0.0.1 for a node to listen on, outside the kernel's range for outgoing connections. */
 async function freePort() {
   const { low, high } = ephemeralPorts();
@@ -82,7 +89,10 @@ async function freePort() {
   const [from, to] = low - 10000 >= 65535 - high ? [Math.max(10000, low - 10000), low - 1] : [high + 1, 65535];
   for (let attempt = 0; attempt < 50 && to > from; attempt++) {
     const port = from + Math.floor(Math.random() * (to - from + 1));
-    if (await canListen(port)) return port;
+    if (!handedOut.has(port) && (await canListen(port))) {
+      handedOut.add(port);
+      return port;
+    }
   }
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
@@ -289,7 +299,14 @@ class Cluster {
 
   async start() {
     await this.prepare();
-    await Promise.all(this.nodes.map((n) => n.start()));
+    const started = await Promise.allSettled(this.nodes.map((n) => n.start()));
+    const failed = started.find((s) => s.status === 'rejected');
+    if (failed) {
+      // The caller gets no cluster to stop, and live worker processes would keep the test file from
+      // ever exiting.
+      await this.stop().catch(() => {});
+      throw failed.reason;
+    }
     return this;
   }
 
