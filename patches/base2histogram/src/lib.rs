@@ -43,9 +43,9 @@ fn lower_bound(bucket: usize) -> u64 {
 
 /// Counts of values in logarithmic buckets. `T` is accepted for signature compatibility; no
 /// per-period metadata is kept.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Histogram<T = ()> {
     counts: Box<[u64]>,
-    total: u64,
     _meta: PhantomData<T>,
 }
 
@@ -53,7 +53,6 @@ impl<T> Histogram<T> {
     pub fn new() -> Self {
         Histogram {
             counts: vec![0; BUCKETS].into_boxed_slice(),
-            total: 0,
             _meta: PhantomData,
         }
     }
@@ -64,20 +63,20 @@ impl<T> Histogram<T> {
 
     pub fn record_n(&mut self, value: u64, count: u64) {
         self.counts[bucket_of(value)] += count;
-        self.total += count;
     }
 
     /// How many values were recorded.
     pub fn total(&self) -> u64 {
-        self.total
+        self.counts.iter().sum()
     }
 
     /// The lower bound of the bucket that holds the `fraction` quantile (0.0-1.0); 0 when empty.
     pub fn percentile(&self, fraction: f64) -> u64 {
-        if self.total == 0 {
+        let total = self.total();
+        if total == 0 {
             return 0;
         }
-        let rank = ((self.total as f64 * fraction).ceil() as u64).clamp(1, self.total);
+        let rank = ((total as f64 * fraction).ceil() as u64).clamp(1, total);
         let mut seen = 0;
         for (bucket, &count) in self.counts.iter().enumerate() {
             seen += count;
@@ -90,7 +89,7 @@ impl<T> Histogram<T> {
 
     pub fn percentile_stats(&self) -> PercentileStats {
         PercentileStats {
-            samples: self.total,
+            samples: self.total(),
             p0_1: self.percentile(0.001),
             p1: self.percentile(0.01),
             p5: self.percentile(0.05),
@@ -108,24 +107,6 @@ impl<T> Default for Histogram<T> {
         Self::new()
     }
 }
-
-impl<T> Clone for Histogram<T> {
-    fn clone(&self) -> Self {
-        Histogram {
-            counts: self.counts.clone(),
-            total: self.total,
-            _meta: PhantomData,
-        }
-    }
-}
-
-impl<T> PartialEq for Histogram<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.total == other.total && self.counts == other.counts
-    }
-}
-
-impl<T> Eq for Histogram<T> {}
 
 impl<T> fmt::Debug for Histogram<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -168,6 +149,7 @@ impl fmt::Display for PercentileStats {
 }
 
 /// Named histograms shown one line each.
+#[derive(Clone)]
 pub struct AsciiChart<T = ()> {
     series: Vec<(String, Histogram<T>)>,
 }
@@ -186,14 +168,6 @@ impl<T> AsciiChart<T> {
 impl<T> Default for AsciiChart<T> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl<T> Clone for AsciiChart<T> {
-    fn clone(&self) -> Self {
-        AsciiChart {
-            series: self.series.clone(),
-        }
     }
 }
 
