@@ -140,7 +140,7 @@ where
     let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Result<InFlight, RPCError<TypeConfig>>>();
     let slots = Arc::new(Semaphore::new(depth));
     let sender_conn = conn.clone();
-    tokio::spawn(async move {
+    let sender = tokio::spawn(async move {
         let mut input = input;
         let stream = sender_conn.new_stream_id();
         let mut first = true;
@@ -150,18 +150,20 @@ where
             let wanted = if first || depth == 1 { depth } else { 1 };
             let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
             let slots = tokio::select! {
+                biased;
+                _ = sent_tx.closed() => return,
                 slots = slots.clone().acquire_many_owned(wanted) => match slots {
                     Ok(slots) => slots,
                     Err(_) => return,
                 },
-                _ = sent_tx.closed() => return,
             };
             let append = tokio::select! {
+                biased;
+                _ = sent_tx.closed() => return,
                 append = input.next() => match append {
                     Some(append) => append,
                     None => return,
                 },
-                _ = sent_tx.closed() => return,
             };
             let (_, covers) = range_of(&append);
             let mut pieces = split_to_fit(append, budget);
@@ -202,8 +204,8 @@ where
             }
         }
     });
-    futures_util::stream::unfold(Some((conn, sent_rx)), |state| async move {
-        let (conn, mut sent_rx) = state?;
+    futures_util::stream::unfold(Some((conn, sent_rx, sender)), |state| async move {
+        let (conn, mut sent_rx, sender) = state?;
         let (result, covers) = match sent_rx.recv().await? {
             Ok(in_flight) => {
                 let covers = in_flight.covers;
@@ -214,7 +216,17 @@ where
         // Go on after an append confirmed whole; after a refusal, or a part of an append,
         // nothing already sent can follow on.
         let whole = matches!(&result, Ok(Ok(confirmed)) if *confirmed == covers);
-        Some((result, whole.then_some((conn, sent_rx))))
+        if whole {
+            return Some((result, Some((conn, sent_rx, sender))));
+        }
+        // The sender must be gone before openraft hears that this stream ended. openraft's
+        // next stream takes its appends from the same state as `input` does: a sender still
+        // waiting on `input` could take the next stream's first append, send it with no one
+        // to read the answer, and leave the next stream waiting for an append that already
+        // went, until the leader's log grew again.
+        drop(sent_rx);
+        let _ = sender.await;
+        Some((result, None))
     })
     .boxed()
 }
@@ -379,6 +391,46 @@ mod tests {
             })
             .expect("encode");
             assert!(frame.len() as u64 <= 10_000 + super::super::APPEND_OVERHEAD_BYTES);
+        }
+    }
+
+    /// openraft's streams of appends for one follower share one state: when a stream ends,
+    /// the next takes its appends from where the last left off. A result stream that has
+    /// ended must therefore never take another append from its input.
+    #[tokio::test(flavor = "current_thread")]
+    async fn once_its_results_end_a_stream_takes_nothing_more_from_its_input() {
+        use super::super::client::PlayedPeer;
+        use std::sync::atomic::AtomicUsize;
+        for round in 0..200 {
+            let (conn, mut peer) = PlayedPeer::connect("node-2");
+            let (publish, published) = mpsc::unbounded_channel::<Append>();
+            let taken = Arc::new(AtomicUsize::new(0));
+            let counter = taken.clone();
+            let input = futures_util::stream::unfold(published, |mut rx| async move {
+                rx.recv().await.map(|append| (append, rx))
+            })
+            .inspect(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+            .boxed();
+            publish.send(append_of(&[10])).expect("publish");
+            let mut results =
+                send_appends(conn, input, PIPELINE_DEPTH, Duration::from_secs(5), 1 << 20);
+            let conflict = Reply::Raft(RaftReply::Append(AppendEntriesResponse::Conflict));
+            assert!(peer.answer_next(conflict).await.is_some());
+            assert!(matches!(results.next().await, Some(Ok(Err(_)))));
+            assert!(results.next().await.is_none());
+            // What openraft's next stream would send: it must stay there for that stream. (The
+            // send fails once the ended stream has dropped its input, as it should.)
+            let _ = publish.send(append_of(&[10]));
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                taken.load(Ordering::SeqCst),
+                1,
+                "round {round}: the ended stream took the next stream's append"
+            );
         }
     }
 

@@ -131,6 +131,25 @@ pub struct PeerConn {
 }
 
 impl PeerConn {
+    /// A connection whose requests go to `queue`, still to be dialed.
+    fn new(target: NodeName, addr: PeerAddr, queue: mpsc::UnboundedSender<Outgoing>) -> Self {
+        PeerConn {
+            target,
+            addr: Mutex::new(addr),
+            link: watch::Sender::new(Link::Dialing),
+            next_id: AtomicU64::new(1),
+            queue,
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+            dials: watch::Sender::new((0, None)),
+            rtt: Histogram::new(RTT_BUCKETS),
+            heard_at_us: AtomicU64::new(0),
+            born: Instant::now(),
+            protocol: AtomicU32::new(0),
+            network_rtt_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn target(&self) -> &NodeName {
         &self.target
     }
@@ -336,21 +355,7 @@ impl PeerPool {
             Some(delay) => hold_back(rx, delay),
             None => rx,
         };
-        let conn = Arc::new(PeerConn {
-            target: target.clone(),
-            addr: Mutex::new(addr.clone()),
-            link: watch::Sender::new(Link::Dialing),
-            next_id: AtomicU64::new(1),
-            queue: tx,
-            closed: AtomicBool::new(false),
-            wake: Notify::new(),
-            dials: watch::Sender::new((0, None)),
-            rtt: Histogram::new(RTT_BUCKETS),
-            heard_at_us: AtomicU64::new(0),
-            born: Instant::now(),
-            protocol: AtomicU32::new(0),
-            network_rtt_us: AtomicU64::new(0),
-        });
+        let conn = Arc::new(PeerConn::new(target.clone(), addr.clone(), tx));
         tokio::spawn(run_connection(
             conn.clone(),
             rx,
@@ -675,5 +680,34 @@ async fn serve_connection(
             _ = conn.wake.notified() => {}
             _ = &mut cut => return,
         }
+    }
+}
+
+/// A peer that a unit test plays by hand: it takes each request `PeerConn::send` queued and
+/// answers it.
+#[cfg(test)]
+pub(crate) struct PlayedPeer {
+    requests: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+#[cfg(test)]
+impl PlayedPeer {
+    /// A connection that no task serves, and the test's end of it.
+    pub(crate) fn connect(target: &str) -> (Arc<PeerConn>, PlayedPeer) {
+        let (queue, requests) = mpsc::unbounded_channel();
+        let addr = PeerAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let conn = PeerConn::new(NodeName(target.into()), addr, queue);
+        (Arc::new(conn), PlayedPeer { requests })
+    }
+
+    /// Waits for the next request and answers it with `reply`; its frame, decoded.
+    pub(crate) async fn answer_next(&mut self, reply: Reply) -> Option<Frame> {
+        let out = self.requests.recv().await?;
+        let frame = codec::decode(&out.bytes, u64::MAX).ok();
+        let _ = out.reply.send(reply);
+        frame
     }
 }
