@@ -4,12 +4,12 @@
 // through the guide's path (ConsensusManager.replicateOperation). It reports numbers next to the
 // targets, beside etcd's with --vs-etcd, and asserts nothing; it exits non-zero only if something
 // crashes. Options: see USAGE below.
-const { spawn } = require('node:child_process');
+const { fork, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { buildOrExit: build } = require('../scripts/build');
-const { Cluster } = require('../support/cluster');
+const { Cluster, freePort, tempRoot } = require('../support/cluster');
 const { benchState, printState } = require('./state');
 const { benchEtcd, etcdUnavailable } = require('./etcd');
 const { runSoak } = require('./soak');
@@ -128,6 +128,39 @@ async function bareNodeRssMb() {
     return { rssMb: st.VmRSS, rssAnonMb: st.RssAnon, rssFileMb: st.RssFile };
   } finally {
     child.kill('SIGKILL');
+  }
+}
+
+/**
+ * Idle RSS of each node of a 3-process cluster running the guide's stack and nothing else
+ * (`idle-node.js`), 1 s after every node knows its leader, as the other idle figures are taken.
+ */
+async function guideStackIdle() {
+  const root = tempRoot('unrdf-bench-idle-');
+  const initialMembers = [];
+  for (const nodeId of ['node-1', 'node-2', 'node-3']) initialMembers.push({ nodeId, host: '127.0.0.1', port: await freePort() });
+  const nodes = initialMembers.map(({ nodeId }) => ({ nodeId, child: fork(path.join(__dirname, 'idle-node.js'), [], { stdio: 'inherit' }) }));
+  try {
+    await Promise.all(
+      nodes.map(({ nodeId, child }) => {
+        const formed = new Promise((resolve, reject) => {
+          child.once('message', resolve);
+          child.once('exit', (code, signal) => reject(new Error(`idle node ${nodeId} exited (${code ?? signal})`)));
+        });
+        child.send({ nodeId, initialMembers, dataDir: path.join(root, nodeId) });
+        return formed;
+      }),
+    );
+    await sleep(1000);
+    const out = {};
+    for (const { nodeId, child } of nodes) {
+      const st = procStatusMb(child.pid);
+      out[nodeId] = { rssMb: st.VmRSS, rssAnonMb: st.RssAnon, rssFileMb: st.RssFile };
+    }
+    return out;
+  } finally {
+    for (const { child } of nodes) child.kill('SIGKILL');
+    fs.rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -295,9 +328,11 @@ function printTable(r) {
     meets(fo.medianMs === null ? false : fo.medianMs <= TARGETS.failoverMedianMs),
   ]);
   rows.push(['bare node idle RSS', `${fmt(r.bareNode.rssMb)} MB`, '', '']);
+  const guideIdle = r.guideStackIdle.addedMb;
+  rows.push([`the guide's stack alone: RSS above bare node, idle (max node)`, `${fmt(guideIdle)} MB`, `<= ${TARGETS.idleAddedMb}`, meets(guideIdle <= TARGETS.idleAddedMb)]);
   for (const p of PATHS) {
     const m = r.paths[p.key].memory;
-    rows.push([`${p.title}: RSS above bare node, idle (max node)`, `${fmt(m.idleAddedMb)} MB`, `<= ${TARGETS.idleAddedMb}`, meets(m.idleAddedMb <= TARGETS.idleAddedMb)]);
+    rows.push([`${p.title}: ... idle, with the benchmark's worker code`, `${fmt(m.idleAddedMb)} MB`, '', '']);
     rows.push([
       `${p.title}: ... after ${fmt(r.paths[p.key].totalOps, 0)} ops (max node)`,
       `${fmt(m.afterLoadAddedMb)} MB`,
@@ -414,6 +449,9 @@ async function main() {
     targets: TARGETS,
   };
   results.bareNode = await bareNodeRssMb();
+  const guideIdle = await guideStackIdle();
+  results.guideStackIdle = { nodes: guideIdle, addedMb: round(Math.max(...Object.values(guideIdle).map((m) => m.rssMb)) - results.bareNode.rssMb, 1) };
+  console.log(`the guide's stack alone, idle: ${Object.values(guideIdle).map((m) => fmt(m.rssMb)).join(' / ')} MB (bare node ${fmt(results.bareNode.rssMb)} MB)`);
   results.paths = {};
   for (const p of PATHS) results.paths[p.key] = await benchPath(p, results.bareNode.rssMb);
 
