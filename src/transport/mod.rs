@@ -101,7 +101,6 @@ pub struct Network {
 
 pub struct PeerClient {
     local: NodeName,
-    target: NodeName,
     conn: Arc<PeerConn>,
     snapshot_chunk_bytes: usize,
     /// The most bytes of entries one append may carry: its frame must stay under the limit.
@@ -123,7 +122,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeName, node: &PeerAddr) -> Self::Network {
         PeerClient {
             local: self.pool.local().clone(),
-            target: target.clone(),
             conn: self.pool.get(&target, node),
             snapshot_chunk_bytes: snapshot_chunks::chunk_bytes(self.pool.config().max_frame_bytes),
             append_budget_bytes: (self.pool.config().max_frame_bytes as u64)
@@ -157,11 +155,11 @@ impl PeerClient {
             StreamingError::Timeout(Timeout {
                 action: RPCTypes::InstallSnapshot,
                 id: self.local.clone(),
-                target: self.target.clone(),
+                target: self.conn.target().clone(),
                 timeout: SNAPSHOT_PEER_DOWN_WAIT,
             })
         } else {
-            let down = CallError::Unreachable(format!("{} is still down", self.target));
+            let down = CallError::Unreachable(format!("{} is still down", self.conn.target()));
             StreamingError::Unreachable(Unreachable::new(&down))
         }
     }
