@@ -417,7 +417,7 @@ mod tests {
             let mut results =
                 send_appends(conn, input, PIPELINE_DEPTH, Duration::from_secs(5), 1 << 20);
             let conflict = Reply::Raft(RaftReply::Append(AppendEntriesResponse::Conflict));
-            assert!(peer.answer_next(conflict).await.is_some());
+            assert!(peer.answer_next(conflict).await);
             assert!(matches!(results.next().await, Some(Ok(Err(_)))));
             assert!(results.next().await.is_none());
             // What openraft's next stream would send: it must stay there for that stream. (The
