@@ -131,6 +131,9 @@ async function bareNodeRssMb() {
   }
 }
 
+/** The largest RSS among a cluster's nodes, in MB (etcd's members report `VmRSS`, ours `rssMb`). */
+const maxRssMb = (mem) => Math.max(...Object.values(mem).map((m) => m.VmRSS ?? m.rssMb));
+
 /**
  * Idle RSS of each node of a 3-process cluster running the guide's stack and nothing else
  * (`idle-node.js`), 1 s after every node knows its leader, as the other idle figures are taken.
@@ -228,7 +231,7 @@ async function benchPath(p, bareNodeRss) {
     }
     const afterLoad = await nodeMemory(cluster);
     const s = await leader.call('state');
-    const maxAdded = (mem) => Math.max(...Object.values(mem).map((m) => m.rssMb)) - bareNodeRss;
+    const maxAdded = (mem) => maxRssMb(mem) - bareNodeRss;
     return {
       load,
       totalOps,
@@ -360,14 +363,13 @@ function etcdRatios(r) {
     }
     return row;
   });
-  const maxRss = (mem) => Math.max(...Object.values(mem).map((m) => m.VmRSS ?? m.rssMb));
   const etcdFailover = median(r.etcd.failover.map((t) => t.ms));
   const memory = {};
   for (const p of PATHS) {
     const m = r.paths[p.key].memory;
     memory[p.key] = {
-      idleRatio: ratio(maxRss(m.idle), maxRss(r.etcd.memory.idle)),
-      afterLoadRatio: ratio(maxRss(m.afterLoad), maxRss(r.etcd.memory.afterLoad)),
+      idleRatio: ratio(maxRssMb(m.idle), maxRssMb(r.etcd.memory.idle)),
+      afterLoadRatio: ratio(maxRssMb(m.afterLoad), maxRssMb(r.etcd.memory.afterLoad)),
     };
   }
   return { levels, failover: { oursMs: r.failover.medianMs, etcdMs: etcdFailover, ratio: ratio(r.failover.medianMs, etcdFailover) }, memory };
@@ -392,13 +394,12 @@ function printEtcd(r) {
   }
   // One failover figure serves both paths: the kill and the election happen below either.
   rows.push(['failover median ms', fmt(x.failover.etcdMs), ...PATHS.map(() => `${fmt(x.failover.oursMs)} (${times(x.failover.ratio)})`)]);
-  const maxRss = (mem) => Math.max(...Object.values(mem).map((m) => m.VmRSS ?? m.rssMb));
   rows.push([
     'RSS per node idle / after load, MB',
-    `${fmt(maxRss(r.etcd.memory.idle))} / ${fmt(maxRss(r.etcd.memory.afterLoad))}`,
+    `${fmt(maxRssMb(r.etcd.memory.idle))} / ${fmt(maxRssMb(r.etcd.memory.afterLoad))}`,
     ...PATHS.map((p) => {
       const m = r.paths[p.key].memory;
-      return `${fmt(maxRss(m.idle))} (${times(x.memory[p.key].idleRatio)}) / ${fmt(maxRss(m.afterLoad))} (${times(x.memory[p.key].afterLoadRatio)})`;
+      return `${fmt(maxRssMb(m.idle))} (${times(x.memory[p.key].idleRatio)}) / ${fmt(maxRssMb(m.afterLoad))} (${times(x.memory[p.key].afterLoadRatio)})`;
     }),
   ]);
   printRows(['level', 'etcd', ...PATHS.map((p) => p.title)], rows);
@@ -450,7 +451,7 @@ async function main() {
   };
   results.bareNode = await bareNodeRssMb();
   const guideIdle = await guideStackIdle();
-  results.guideStackIdle = { nodes: guideIdle, addedMb: round(Math.max(...Object.values(guideIdle).map((m) => m.rssMb)) - results.bareNode.rssMb, 1) };
+  results.guideStackIdle = { nodes: guideIdle, addedMb: round(maxRssMb(guideIdle) - results.bareNode.rssMb, 1) };
   console.log(`the guide's stack alone, idle: ${Object.values(guideIdle).map((m) => fmt(m.rssMb)).join(' / ')} MB (bare node ${fmt(results.bareNode.rssMb)} MB)`);
   results.paths = {};
   for (const p of PATHS) results.paths[p.key] = await benchPath(p, results.bareNode.rssMb);
