@@ -54,3 +54,55 @@ test('a disk that stalls for 400 ms at a time under load moves no leadership and
     stalled.destroy();
   }
 });
+
+// openraft refuses a membership change, as it refuses a write, while no quorum has acknowledged
+// the leader within its lease, and a follower acknowledges only once its fsync is done: during a
+// stall, or moments after an election. Such a change waits for the acknowledgements like a write.
+test('removePeer and addPeer called while a disk stall holds back the acknowledgements wait for it and succeed', { skip: disk.ok ? false : disk.why, timeout: 180000 }, async () => {
+  const stalled = new StalledDisk();
+  const mount = stalled.create();
+  const cluster = new Cluster(3, { root: path.join(mount, 'cluster'), guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
+  try {
+    await cluster.start();
+    const leader = await cluster.form();
+    const follower = cluster.nodes.find((n) => n !== leader);
+
+    let loading = true;
+    const load = (async () => {
+      const errors = {};
+      for (let round = 0; loading; round++) {
+        const r = await leader.call('guideLoad', { count: 500, concurrency: 32, prefix: `member-${round}` }, 60000);
+        for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
+      }
+      return errors;
+    })();
+
+    // Proposed well inside a stall longer than the lease, with writes in flight to be fsynced.
+    const duringStall = async (change) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const stall = stalled.stall(1500);
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const outcome = await change().then(
+        () => 'done',
+        (err) => `${err.code}: ${err.message}`,
+      );
+      await stall;
+      return outcome;
+    };
+
+    assert.equal(await duringStall(() => leader.call('removePeer', { nodeId: follower.nodeId }, 60000)), 'done');
+    assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.filter((n) => n !== follower).map((n) => n.nodeId).sort());
+    assert.equal(
+      await duringStall(() => leader.call('addPeer', { nodeId: follower.nodeId, host: '127.0.0.1', port: follower.port }, 60000)),
+      'done',
+    );
+    assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.map((n) => n.nodeId).sort());
+
+    loading = false;
+    assert.deepEqual(await load, {}, 'no write failed');
+  } finally {
+    stalled.thaw();
+    await cluster.stop();
+    stalled.destroy();
+  }
+});

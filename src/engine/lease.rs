@@ -1,7 +1,9 @@
 //! The leader lease (etcd's CheckQuorum): whether a leader may still act as one.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use openraft::errors::{ClientWriteError, RaftError};
 use openraft::Instant as _;
 use openraft::{RaftMetrics, ServerState};
 
@@ -102,6 +104,50 @@ impl Node {
                 return true;
             }
         }
+    }
+
+    /// Runs a proposal (a write or a membership change) until openraft takes it. openraft
+    /// refuses every proposal, before appending anything, while no quorum acknowledged this
+    /// leader within its lease: moments after an election, before the voters' first answers
+    /// arrive, and while a follower's disk stalls its acknowledgements. When a majority's
+    /// transports are there, the proposal waits for the lease and goes again, up to `deadline`;
+    /// then the last refusal is returned.
+    pub(super) async fn propose_when_leased<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut propose: F,
+    ) -> Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>>,
+    {
+        loop {
+            let outcome = propose().await;
+            match &outcome {
+                Err(e) if self.lease_lapsed_among_live_voters(e) => {
+                    if !self.wait_for_raft_lease(deadline).await {
+                        return outcome;
+                    }
+                }
+                _ => return outcome,
+            }
+        }
+    }
+
+    /// Whether openraft refused a proposal only for its lease, at a leader that a majority's
+    /// transports answered within CheckQuorum's window: a slow follower disk or a new term, not
+    /// a partition.
+    pub(super) fn lease_lapsed_among_live_voters(
+        &self,
+        e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    ) -> bool {
+        let RaftError::APIError(ClientWriteError::ForwardToLeader(f)) = e else {
+            return false;
+        };
+        let m = self.metrics();
+        f.leader_id.is_none()
+            && m.state == ServerState::Leader
+            && self.quorum_heard_within(&m, self.check_quorum_window())
     }
 
     /// A leader elected moments ago whose quorum has not answered in this term yet (on a busy

@@ -162,10 +162,11 @@ impl Node {
         // membership change at a time.
         self.wait_for(deadline, membership_applied).await;
         if existing.is_none() {
-            self.raft
-                .add_learner(peer.clone(), addr.clone(), false)
-                .await
-                .map_err(|e| self.write_error(e))?;
+            self.propose_when_leased(deadline, || {
+                self.raft.add_learner(peer.clone(), addr.clone(), false)
+            })
+            .await
+            .map_err(|e| self.write_error(e))?;
         }
         let target = self.metrics().last_log_index;
         let caught_up = self
@@ -229,7 +230,12 @@ impl Node {
     ) -> Result<(), NodeError> {
         let deadline = Instant::now() + self.config.add_peer_timeout;
         loop {
-            match self.raft.change_membership(changes.clone(), retain).await {
+            // A refusal for the lease may come at either step of a joint change; proposing the
+            // same change again from the joint config finishes it.
+            let proposed = self.propose_when_leased(deadline, || {
+                self.raft.change_membership(changes.clone(), retain)
+            });
+            match proposed.await {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(under_way),

@@ -251,43 +251,22 @@ impl Node {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Written, NodeError> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.raft.client_write(command.clone())).await {
-                Ok(Ok(resp)) => {
-                    return Ok(Written {
-                        applied: resp.data,
-                        here: true,
-                    })
-                }
-                Ok(Err(e)) if self.lease_lapsed_among_live_voters(&e) => {
-                    // openraft refused before appending anything, so proposing again cannot
-                    // write the command twice.
-                    if !self.wait_for_raft_lease(deadline).await {
-                        return Err(self.no_progress_error(timeout));
-                    }
-                }
-                Ok(Err(e)) => return Err(self.write_error(e)),
-                Err(_) => return Err(self.no_progress_error(timeout)),
+        let left = deadline.saturating_duration_since(Instant::now());
+        // openraft refuses for its lease before appending anything, so proposing again cannot
+        // write the command twice.
+        let proposed =
+            self.propose_when_leased(deadline, || self.raft.client_write(command.clone()));
+        match tokio::time::timeout(left, proposed).await {
+            Ok(Ok(resp)) => Ok(Written {
+                applied: resp.data,
+                here: true,
+            }),
+            Ok(Err(e)) if self.lease_lapsed_among_live_voters(&e) => {
+                Err(self.no_progress_error(timeout))
             }
+            Ok(Err(e)) => Err(self.write_error(e)),
+            Err(_) => Err(self.no_progress_error(timeout)),
         }
-    }
-
-    /// openraft refuses writes once no quorum acknowledged an append or heartbeat sent within
-    /// its lease, and a follower acknowledges only after its fsync of everything sent before:
-    /// a slow follower disk, not a partition. When a majority's transports answered within the
-    /// lease, the write waits for the lease instead of failing.
-    fn lease_lapsed_among_live_voters(
-        &self,
-        e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-    ) -> bool {
-        let RaftError::APIError(ClientWriteError::ForwardToLeader(f)) = e else {
-            return false;
-        };
-        let m = self.metrics();
-        f.leader_id.is_none()
-            && m.state == ServerState::Leader
-            && self.quorum_heard_within(&m, self.check_quorum_window())
     }
 
     async fn forward(
