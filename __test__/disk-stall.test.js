@@ -55,6 +55,39 @@ test('a disk that stalls for 400 ms at a time under load moves no leadership and
   }
 });
 
+/**
+ * Runs `call` well inside a 1.5 s stall (longer than the leader's lease, with writes in flight to
+ * be fsynced) and resolves with 'done' or the error's code and message.
+ */
+async function duringLongStall(stalled, call) {
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const stall = stalled.stall(1500);
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  const outcome = await call().then(
+    () => 'done',
+    (err) => `${err.code}: ${err.message}`,
+  );
+  await stall;
+  return outcome;
+}
+
+/** Streams writes into the leader until `stop()`; resolves with the error counts by code. */
+function loadUntilStopped(leader, prefix) {
+  let loading = true;
+  const done = (async () => {
+    const errors = {};
+    for (let round = 0; loading; round++) {
+      const r = await leader.call('guideLoad', { count: 500, concurrency: 32, prefix: `${prefix}-${round}` }, 60000);
+      for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
+    }
+    return errors;
+  })();
+  return () => {
+    loading = false;
+    return done;
+  };
+}
+
 // openraft refuses a membership change, as it refuses a write, while no quorum has acknowledged
 // the leader within its lease, and a follower acknowledges only once its fsync is done: during a
 // stall, or moments after an election. Such a change waits for the acknowledgements like a write.
@@ -67,29 +100,9 @@ test('removePeer and addPeer called while a disk stall holds back the acknowledg
     const leader = await cluster.form();
     const follower = cluster.nodes.find((n) => n !== leader);
 
-    let loading = true;
-    const load = (async () => {
-      const errors = {};
-      for (let round = 0; loading; round++) {
-        const r = await leader.call('guideLoad', { count: 500, concurrency: 32, prefix: `member-${round}` }, 60000);
-        for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
-      }
-      return errors;
-    })();
+    const stopLoad = loadUntilStopped(leader, 'member');
 
-    // Proposed well inside a stall longer than the lease, with writes in flight to be fsynced.
-    const duringStall = async (change) => {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const stall = stalled.stall(1500);
-      await new Promise((resolve) => setTimeout(resolve, 700));
-      const outcome = await change().then(
-        () => 'done',
-        (err) => `${err.code}: ${err.message}`,
-      );
-      await stall;
-      return outcome;
-    };
-
+    const duringStall = (change) => duringLongStall(stalled, change);
     assert.equal(await duringStall(() => leader.call('removePeer', { nodeId: follower.nodeId }, 60000)), 'done');
     assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.filter((n) => n !== follower).map((n) => n.nodeId).sort());
     assert.equal(
@@ -98,8 +111,36 @@ test('removePeer and addPeer called while a disk stall holds back the acknowledg
     );
     assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.map((n) => n.nodeId).sort());
 
-    loading = false;
-    assert.deepEqual(await load, {}, 'no write failed');
+    assert.deepEqual(await stopLoad(), {}, 'no write failed');
+  } finally {
+    stalled.thaw();
+    await cluster.stop();
+    stalled.destroy();
+  }
+});
+
+// openraft confirms a read index only with answers to its heartbeats within its lease, and a
+// follower answers only once its disk is done with what came before: a stall is not a lost quorum.
+test('linearizable reads on the leader and on a follower during a disk stall wait for it and answer', { skip: disk.ok ? false : disk.why, timeout: 180000 }, async () => {
+  const stalled = new StalledDisk();
+  const mount = stalled.create();
+  const cluster = new Cluster(3, { root: path.join(mount, 'cluster'), guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
+  try {
+    await cluster.start();
+    const leader = await cluster.form();
+    const follower = cluster.nodes.find((n) => n !== leader);
+    for (const node of cluster.nodes) await node.call('dsmInit', {});
+    await leader.call('dsmSet', { key: 'k', value: 'before the stalls' });
+    const stopLoad = loadUntilStopped(leader, 'read');
+    const read = (node) => async () => {
+      const got = await node.call('dsmGet', { key: 'k', linearizable: true, timeoutMs: 5000 });
+      assert.deepEqual(got, { value: 'before the stalls', found: true });
+    };
+    for (let i = 0; i < 3; i++) {
+      assert.equal(await duringLongStall(stalled, read(leader)), 'done', `leader's read during stall ${i + 1}`);
+      assert.equal(await duringLongStall(stalled, read(follower)), 'done', `follower's read during stall ${i + 1}`);
+    }
+    assert.deepEqual(await stopLoad(), {}, 'no write failed');
   } finally {
     stalled.thaw();
     await cluster.stop();

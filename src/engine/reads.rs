@@ -50,42 +50,63 @@ impl Node {
 
     /// Leader only: confirms leadership with a quorum and returns the read index.
     pub async fn read_index(&self, timeout: Duration) -> Result<u64, NodeError> {
-        let m = self.metrics();
-        if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
-            return Err(self.not_leader(&m));
-        }
-        let asked = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
-        match tokio::time::timeout(timeout, asked).await {
-            Ok(Ok(linearizer)) => Ok(linearizer.read_log_id().index()),
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                let leader = f.leader_id.map(|l| l.0);
-                Err(NodeError::new(
-                    ErrorCode::NotLeader,
-                    format!(
-                        "this node ({}) is no longer the leader{}",
-                        self.id,
-                        leader
-                            .as_ref()
-                            .map(|l| format!("; read from {l}"))
-                            .unwrap_or_default()
-                    ),
-                )
-                .with_leader(leader))
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if m.current_leader.as_ref() != Some(&self.id) || m.state != ServerState::Leader {
+                return Err(self.not_leader(&m));
             }
-            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(
-                NodeError::new(ErrorCode::NoQuorum, format!("leadership not confirmed: {q}")),
-            ),
-            Ok(Err(RaftError::Fatal(f))) => {
-                Err(NodeError::new(ErrorCode::Shutdown, format!("raft stopped: {f}")).with_cause(f))
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+            let q = match tokio::time::timeout(left, asked).await {
+                Ok(Ok(linearizer)) => return Ok(linearizer.read_log_id().index()),
+                Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => q,
+                Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                    let leader = f.leader_id.map(|l| l.0);
+                    return Err(NodeError::new(
+                        ErrorCode::NotLeader,
+                        format!(
+                            "this node ({}) is no longer the leader{}",
+                            self.id,
+                            leader
+                                .as_ref()
+                                .map(|l| format!("; read from {l}"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                    .with_leader(leader));
+                }
+                Ok(Err(RaftError::Fatal(f))) => {
+                    return Err(NodeError::new(
+                        ErrorCode::Shutdown,
+                        format!("raft stopped: {f}"),
+                    )
+                    .with_cause(f))
+                }
+                Err(_) => {
+                    return Err(NodeError::new(
+                        ErrorCode::NoQuorum,
+                        format!(
+                            "this node ({}) could not confirm with a majority that it still leads within {} ms; a linearizable read is not served from a node that may be stale",
+                            self.id,
+                            timeout.as_millis()
+                        ),
+                    ))
+                }
+            };
+            // openraft waits for the quorum's answers to its heartbeats only for its lease, and
+            // a follower answers them only once its disk is done with what came before: a stalled
+            // disk, not a lost quorum. While a majority's transports are there, confirmation is
+            // asked for again (each attempt waits for fresh answers, so none reads stale); a
+            // leader cut off from its quorum stops hearing it and fails.
+            if Instant::now() >= deadline
+                || !self.quorum_heard_within(&self.metrics(), self.check_quorum_window())
+            {
+                return Err(NodeError::new(
+                    ErrorCode::NoQuorum,
+                    format!("leadership not confirmed: {q}"),
+                ));
             }
-            Err(_) => Err(NodeError::new(
-                ErrorCode::NoQuorum,
-                format!(
-                    "this node ({}) could not confirm with a majority that it still leads within {} ms; a linearizable read is not served from a node that may be stale",
-                    self.id,
-                    timeout.as_millis()
-                ),
-            )),
         }
     }
 
