@@ -45,6 +45,11 @@ export declare class NativeNode {
   enableAppSnapshots(on: boolean): void
   /** Answers a `snapshot_request` with the application's state as JSON (or null). */
   provideAppSnapshot(id: number, state?: string | undefined | null): boolean
+  /**
+   * Answers a `snapshot_request` whose state the application could not give: no snapshot is
+   * taken this time, and the node asks again after more entries.
+   */
+  declineAppSnapshot(id: number): boolean
   /** Replicated registry records under `prefix`: `[key, json]` pairs in key order. */
   registry(prefix: string): Array<Array<string>>
   /** The JSON under `key` in the registry as this replica applied it. */

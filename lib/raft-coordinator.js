@@ -380,8 +380,10 @@ class RaftCoordinator extends ManagedEmitter {
       const state = this._snapshotProvider ? await this._snapshotProvider({ lastIncludedIndex: index }) : null;
       json = state === undefined ? null : JSON.stringify(state);
     } catch (err) {
-      // The snapshot fails (and is retried by Raft later) rather than carrying a wrong state.
+      // No snapshot is taken this time (the node asks again after more entries) rather than
+      // one carrying a wrong state.
       this._emitSafely('warning', new ConsensusError(ErrorCode.STORAGE, `snapshot provider failed: ${err.message}`));
+      if (this._native && !this._stopped) this._native.declineAppSnapshot(id);
       return;
     }
     if (this._native && !this._stopped) this._native.provideAppSnapshot(id, json);

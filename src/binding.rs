@@ -657,6 +657,13 @@ impl NativeNode {
         Ok(self.node()?.provide_app_snapshot(id as u64, state))
     }
 
+    /// Answers a `snapshot_request` whose state the application could not give: no snapshot is
+    /// taken this time, and the node asks again after more entries.
+    #[napi]
+    pub fn decline_app_snapshot(&self, id: f64) -> Result<bool> {
+        Ok(self.node()?.decline_app_snapshot(id as u64))
+    }
+
     /// Replicated registry records under `prefix`: `[key, json]` pairs in key order.
     #[napi]
     pub fn registry(&self, prefix: String) -> Result<Vec<Vec<String>>> {

@@ -290,6 +290,12 @@ impl Node {
         self.app_snapshots.provide(id, state)
     }
 
+    /// The application could not give its state for snapshot request `id`: no snapshot is
+    /// taken this time.
+    pub fn decline_app_snapshot(&self, id: u64) -> bool {
+        self.app_snapshots.decline(id)
+    }
+
     pub fn command_timeout(&self) -> Duration {
         self.config.command_timeout
     }

@@ -65,13 +65,19 @@ impl AppSnapshots {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(state)) => Ok(state),
             Ok(Err(_)) => Err(io::Error::other(
-                "the application's snapshot request was dropped",
+                "the application could not provide its snapshot state",
             )),
             Err(_) => Err(io::Error::other(format!(
                 "the application did not provide its snapshot state within {} s",
                 self.timeout.as_secs()
             ))),
         }
+    }
+
+    /// The application cannot answer request `id`: its waiter learns at once instead of at the
+    /// timeout. False when no such request is waiting.
+    pub fn decline(&self, id: u64) -> bool {
+        lock(&self.pending).remove(&id).is_some()
     }
 
     /// The application's answer to request `id`. False when no such request is waiting.

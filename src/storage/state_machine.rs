@@ -160,6 +160,27 @@ pub struct SnapshotBuilder {
     sm: StateMachine,
 }
 
+impl SnapshotBuilder {
+    /// Builds nothing, for an application that did not provide its state: openraft stops the
+    /// node when building a snapshot fails, and an application that did not answer (busy,
+    /// restarting, or its provider threw) must cost a snapshot, not the node. The snapshot
+    /// already stored (or none) is handed back; openraft keeps what it has, as it does with
+    /// any built snapshot no newer than its own, and asks again once more entries are applied.
+    fn unchanged(&self, why: io::Error) -> Result<Snapshot, io::Error> {
+        self.sm.events.warn_limited(
+            "app-snapshot",
+            "ERR_STORAGE",
+            format!("no snapshot was taken: {why}; the log is kept until the next one succeeds"),
+        );
+        let rtxn = self.sm.store.env.read_txn().map_err(storage_err)?;
+        let meta = self.sm.stored_snapshot_meta(&rtxn)?.unwrap_or_default();
+        Ok(Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(Vec::new()),
+        })
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
@@ -182,7 +203,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (ops_from, ops_bytes) = (ids.from(), ids.bytes());
         drop(rtxn);
         if let Some(rx) = request {
-            payload.app = self.sm.app.wait(rx).await?;
+            match self.sm.app.wait(rx).await {
+                Ok(app) => payload.app = app,
+                Err(why) => return self.unchanged(why),
+            }
         }
         let data = legacy::encode_snapshot_payload(&payload)?;
         let meta = SnapshotMeta {

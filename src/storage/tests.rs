@@ -141,7 +141,12 @@ mod delivery {
 
     /// Applies entries `1..=last` to a fresh node's log and state machine.
     async fn apply_through(node: &mut Node, last: u64) {
-        let entries: Vec<Entry> = (1..=last).map(command).collect();
+        apply_range(node, 1, last).await;
+    }
+
+    /// Applies entries `first..=last` to a node's log and state machine.
+    async fn apply_range(node: &mut Node, first: u64, last: u64) {
+        let entries: Vec<Entry> = (first..=last).map(command).collect();
         node.log
             .append(entries.clone(), IOFlushed::noop())
             .await
@@ -298,5 +303,86 @@ mod delivery {
             "a restart resumes from the newer snapshot"
         );
         assert_eq!(replayed.missing, None);
+    }
+
+    /// openraft stops a node whose snapshot build fails. An application that does not give its
+    /// state (silent past the timeout, or declining because its provider threw) must cost that
+    /// snapshot only: the build hands back what was stored, warns, and the next build, answered,
+    /// takes the snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_application_that_gives_no_state_costs_a_snapshot_not_the_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (events, mut rx) = EventSink::new();
+        let app = Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1)));
+        app.enable(true);
+        let mut node = open_with(dir.path(), events, app.clone());
+        apply_through(&mut node, 5).await;
+        let next_request = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>| {
+            let mut warnings = Vec::new();
+            loop {
+                match rx.try_recv() {
+                    Ok(Event::SnapshotRequest { id, .. }) => return (Some(id), warnings),
+                    Ok(Event::Warning { code, message }) => warnings.push((code, message)),
+                    Ok(_) => continue,
+                    Err(_) => return (None, warnings),
+                }
+            }
+        };
+
+        // Silent: the build waits out the timeout and builds nothing.
+        let silent = node
+            .sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("a silent application must not fail the build");
+        assert_eq!(silent.meta.last_log_id, None, "nothing was stored before");
+        let (asked, warnings) = next_request(&mut rx);
+        assert!(asked.is_some());
+        let (_, warnings_after) = next_request(&mut rx);
+        let warnings: Vec<_> = warnings.into_iter().chain(warnings_after).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|(code, m)| *code == "ERR_STORAGE" && m.contains("no snapshot was taken")),
+            "{warnings:?}"
+        );
+
+        // Answered: the snapshot is taken.
+        let mut builder = node.sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await });
+        let id = loop {
+            if let Event::SnapshotRequest { id, .. } = rx.recv().await.expect("events") {
+                break id;
+            }
+        };
+        assert!(app.provide(id, Some("{\"n\":5}".into())));
+        let taken = building.await.expect("task").expect("build");
+        assert_eq!(taken.meta.last_log_id.map(|l| l.index()), Some(5));
+
+        // Declined (its provider threw): at once, and the stored snapshot stays.
+        apply_range(&mut node, 6, 8).await;
+        let mut builder = node.sm.get_snapshot_builder().await;
+        let building = tokio::spawn(async move { builder.build_snapshot().await });
+        let id = loop {
+            if let Event::SnapshotRequest { id, .. } = rx.recv().await.expect("events") {
+                break id;
+            }
+        };
+        assert!(app.decline(id));
+        let declined = tokio::time::timeout(std::time::Duration::from_millis(500), building)
+            .await
+            .expect("a declined request ends the build before the timeout")
+            .expect("task")
+            .expect("a declined request must not fail the build");
+        assert_eq!(declined.meta.last_log_id.map(|l| l.index()), Some(5));
+        let current = node
+            .sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index()), Some(5));
     }
 }
