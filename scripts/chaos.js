@@ -22,7 +22,16 @@ const RETRYABLE = new Set(['ERR_NOT_LEADER', 'ERR_TIMEOUT', 'ERR_NO_QUORUM', 'ER
 const OPERATION_DEADLINE_MS = 20000;
 /** How long the healed cluster gets to agree before that counts as a violation. */
 const CONVERGENCE_LIMIT_MS = 60000;
-const NODE_CONFIG = { snapshotThreshold: 500, logsKeptAfterSnapshot: 100, addPeerTimeoutMs: 15000, commandTimeoutMs: 2000 };
+// The check finds each acknowledged operation through its id, so the id window must hold every
+// id of the run: the default 100,000 ids fill in about 6 minutes of a 5-node run.
+const NODE_CONFIG = {
+  snapshotThreshold: 500,
+  logsKeptAfterSnapshot: 100,
+  addPeerTimeoutMs: 15000,
+  commandTimeoutMs: 2000,
+  operationIdWindow: 2000000,
+  operationIdWindowBytes: 256 * 1024 * 1024,
+};
 // Every node runs the guide's stack with a daemon that keeps its state in memory and is rebuilt
 // at each start from the latest snapshot and the log after it (appliedIndex: 0 with
 // snapshot/restore): whatever a node went through, its daemon must end holding every
