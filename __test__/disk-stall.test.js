@@ -13,47 +13,46 @@ const disk = available();
 const STALL_MS = 400;
 const STALLS = 4;
 
-test('a disk that stalls for 400 ms at a time under load moves no leadership and fails no write', { skip: disk.ok ? false : disk.why, timeout: 180000 }, async () => {
+/**
+ * Runs `body({ stalled, cluster, leader })` on a formed 3-node cluster whose data directories are
+ * on a disk that can be stalled; thaws, stops and removes everything afterwards.
+ */
+async function withStalledCluster(body) {
   const stalled = new StalledDisk();
   const mount = stalled.create();
   const cluster = new Cluster(3, { root: path.join(mount, 'cluster'), guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
   try {
     await cluster.start();
     const leader = await cluster.form();
-    const before = await leader.call('state');
-
-    let stalling = true;
-    const load = (async () => {
-      const errors = {};
-      let acked = 0;
-      for (let round = 0; stalling; round++) {
-        const r = await leader.call('guideLoad', { count: 2000, concurrency: 64, prefix: `stall-${round}` }, 60000);
-        acked += r.acked.length;
-        for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
-      }
-      return { acked, errors };
-    })();
-    for (let i = 0; i < STALLS; i++) {
-      // Writes flow between the stalls, so each one catches appends, applies and purges midway.
-      await new Promise((resolve) => setTimeout(resolve, 700));
-      await stalled.stall(STALL_MS);
-    }
-    stalling = false;
-    const { acked, errors } = await load;
-
-    assert.deepEqual(errors, {}, 'no write failed');
-    assert.ok(acked > 0);
-    for (const node of cluster.nodes) {
-      const s = await node.call('state');
-      assert.equal(s.term, before.term, `${node.nodeId} saw no election`);
-      assert.equal(s.leaderId, leader.nodeId, `${node.nodeId} follows the same leader`);
-    }
+    await body({ stalled, cluster, leader });
   } finally {
     stalled.thaw();
     await cluster.stop();
     stalled.destroy();
   }
-});
+}
+
+/**
+ * Streams writes into the leader, `count` at a time with `concurrency` in flight, until `stop()`;
+ * that resolves with how many were acknowledged and the error counts by code.
+ */
+function loadUntilStopped(leader, prefix, { count = 500, concurrency = 32 } = {}) {
+  let loading = true;
+  const done = (async () => {
+    const errors = {};
+    let acked = 0;
+    for (let round = 0; loading; round++) {
+      const r = await leader.call('guideLoad', { count, concurrency, prefix: `${prefix}-${round}` }, 60000);
+      acked += r.acked.length;
+      for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
+    }
+    return { acked, errors };
+  })();
+  return () => {
+    loading = false;
+    return done;
+  };
+}
 
 /**
  * Runs `call` well inside a 1.5 s stall (longer than the leader's lease, with writes in flight to
@@ -71,63 +70,51 @@ async function duringLongStall(stalled, call) {
   return outcome;
 }
 
-/** Streams writes into the leader until `stop()`; resolves with the error counts by code. */
-function loadUntilStopped(leader, prefix) {
-  let loading = true;
-  const done = (async () => {
-    const errors = {};
-    for (let round = 0; loading; round++) {
-      const r = await leader.call('guideLoad', { count: 500, concurrency: 32, prefix: `${prefix}-${round}` }, 60000);
-      for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
+test('a disk that stalls for 400 ms at a time under load moves no leadership and fails no write', { skip: disk.ok ? false : disk.why, timeout: 180000 }, () =>
+  withStalledCluster(async ({ stalled, cluster, leader }) => {
+    const before = await leader.call('state');
+    const stopLoad = loadUntilStopped(leader, 'stall', { count: 2000, concurrency: 64 });
+    for (let i = 0; i < STALLS; i++) {
+      // Writes flow between the stalls, so each one catches appends, applies and purges midway.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      await stalled.stall(STALL_MS);
     }
-    return errors;
-  })();
-  return () => {
-    loading = false;
-    return done;
-  };
-}
+    const { acked, errors } = await stopLoad();
+
+    assert.deepEqual(errors, {}, 'no write failed');
+    assert.ok(acked > 0);
+    for (const node of cluster.nodes) {
+      const s = await node.call('state');
+      assert.equal(s.term, before.term, `${node.nodeId} saw no election`);
+      assert.equal(s.leaderId, leader.nodeId, `${node.nodeId} follows the same leader`);
+    }
+  }),
+);
 
 // openraft refuses a membership change, as it refuses a write, while no quorum has acknowledged
 // the leader within its lease, and a follower acknowledges only once its fsync is done: during a
 // stall, or moments after an election. Such a change waits for the acknowledgements like a write.
-test('removePeer and addPeer called while a disk stall holds back the acknowledgements wait for it and succeed', { skip: disk.ok ? false : disk.why, timeout: 180000 }, async () => {
-  const stalled = new StalledDisk();
-  const mount = stalled.create();
-  const cluster = new Cluster(3, { root: path.join(mount, 'cluster'), guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
-  try {
-    await cluster.start();
-    const leader = await cluster.form();
+test('removePeer and addPeer called while a disk stall holds back the acknowledgements wait for it and succeed', { skip: disk.ok ? false : disk.why, timeout: 180000 }, () =>
+  withStalledCluster(async ({ stalled, cluster, leader }) => {
     const follower = cluster.nodes.find((n) => n !== leader);
-
     const stopLoad = loadUntilStopped(leader, 'member');
 
-    const duringStall = (change) => duringLongStall(stalled, change);
-    assert.equal(await duringStall(() => leader.call('removePeer', { nodeId: follower.nodeId }, 60000)), 'done');
+    assert.equal(await duringLongStall(stalled, () => leader.call('removePeer', { nodeId: follower.nodeId }, 60000)), 'done');
     assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.filter((n) => n !== follower).map((n) => n.nodeId).sort());
     assert.equal(
-      await duringStall(() => leader.call('addPeer', { nodeId: follower.nodeId, host: '127.0.0.1', port: follower.port }, 60000)),
+      await duringLongStall(stalled, () => leader.call('addPeer', { nodeId: follower.nodeId, host: '127.0.0.1', port: follower.port }, 60000)),
       'done',
     );
     assert.deepEqual((await leader.call('state')).membership.voters.sort(), cluster.nodes.map((n) => n.nodeId).sort());
 
-    assert.deepEqual(await stopLoad(), {}, 'no write failed');
-  } finally {
-    stalled.thaw();
-    await cluster.stop();
-    stalled.destroy();
-  }
-});
+    assert.deepEqual((await stopLoad()).errors, {}, 'no write failed');
+  }),
+);
 
 // openraft confirms a read index only with answers to its heartbeats within its lease, and a
 // follower answers only once its disk is done with what came before: a stall is not a lost quorum.
-test('linearizable reads on the leader and on a follower during a disk stall wait for it and answer', { skip: disk.ok ? false : disk.why, timeout: 180000 }, async () => {
-  const stalled = new StalledDisk();
-  const mount = stalled.create();
-  const cluster = new Cluster(3, { root: path.join(mount, 'cluster'), guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
-  try {
-    await cluster.start();
-    const leader = await cluster.form();
+test('linearizable reads on the leader and on a follower during a disk stall wait for it and answer', { skip: disk.ok ? false : disk.why, timeout: 180000 }, () =>
+  withStalledCluster(async ({ stalled, cluster, leader }) => {
     const follower = cluster.nodes.find((n) => n !== leader);
     for (const node of cluster.nodes) await node.call('dsmInit', {});
     await leader.call('dsmSet', { key: 'k', value: 'before the stalls' });
@@ -140,10 +127,6 @@ test('linearizable reads on the leader and on a follower during a disk stall wai
       assert.equal(await duringLongStall(stalled, read(leader)), 'done', `leader's read during stall ${i + 1}`);
       assert.equal(await duringLongStall(stalled, read(follower)), 'done', `follower's read during stall ${i + 1}`);
     }
-    assert.deepEqual(await stopLoad(), {}, 'no write failed');
-  } finally {
-    stalled.thaw();
-    await cluster.stop();
-    stalled.destroy();
-  }
-});
+    assert.deepEqual((await stopLoad()).errors, {}, 'no write failed');
+  }),
+);
