@@ -155,3 +155,48 @@ test('read-your-writes: a write on the leader resolves after its own command_app
     await cluster.stop();
   }
 });
+
+// The guide's graceful shutdown stops the ConsensusManager, then the node: the node applies
+// whatever commits meanwhile, with nobody left to hand it to. Whether that lasts a moment or
+// minutes, the daemon gets it after the restart: entries are held, not counted delivered, and
+// no snapshot is taken without the daemon's state, nor with the state of a daemon that stopped
+// following the log (when another command_applied listener keeps delivery going).
+for (const [style, otherListener] of [['cursor', false], ['memory', false], ['memory', true]]) {
+  const beside = otherListener ? ', beside another command_applied listener' : '';
+  test(`what a follower applies between its ConsensusManager's shutdown and its stop reaches its daemon after the restart (${style}${beside})`, { timeout: 120000 }, async () => {
+    const cluster = new Cluster(3, {
+      // Snapshots and purges every few entries, so several fall within the gap.
+      config: { snapshotThreshold: 20, logsKeptAfterSnapshot: 0 },
+      guide: { daemonStyle: style, consensus: { logCompactionThreshold: 40, maxLogSize: 4000 } },
+      // Without the harness's own listener, the daemon's manager is the only one, as in the guide.
+      nodeOptions: { initArgs: { listen: otherListener } },
+    });
+    try {
+      await cluster.start();
+      const leader = await cluster.form();
+      const follower = cluster.nodes.find((n) => n !== leader);
+      const acked = new Map();
+      const write = async (from, count) => {
+        for (let i = from; i < from + count; i++) {
+          const r = await leader.call('replicateOperation', { operation: { id: `op-${i}`, type: 'task', payload: { i } } });
+          acked.set(`op-${i}`, r.logIndex);
+        }
+      };
+      await write(0, 60);
+      await follower.call('shutdownConsensus');
+      await write(60, 120);
+      const top = Math.max(...acked.values());
+      await cluster.waitFor(async () => (await follower.call('state')).lastApplied >= top, 20000);
+      await follower.stop();
+      await follower.start();
+      const held = await cluster.waitFor(async () => {
+        const h = await follower.call('holdings');
+        return h.some(([index]) => index >= top) ? h : null;
+      }, 20000);
+      const seen = new Map(held.map(([index, id]) => [id, index]));
+      for (const [id, index] of acked) assert.equal(seen.get(id), index, `${follower.nodeId}'s daemon (${style}) does not hold ${id}, acknowledged at ${index}`);
+    } finally {
+      await cluster.stop();
+    }
+  });
+}

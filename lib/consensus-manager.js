@@ -607,7 +607,10 @@ class ConsensusManager extends ManagedEmitter {
     metrics.untrack('manager', this);
     this._releaseAll();
     if (this._factorCheck) clearTimeout(this._factorCheck);
-    if (this.config.snapshot && !this.raft._stopped) this.raft.setSnapshotProvider(null);
+    // The daemon no longer follows the log: its state must not go into a snapshot of a later
+    // index, and a snapshot without it would restore a daemon that rebuilds from snapshots to
+    // nothing. Until the node stops, snapshots are declined and the log is kept.
+    if (this.config.snapshot && !this.raft._stopped) this.raft._withholdSnapshots();
     this._emitSafely('consensus:shutdown', { nodeId: this.nodeId });
   }
 

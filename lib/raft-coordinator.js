@@ -279,9 +279,10 @@ class RaftCoordinator extends ManagedEmitter {
     this._starting = null;
     this._stopped = false;
     this._stopping = null;
-    // State-machine events (command_applied, snapshot_installed) that arrive before anyone
-    // listens for command_applied are held, in order, and delivered to the first listener: a
-    // node that catches up right after initialize() loses none of them to setup order.
+    // State-machine events (command_applied, snapshot_installed) that arrive while nobody
+    // listens for command_applied are held, in order, and delivered to the next listener: a node
+    // that catches up right after initialize() loses none of them to setup order, and what a node
+    // applies after its daemon's manager shut down is handed over again at the next start.
     this._held = [];
     this._holding = true;
     // Delivery (DESIGN's Delivery rules): the highest index whose command_applied listeners ran
@@ -298,10 +299,13 @@ class RaftCoordinator extends ManagedEmitter {
     this.on('newListener', (name) => {
       if (name === 'command_applied' && this._holding) process.nextTick(() => this._releaseHeld());
     });
+    this.on('removeListener', (name) => {
+      if (name === 'command_applied' && this.listenerCount('command_applied') === 0) this._holding = true;
+    });
   }
 
   _releaseHeld() {
-    if (!this._holding) return;
+    if (!this._holding || this.listenerCount('command_applied') === 0) return;
     this._holding = false;
     const held = this._held;
     this._held = [];
@@ -371,10 +375,29 @@ class RaftCoordinator extends ManagedEmitter {
     if (provider !== null && typeof provider !== 'function') throw invalidConfig('provider', 'expected a function or null');
     if (this._stopped) throw this._shutdownError();
     this._snapshotProvider = provider;
+    this._snapshotsWithheld = false;
     if (this._native) this._native.enableAppSnapshots(provider !== null);
   }
 
+  /**
+   * Snapshots stop carrying the application's state until a provider is set again: its manager
+   * shut down, and the state it would give no longer follows the log. Requests are declined (no
+   * snapshot, the log is kept), where a snapshot without that state would restore a daemon
+   * that rebuilds from snapshots to nothing.
+   */
+  _withholdSnapshots() {
+    this._snapshotsWithheld = true;
+  }
+
+  _declineSnapshotRequest(id) {
+    if (this._native && !this._stopped) this._native.declineAppSnapshot(id);
+  }
+
   async _answerSnapshotRequest({ id, index }) {
+    if (this._snapshotsWithheld) {
+      this._declineSnapshotRequest(id);
+      return;
+    }
     let json = null;
     try {
       const state = this._snapshotProvider ? await this._snapshotProvider({ lastIncludedIndex: index }) : null;
@@ -383,7 +406,7 @@ class RaftCoordinator extends ManagedEmitter {
       // No snapshot is taken this time (the node asks again after more entries) rather than
       // one carrying a wrong state.
       this._emitSafely('warning', new ConsensusError(ErrorCode.STORAGE, `snapshot provider failed: ${err.message}`));
-      if (this._native && !this._stopped) this._native.declineAppSnapshot(id);
+      this._declineSnapshotRequest(id);
       return;
     }
     if (this._native && !this._stopped) this._native.provideAppSnapshot(id, json);
@@ -396,17 +419,20 @@ class RaftCoordinator extends ManagedEmitter {
     if (this._stopped) return;
     if (name !== SNAPSHOT_REQUEST) this._receivedIndex = Math.max(this._receivedIndex, deliveryIndex(name, payload));
     if (this._holding) {
+      // The application's state lacks the held entries: no snapshot can carry it now.
+      if (name === SNAPSHOT_REQUEST) {
+        this._declineSnapshotRequest(payload.id);
+        return;
+      }
       if (this._held.length >= MAX_HELD_EVENTS) {
         // Nobody listens: what is dropped counts as delivered, so the log does not keep it.
         const [droppedName, droppedPayload] = this._held.shift();
-        if (droppedName !== SNAPSHOT_REQUEST) {
-          this._deliveredIndex = Math.max(this._deliveredIndex, deliveryIndex(droppedName, droppedPayload));
-        }
+        this._deliveredIndex = Math.max(this._deliveredIndex, deliveryIndex(droppedName, droppedPayload));
         if (!this._warnedHeldOverflow) {
           this._warnedHeldOverflow = true;
           this._emitSafely(
             'warning',
-            new ConsensusError(ErrorCode.STORAGE, `more than ${MAX_HELD_EVENTS} applied commands arrived before any command_applied listener; the oldest were dropped`),
+            new ConsensusError(ErrorCode.STORAGE, `more than ${MAX_HELD_EVENTS} applied commands arrived while no command_applied listener was attached; the oldest were dropped`),
           );
         }
       }

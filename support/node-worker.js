@@ -90,7 +90,7 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 }
 
 const ops = {
-  async init({ config, guide, record = true }) {
+  async init({ config, guide, record = true, listen = true }) {
     recordApplied = record;
     if (guide) {
       // The guide's stack: daemon, coordinator, cluster manager, consensus manager. The daemon
@@ -122,7 +122,8 @@ const ops = {
       raft = createRaftCoordinator(config);
     }
     for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
-    raft.on('command_applied', ({ command, entry, operationId }) => {
+    // `listen: false` leaves the guide's managers as the only listeners, as in a daemon.
+    if (listen) raft.on('command_applied', ({ command, entry, operationId }) => {
       if (recordApplied) applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
     });
     raft.on('snapshot_installed', (s) => snapshots.push(s));
