@@ -234,6 +234,57 @@ test('a stopped node can be started again on its data directory in the same proc
   await second.stop();
 });
 
+test('stop() does not wait for a snapshot provider that never answers: the data directory opens again at once', async () => {
+  const dir = dataDir();
+  const make = () => createRaftCoordinator({ nodeId: 'slow-provider', port: 0, dataDir: dir, bootstrap: true, snapshotThreshold: 10 });
+  const first = make();
+  const second = make();
+  try {
+    first.on('command_applied', () => {});
+    const warnings = [];
+    first.on('warning', (w) => warnings.push(w));
+    await first.initialize();
+    await waitUntil(() => first.isLeader);
+    let asked = 0;
+    first.setSnapshotProvider(() => {
+      asked++;
+      return new Promise(() => {});
+    });
+    for (let n = 0; n < 30; n++) await first.replicateCommand({ type: 'fill', n });
+    await waitUntil(() => asked > 0);
+    await first.stop();
+    // The waiting snapshot was given up, not taken without the application's state.
+    assert.ok(warnings.some((w) => w.code === 'ERR_STORAGE' && /no snapshot was taken: the node stopped/.test(w.message)), 'no warning that the snapshot was given up');
+    await second.initialize();
+    await waitUntil(() => second.isLeader);
+    assert.ok(second.getState().lastLogIndex >= 30);
+  } finally {
+    await first.stop();
+    await second.stop();
+  }
+});
+
+test('commands applied while no command_applied listener is attached wait for the next one, in order', async () => {
+  const raft = createRaftCoordinator({ nodeId: 'between', port: 0, dataDir: dataDir(), bootstrap: true });
+  try {
+    const seen = [];
+    const first = ({ command }) => seen.push(command.n);
+    raft.on('command_applied', first);
+    await raft.initialize();
+    await waitUntil(() => raft.isLeader);
+    await raft.replicateCommand({ type: 'between', n: 0 });
+    raft.off('command_applied', first);
+    for (let n = 1; n < 4; n++) await raft.replicateCommand({ type: 'between', n });
+    assert.deepEqual(seen, [0]);
+    raft.on('command_applied', ({ command }) => seen.push(command.n));
+    await raft.replicateCommand({ type: 'between', n: 4 });
+    await waitUntil(() => seen.length === 5, 3000);
+    assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+  } finally {
+    await raft.stop();
+  }
+});
+
 test('commands applied before any command_applied listener are delivered to the first one, in order', async () => {
   const raft = createRaftCoordinator({ nodeId: 'late', port: 0, dataDir: dataDir(), bootstrap: true });
   await raft.initialize();

@@ -327,6 +327,7 @@ impl Node {
     /// Stops Raft, the server and every connection. Data stays on disk.
     pub async fn stop(&self) {
         let _ = self.stop_tx.send(true);
+        self.app_snapshots.close();
         let _ = self.raft.shutdown().await;
         self.pool.close_all();
         // openraft's storage workers wind down just after shutdown returns; wait until they have

@@ -15,6 +15,8 @@ use crate::lock;
 
 pub struct AppSnapshots {
     enabled: AtomicBool,
+    /// Set when the node stops: nobody will answer any more (see `close`).
+    closed: AtomicBool,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
     /// Held by the state machine from committing an applied batch until its events are queued,
@@ -28,6 +30,7 @@ impl AppSnapshots {
     pub fn new(timeout: Duration) -> Self {
         AppSnapshots {
             enabled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             gate: Mutex::new(()),
@@ -55,7 +58,13 @@ impl AppSnapshots {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        let mut pending = lock(&self.pending);
+        if self.closed.load(Ordering::Acquire) {
+            // Answered at once with "could not": no snapshot, rather than one without the state.
+            return Some(rx);
+        }
+        pending.insert(id, tx);
+        drop(pending);
         events.emit(Event::SnapshotRequest { id, index });
         Some(rx)
     }
@@ -64,6 +73,9 @@ impl AppSnapshots {
     pub async fn wait(&self, rx: oneshot::Receiver<Option<String>>) -> io::Result<Option<String>> {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(state)) => Ok(state),
+            Ok(Err(_)) if self.closed.load(Ordering::Acquire) => Err(io::Error::other(
+                "the node stopped before the application provided its snapshot state",
+            )),
             Ok(Err(_)) => Err(io::Error::other(
                 "the application could not provide its snapshot state",
             )),
@@ -72,6 +84,16 @@ impl AppSnapshots {
                 self.timeout.as_secs()
             ))),
         }
+    }
+
+    /// The node stops: every request waiting, and every one made from now on, is declined at once.
+    /// A snapshot build waiting for an answer would otherwise hold the store (and the data
+    /// directory's lock) past the stop, for up to the timeout, when the application's provider
+    /// is slow or its answer comes after JavaScript stopped listening.
+    pub fn close(&self) {
+        let mut pending = lock(&self.pending);
+        self.closed.store(true, Ordering::Release);
+        pending.clear();
     }
 
     /// The application cannot answer request `id`: its waiter learns at once instead of at the
@@ -87,5 +109,38 @@ impl AppSnapshots {
             Some(tx) => tx.send(state).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopping_error(result: io::Result<Option<String>>) -> String {
+        match result {
+            Err(e) => e.to_string(),
+            Ok(state) => format!("answered with {state:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_node_gives_up_its_snapshot_requests_at_once() {
+        // The timeout is far beyond the test's: only `close` can end these waits.
+        let app = AppSnapshots::new(Duration::from_secs(3600));
+        app.enable(true);
+        let (events, mut queued) = EventSink::new();
+        let waiting = app.request(7, &events).expect("a provider is registered");
+        assert!(matches!(
+            queued.recv().await,
+            Some(Event::SnapshotRequest { index: 7, .. })
+        ));
+        app.close();
+        let message = stopping_error(app.wait(waiting).await);
+        assert!(message.contains("the node stopped"), "{message}");
+        // A snapshot begun after the stop is declined too, without asking JavaScript.
+        let late = app.request(8, &events).expect("still a provider");
+        let message = stopping_error(app.wait(late).await);
+        assert!(message.contains("the node stopped"), "{message}");
+        assert!(queued.try_recv().is_err());
     }
 }
