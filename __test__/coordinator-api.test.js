@@ -264,6 +264,51 @@ test('stop() does not wait for a snapshot provider that never answers: the data 
   }
 });
 
+test('a full data directory stops the node with one ERR_STORAGE warning and errors that say what to do; a larger mapSizeMb brings it back, every write intact', async () => {
+  const dir = dataDir();
+  const full = createRaftCoordinator({ nodeId: 'full', port: 0, dataDir: dir, bootstrap: true, mapSizeMb: 2, snapshotThreshold: 100000 });
+  // appliedIndex: 0 hands every entry over again, so the test sees what the log holds.
+  const again = createRaftCoordinator({ nodeId: 'full', port: 0, dataDir: dir, bootstrap: true, mapSizeMb: 64, appliedIndex: 0 });
+  try {
+    const warnings = [];
+    full.on('warning', (w) => warnings.push(w));
+    full.on('command_applied', () => {});
+    await full.initialize();
+    await waitUntil(() => full.isLeader);
+    const big = 'x'.repeat(20000);
+    const acked = [];
+    const errors = [];
+    for (let n = 0; n < 150; n++) {
+      try {
+        acked.push([n, (await full.replicateCommand({ type: 'big', n, big }, { timeoutMs: 5000 })).logIndex]);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    assert.ok(acked.length > 10, `only ${acked.length} writes fit`);
+    assert.ok(errors.length > 10, 'the map never filled');
+    for (const err of errors) {
+      assert.equal(err.code, 'ERR_STORAGE', err.message);
+      assert.match(err.message, /reached mapSizeMb.*larger mapSizeMb/);
+    }
+    const reported = warnings.filter((w) => /reached mapSizeMb/.test(w.message));
+    assert.equal(reported.length, 1, 'the failure is reported once');
+    assert.equal(reported[0].code, 'ERR_STORAGE');
+    await full.stop();
+    const applied = new Map();
+    again.on('command_applied', ({ command, entry }) => applied.set(entry.index, command.n));
+    await again.initialize();
+    await waitUntil(() => again.isLeader);
+    const after = await again.replicateCommand({ type: 'after' });
+    assert.ok(after.logIndex > Math.max(...acked.map(([, index]) => index)));
+    await waitUntil(() => applied.has(after.logIndex));
+    for (const [n, index] of acked) assert.equal(applied.get(index), n, `write ${n}, acknowledged at ${index}, is gone`);
+  } finally {
+    await full.stop();
+    await again.stop();
+  }
+});
+
 test('commands applied while no command_applied listener is attached wait for the next one, in order', async () => {
   const raft = createRaftCoordinator({ nodeId: 'between', port: 0, dataDir: dataDir(), bootstrap: true });
   try {

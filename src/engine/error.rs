@@ -97,6 +97,29 @@ impl NodeError {
         }
     }
 
+    /// What callers of a node whose Raft core stopped on its own get from then on: `None` for a
+    /// core that was stopped (`stop()`), or still runs. A storage failure stops openraft for good,
+    /// and without this every later call would fail as if the node were not the leader.
+    pub fn core_failed(fatal: &openraft::errors::Fatal<crate::types::TypeConfig>) -> Option<Self> {
+        use openraft::errors::Fatal;
+        let text = fatal.to_string();
+        let message = match fatal {
+            Fatal::Stopped => return None,
+            Fatal::StorageError(_) if text.contains("MDB_MAP_FULL") => {
+                "this node stopped: its data directory reached mapSizeMb. It holds every write made \
+                 before that; start the node again with a larger mapSizeMb"
+                    .to_string()
+            }
+            Fatal::StorageError(_) => format!(
+                "this node stopped on a storage failure ({text}). Its data directory holds every \
+                 write made before that; fix the cause (a full disk, permissions, a failing \
+                 disk) and start the node again"
+            ),
+            Fatal::Panicked => "this node stopped after an internal error; start it again".into(),
+        };
+        Some(NodeError::new(ErrorCode::Storage, message).with_cause(text))
+    }
+
     /// `ERR_STORAGE` for a failure of the storage layer, which is also its cause.
     pub fn storage(e: impl std::fmt::Display) -> Self {
         let text = e.to_string();

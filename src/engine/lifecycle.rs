@@ -307,6 +307,9 @@ impl Node {
         if *stop.borrow_and_update() {
             return Err(stopped());
         }
+        if let Some(failed) = self.core_failure() {
+            return Err(failed);
+        }
         let result = tokio::select! {
             result = work => result,
             _ = stop.wait_for(|stopping| *stopping) => Err(stopped()),
@@ -315,8 +318,18 @@ impl Node {
         // whichever of the two the select saw first.
         match result {
             Err(_) if *stop.borrow() => Err(stopped()),
-            other => other,
+            Err(e) => Err(self.core_failure().unwrap_or(e)),
+            ok => ok,
         }
+    }
+
+    /// Why Raft's core stopped on its own (a storage failure), while this node was not stopped.
+    pub(super) fn core_failure(&self) -> Option<NodeError> {
+        let metrics = self.raft.metrics();
+        let running = metrics.borrow_watched().running_state.clone();
+        running
+            .err()
+            .and_then(|fatal| NodeError::core_failed(&fatal))
     }
 
     /// Resolves once this node is dropped, with its storage: taken once, by `stop()`'s caller.

@@ -8,6 +8,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use tokio::sync::watch;
 
+use super::NodeError;
 use crate::events::{Event, EventSink};
 use crate::transport::client::PeerPool;
 use crate::types::{NodeName, PeerAddr, Raft, TypeConfig};
@@ -21,6 +22,8 @@ struct Seen {
     purged: Option<u64>,
     /// The voters of the last config while a membership change is half done (joint config).
     unfinished_change: Option<BTreeSet<NodeName>>,
+    /// Why Raft's core stopped on its own (a storage failure), as callers are told.
+    failure: Option<String>,
 }
 
 fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
@@ -39,6 +42,12 @@ fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
             let configs = membership.get_joint_config();
             (configs.len() > 1).then(|| configs.last().cloned().unwrap_or_default())
         },
+        failure: m
+            .running_state
+            .as_ref()
+            .err()
+            .and_then(NodeError::core_failed)
+            .map(|e| e.message),
     }
 }
 
@@ -56,6 +65,7 @@ pub async fn watch_metrics(
         purged: observe(&rx.borrow_watched()).purged,
         ..Seen::default()
     };
+    let mut core_gone = false;
     loop {
         let now = observe(&rx.borrow_watched());
         if now.state == Some(ServerState::Leader)
@@ -71,8 +81,12 @@ pub async fn watch_metrics(
             finish_membership_change(&raft, &prev, &now);
             prev = now;
         }
+        if core_gone {
+            return;
+        }
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
+            // The core's last metrics (why it stopped) are read once more before leaving.
+            changed = rx.changed() => core_gone = changed.is_err(),
             _ = stop.changed() => return,
         }
     }
@@ -105,6 +119,13 @@ fn finish_membership_change(raft: &Raft, prev: &Seen, now: &Seen) {
 /// The events that tell JavaScript how `now` differs from `prev`, in the order they happen.
 fn events_between(prev: &Seen, now: &Seen, me: &NodeName) -> Vec<Event> {
     let mut events = Vec::new();
+    // Said once, when it happens: an operator must not learn it from failing writes alone.
+    if let (None, Some(message)) = (&prev.failure, &now.failure) {
+        events.push(Event::Warning {
+            code: "ERR_STORAGE",
+            message: message.clone(),
+        });
+    }
     if now.term != prev.term {
         events.push(Event::TermUpdated { term: now.term });
     }
@@ -333,5 +354,23 @@ mod tests {
                 removed: 6
             }]
         );
+    }
+
+    #[test]
+    fn a_core_that_fails_is_reported_once() {
+        let running = seen(2, Some("a"), ServerState::Leader);
+        let failed = Seen {
+            state: Some(ServerState::Shutdown),
+            failure: Some("this node stopped: its data directory reached mapSizeMb".into()),
+            ..running.clone()
+        };
+        assert_eq!(
+            events_between(&running, &failed, &me()),
+            vec![Event::Warning {
+                code: "ERR_STORAGE",
+                message: "this node stopped: its data directory reached mapSizeMb".into(),
+            }]
+        );
+        assert_eq!(events_between(&failed, &failed, &me()), vec![]);
     }
 }

@@ -352,9 +352,10 @@ impl Node {
             RaftError::APIError(other) => {
                 NodeError::new(ErrorCode::InvalidOperation, other.to_string())
             }
-            RaftError::Fatal(f) => {
+            // A write in flight when the core failed hears only that it stopped.
+            RaftError::Fatal(f) => self.core_failure().unwrap_or_else(|| {
                 NodeError::new(ErrorCode::Shutdown, format!("raft stopped: {f}")).with_cause(f)
-            }
+            }),
         }
     }
 }
