@@ -173,6 +173,8 @@ export interface RaftState {
   replication: Record<string, number | null>;
   /** Follower: when a leader was last heard from; leader: when a quorum last acknowledged it (ms since epoch, 0 for never). */
   lastContact: number;
+  /** Why this node's Raft stopped on its own (its storage failed; `role` is then 'shutdown'), with what to do; null otherwise. */
+  failure: string | null;
 }
 
 export interface ReplicateOptions {

@@ -291,6 +291,9 @@ test('a full data directory stops the node with one ERR_STORAGE warning and erro
       assert.equal(err.code, 'ERR_STORAGE', err.message);
       assert.match(err.message, /reached mapSizeMb.*larger mapSizeMb/);
     }
+    const state = full.getState();
+    assert.equal(state.role, 'shutdown');
+    assert.match(state.failure, /reached mapSizeMb/);
     const reported = warnings.filter((w) => /reached mapSizeMb/.test(w.message));
     assert.equal(reported.length, 1, 'the failure is reported once');
     assert.equal(reported[0].code, 'ERR_STORAGE');
@@ -299,6 +302,7 @@ test('a full data directory stops the node with one ERR_STORAGE warning and erro
     again.on('command_applied', ({ command, entry }) => applied.set(entry.index, command.n));
     await again.initialize();
     await waitUntil(() => again.isLeader);
+    assert.equal(again.getState().failure, null);
     const after = await again.replicateCommand({ type: 'after' });
     assert.ok(after.logIndex > Math.max(...acked.map(([, index]) => index)));
     await waitUntil(() => applied.has(after.logIndex));

@@ -161,7 +161,7 @@ function coordinatorMetrics(raft) {
  */
 function health(raft, manager) {
   const s = raft.getState();
-  if (s.role === 'shutdown') return { ok: false, reason: 'the node is stopped', state: s };
+  if (s.role === 'shutdown') return { ok: false, reason: s.failure ?? 'the node is stopped', state: s };
   if (!s.leaderId) {
     return { ok: false, reason: s.role === 'candidate' ? 'an election is running; no leader yet' : 'no leader with a quorum is known to this node', state: s };
   }

@@ -272,6 +272,11 @@ export interface RaftState {
    * (ms since epoch, 0 for never).
    */
   lastContact: number
+  /**
+   * Why this node's Raft stopped on its own (its storage failed), with what to do; null
+   * while it runs or after `stop()`.
+   */
+  failure: string | null
 }
 
 /** Starts a node. Resolves once storage is open, the port is bound and Raft runs. */

@@ -881,6 +881,7 @@ class RaftCoordinator extends ManagedEmitter {
         membership: { voters: [], learners: [], nodes: {}, changing: false },
         replication: {},
         lastContact: 0,
+        failure: null,
       };
     }
     return this._native.state();

@@ -272,6 +272,9 @@ pub struct RaftState {
     /// Follower: when a leader was last heard from; leader: when a quorum last acknowledged it
     /// (ms since epoch, 0 for never).
     pub last_contact: f64,
+    /// Why this node's Raft stopped on its own (its storage failed), with what to do; null
+    /// while it runs or after `stop()`.
+    pub failure: Option<String>,
 }
 
 #[napi]
@@ -854,6 +857,7 @@ impl NativeNode {
                 .map(|(node_id, matched)| (node_id, index(matched)))
                 .collect(),
             last_contact: s.last_contact_ms as f64,
+            failure: s.failure,
         })
     }
 

@@ -90,6 +90,8 @@ async function main(): Promise<void> {
   const state: RaftState = raft.getState();
   const voters: string[] = state.membership.voters;
   void voters;
+  const failure: string | null = state.failure;
+  void failure;
   const leader: boolean = raft.isLeader;
   const term: number = raft.currentTerm;
   void leader;

@@ -34,6 +34,8 @@ pub struct NodeState {
     /// Follower: ms since epoch of the last entries or heartbeat accepted from a leader.
     /// Leader: ms since epoch of the last acknowledgement by a quorum. 0 when never.
     pub last_contact_ms: u64,
+    /// Why Raft stopped on its own (a storage failure), while the node was not stopped.
+    pub failure: Option<String>,
 }
 
 impl Node {
@@ -72,6 +74,7 @@ impl Node {
             self.leader_contact_ms.load(Ordering::Relaxed)
         };
         NodeState {
+            failure: self.core_failure().map(|e| e.message),
             joint: membership.get_joint_config().len() > 1,
             last_contact_ms,
             node_id: self.id.0.clone(),
