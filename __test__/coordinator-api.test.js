@@ -313,6 +313,41 @@ test('a full data directory stops the node with one ERR_STORAGE warning and erro
   }
 });
 
+test('a snapshot the node asks for while initialize() is under way gets the provider\'s answer', async () => {
+  const dir = dataDir();
+  const make = () => createRaftCoordinator({ nodeId: 'early', port: 0, dataDir: dir, bootstrap: true, snapshotThreshold: 20 });
+  const first = make();
+  const second = make();
+  try {
+    // No snapshot in the first run: the log is past the threshold when the node starts again,
+    // and it builds one at once.
+    first.on('command_applied', () => {});
+    first.on('warning', () => {});
+    first.setSnapshotProvider(() => {
+      throw new Error('not now');
+    });
+    await first.initialize();
+    await waitUntil(() => first.isLeader);
+    for (let n = 0; n < 60; n++) await first.replicateCommand({ type: 'fill', n });
+    assert.equal(first.getState().snapshotIndex, null);
+    await first.stop();
+    let asked = 0;
+    second.on('command_applied', () => {});
+    second.setSnapshotProvider(() => {
+      asked++;
+      return { filled: 60 };
+    });
+    await second.initialize();
+    // Unanswered, the build would wait 60 s for the provider.
+    await waitUntil(() => second.getState().snapshotIndex !== null, 20000);
+    assert.ok(second.getState().snapshotIndex >= 60);
+    assert.equal(asked, 1);
+  } finally {
+    await first.stop();
+    await second.stop();
+  }
+});
+
 test('commands applied while no command_applied listener is attached wait for the next one, in order', async () => {
   const raft = createRaftCoordinator({ nodeId: 'between', port: 0, dataDir: dataDir(), bootstrap: true });
   try {

@@ -390,7 +390,26 @@ class RaftCoordinator extends ManagedEmitter {
   }
 
   _declineSnapshotRequest(id) {
-    if (this._native && !this._stopped) this._native.declineAppSnapshot(id);
+    this._answerWhenStarted((node) => node.declineAppSnapshot(id));
+  }
+
+  /**
+   * Answers a snapshot request once the node object is here. A node whose log is past its
+   * snapshot threshold builds a snapshot as it starts, and the request can reach JavaScript
+   * before initialize() has the node: an answer dropped then left the build waiting 60 s.
+   */
+  _answerWhenStarted(answer) {
+    if (this._native) {
+      if (!this._stopped) answer(this._native);
+      return;
+    }
+    // A start that fails has no build waiting; its caller hears of the failure.
+    this._starting?.then(
+      () => {
+        if (this._native && !this._stopped) answer(this._native);
+      },
+      () => {},
+    );
   }
 
   async _answerSnapshotRequest({ id, index }) {
@@ -409,7 +428,7 @@ class RaftCoordinator extends ManagedEmitter {
       this._declineSnapshotRequest(id);
       return;
     }
-    if (this._native && !this._stopped) this._native.provideAppSnapshot(id, json);
+    this._answerWhenStarted((node) => node.provideAppSnapshot(id, json));
   }
 
   _emitStateMachineEvent(name, payload) {
