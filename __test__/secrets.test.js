@@ -111,6 +111,25 @@ test('no event, error or log line of a run with a wrong secret, a wrong admin to
   }
 });
 
+test('secrets set while the node is starting are the ones it proves itself with', { timeout: 60000 }, async () => {
+  const cluster = new Cluster(1, { config: { secret: SECRET_A, addPeerTimeoutMs: 5000 }, nodeOptions: { initArgs: { secretsDuringStart: [SECRET_B] } } });
+  try {
+    await cluster.start();
+    const [rotated] = cluster.nodes;
+    const peer = await cluster.outsider('node-9', { secret: SECRET_B, addPeerTimeoutMs: 5000 });
+    try {
+      await peer.start();
+      await rotated.call('addPeer', { nodeId: 'node-9', host: '127.0.0.1', port: peer.port });
+      const state = await rotated.call('state');
+      assert.ok(state.membership.voters.includes('node-9'), `node-9 is not a voter: ${JSON.stringify(state.membership)}`);
+    } finally {
+      await peer.stop();
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
 test('a writing cluster rotates from secret A to B in three steps: no peer refused, no write lost; A alone is refused after', { timeout: 180000 }, async () => {
   const cluster = new Cluster(3, { config: { secret: SECRET_A, addPeerTimeoutMs: 5000 } });
   try {

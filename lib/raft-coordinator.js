@@ -512,7 +512,10 @@ class RaftCoordinator extends ManagedEmitter {
             this._receivedIndex = Math.max(this._receivedIndex, resumedAfter);
             this._reportedIndex = Math.max(this._reportedIndex, resumedAfter);
             this._reportDelivered();
-            if (this._snapshotProvider) node.enableAppSnapshots(true);
+            // What changed while the node was starting, after its config was handed over: a
+            // secret rotation (setSecrets) and the snapshot provider.
+            if (this.config.secret !== undefined) node.setSecrets(secretsOf(this));
+            node.enableAppSnapshots(typeof this._snapshotProvider === 'function');
             metrics.track('coordinator', this);
             this.emit('initialized', { nodeId: c.nodeId, port: node.state().port });
           },

@@ -90,7 +90,7 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
 }
 
 const ops = {
-  async init({ config, guide, record = true, listen = true }) {
+  async init({ config, guide, record = true, listen = true, secretsDuringStart }) {
     recordApplied = record;
     if (guide) {
       // The guide's stack: daemon, coordinator, cluster manager, consensus manager. The daemon
@@ -133,7 +133,10 @@ const ops = {
       await cluster.initialize(raft);
       await consensus.initialize();
     } else {
-      await raft.initialize();
+      const starting = raft.initialize();
+      // A rotation that comes while the node starts (an operator's signal handler, say).
+      if (secretsDuringStart) raft.setSecrets(secretsDuringStart);
+      await starting;
     }
     return raft.getState();
   },
