@@ -364,6 +364,13 @@ test('commands applied while no command_applied listener is attached wait for th
     await raft.replicateCommand({ type: 'between', n: 4 });
     await waitUntil(() => seen.length === 5, 3000);
     assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+    // removeAllListeners() takes the coordinator's own newListener hook away as well.
+    raft.removeAllListeners();
+    for (let n = 5; n < 8; n++) await raft.replicateCommand({ type: 'between', n });
+    raft.on('command_applied', ({ command }) => seen.push(command.n));
+    await raft.replicateCommand({ type: 'between', n: 8 });
+    await waitUntil(() => seen.length === 9, 3000);
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
   } finally {
     await raft.stop();
   }

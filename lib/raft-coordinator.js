@@ -299,9 +299,6 @@ class RaftCoordinator extends ManagedEmitter {
     this.on('newListener', (name) => {
       if (name === 'command_applied' && this._holding) process.nextTick(() => this._releaseHeld());
     });
-    this.on('removeListener', (name) => {
-      if (name === 'command_applied' && this.listenerCount('command_applied') === 0) this._holding = true;
-    });
   }
 
   _releaseHeld() {
@@ -437,6 +434,10 @@ class RaftCoordinator extends ManagedEmitter {
     // over again (redelivered).
     if (this._stopped) return;
     if (name !== SNAPSHOT_REQUEST) this._receivedIndex = Math.max(this._receivedIndex, deliveryIndex(name, payload));
+    // Whether anyone listens is asked here, not only through newListener: removeAllListeners()
+    // takes that hook away too.
+    if (this.listenerCount('command_applied') === 0) this._holding = true;
+    else if (this._holding) this._releaseHeld();
     if (this._holding) {
       // The application's state lacks the held entries: no snapshot can carry it now.
       if (name === SNAPSHOT_REQUEST) {
