@@ -156,6 +156,39 @@ test('read-your-writes: a write on the leader resolves after its own command_app
   }
 });
 
+// A daemon slower than the cluster: its node applies no faster than the daemon takes entries, so
+// what waits for the daemon stays bounded in memory (about 16 MiB of events) and the rest waits
+// in the log on disk; the daemon still gets every entry, in order.
+test('a daemon slower than the cluster holds back its node\'s applies, not its memory', { timeout: 240000 }, async () => {
+  // Nothing purged, so the slow node cannot skip ahead by a snapshot.
+  const cluster = new Cluster(3, { config: { snapshotThreshold: 100000, logsKeptAfterSnapshot: 100000 } });
+  try {
+    await cluster.start();
+    const leader = await cluster.form();
+    const slow = cluster.nodes.find((n) => n !== leader);
+    await slow.call('slowDaemon', { ms: 1 });
+    const writes = 30000;
+    const loaded = await leader.call('load', { count: writes, concurrency: 64, prefix: 'slow', padBytes: 4000 }, 200000);
+    assert.deepEqual(loaded.errors, {});
+    // Each entry is about 4 KB of events: 16 MiB is about 4,000 of them, plus one applied piece
+    // and one batch in JavaScript's hands.
+    const waiting = await slow.call('slowDaemon', { ms: 0 }, 200000);
+    assert.ok(waiting < 12000, `${waiting} applied entries waited for the slow daemon at once`);
+    const top = Math.max(...loaded.acked.map(([, index]) => index));
+    const { entries } = await cluster.waitFor(async () => {
+      const got = await slow.call('applied', { from: 0 }, 60000);
+      return got.entries.some(([index]) => index >= top) ? got : null;
+    }, 120000, 500);
+    const indexes = entries.map(([index]) => index);
+    for (let i = 1; i < indexes.length; i++) assert.ok(indexes[i] > indexes[i - 1], `index ${indexes[i]} after ${indexes[i - 1]}`);
+    const seqs = new Set(entries.filter(([, , , type]) => type === 'bench').map(([, , , , seq]) => seq));
+    assert.equal(seqs.size, writes);
+    console.log(`# at most ${waiting} applied entries waited for the slow daemon`);
+  } finally {
+    await cluster.stop();
+  }
+});
+
 // The guide's graceful shutdown stops the ConsensusManager, then the node: the node applies
 // whatever commits meanwhile, with nobody left to hand it to. Whether that lasts a moment or
 // minutes, the daemon gets it after the restart: entries are held, not counted delivered, and

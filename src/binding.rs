@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 mod admin;
 
 use crate::engine::{Bootstrap, ErrorCode, Node, NodeConfig, NodeError, Write, Written};
-use crate::events::{batch_to_json, Event, EventSink};
+use crate::events::{batch_to_json, Backlog, Event, EventSink};
 use crate::lock;
 use crate::ops::IdWindow;
 use crate::storage::ResumeFrom;
@@ -382,15 +382,30 @@ fn node_config(c: NativeConfig) -> std::result::Result<NodeConfig, NodeError> {
 async fn pump_events(
     mut rx: mpsc::UnboundedReceiver<Event>,
     callback: EventCallback,
+    backlog: Arc<Backlog>,
     mut stop: oneshot::Receiver<()>,
 ) {
     const MAX_BATCH: usize = 4096;
     let deliver = |batch: &[Event]| {
-        if !batch.is_empty() {
-            callback.call(
-                batch_to_json(batch),
-                ThreadsafeFunctionCallMode::NonBlocking,
-            );
+        if batch.is_empty() {
+            return;
+        }
+        // Counted when emitted (`EventSink::emit`), so what waits in the channel counts too.
+        let bytes: u64 = batch.iter().map(Event::cost).sum();
+        let json = batch_to_json(batch);
+        let taken = backlog.clone();
+        // Counted as taken once JavaScript's handler returned (its listeners ran), or at once
+        // when the call could not be queued.
+        let status = callback.call_with_return_value(
+            json,
+            ThreadsafeFunctionCallMode::NonBlocking,
+            move |_, _| {
+                taken.taken(bytes);
+                Ok(())
+            },
+        );
+        if status != Status::Ok {
+            backlog.taken(bytes);
         }
     };
     loop {
@@ -416,6 +431,8 @@ async fn pump_events(
             }
         }
     }
+    // Nobody takes events any more: an apply waiting for room must not wait for ever.
+    backlog.close();
 }
 
 /// Log records of the Rust core go to the application's logger of the node they belong to (see
@@ -474,7 +491,7 @@ pub async fn start_node(
     let logs =
         log_level.map(|level| crate::log_forward::register(&config.node_id, level, events.clone()));
     let (stop_tx, stop_rx) = oneshot::channel();
-    tokio::spawn(pump_events(rx, on_events, stop_rx));
+    tokio::spawn(pump_events(rx, on_events, events.backlog(), stop_rx));
     // Raft's core task starts inside this span, so its records name this node.
     let span = tracing::error_span!(
         crate::log_forward::NODE_SPAN,

@@ -5,13 +5,14 @@
 //! array, so a busy node crosses into the JS thread once per batch, not once per event.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::ser::Error as _;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::lock;
 
@@ -175,6 +176,66 @@ fn raw(json: &str) -> serde_json::Result<&RawValue> {
     serde_json::from_str(json)
 }
 
+/// How many bytes of events may wait for JavaScript before the state machine waits to apply
+/// more (`EventSink::room`). At 300 bytes an event that is over 50,000 events, more than a
+/// second at the fastest this package commits, so a daemon that keeps up never meets it.
+pub const BACKLOG_LIMIT_BYTES: u64 = 16 << 20;
+
+impl Event {
+    /// About what the event weighs on its way to JavaScript, as `Backlog` counts it: its
+    /// application JSON and a fixed allowance for the rest.
+    pub fn cost(&self) -> u64 {
+        let carried = match self {
+            Event::CommandApplied { command, op_id, .. } => {
+                command.len() + op_id.as_ref().map_or(0, String::len)
+            }
+            Event::SnapshotInstalled { app, .. } => app.as_ref().map_or(0, String::len),
+            _ => 0,
+        };
+        carried as u64 + 96
+    }
+}
+
+/// Events emitted and not yet taken by JavaScript (queued for the pump, or handed to it). A daemon slower than the cluster commits
+/// would otherwise let them pile up in memory without bound (about 1 KB of the process's memory
+/// each): with the limit, the node applies no faster than its daemon takes what it applied, and
+/// the entries wait in the log on disk instead.
+#[derive(Default)]
+pub struct Backlog {
+    bytes: AtomicU64,
+    /// Set once nobody will take events any more (the node stops): nothing waits then.
+    closed: AtomicBool,
+    room: Notify,
+}
+
+impl Backlog {
+    pub fn handed_over(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub fn taken(&self, bytes: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+        self.room.notify_waiters();
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    fn has_room(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.bytes() < BACKLOG_LIMIT_BYTES
+    }
+}
+
 /// Cheap, cloneable handle for pushing events; sending never blocks and never fails loudly
 /// (after `stop()` nobody listens, and that is fine).
 #[derive(Clone)]
@@ -183,6 +244,7 @@ pub struct EventSink {
     /// Per warning key: when one was last sent, and how many were held back since.
     warned: Arc<Mutex<HashMap<String, (Instant, u64)>>>,
     warning_interval: Duration,
+    backlog: Arc<Backlog>,
 }
 
 impl EventSink {
@@ -193,13 +255,33 @@ impl EventSink {
                 tx,
                 warned: Arc::default(),
                 warning_interval: WARNING_INTERVAL,
+                backlog: Arc::default(),
             },
             rx,
         )
     }
 
+    /// What JavaScript has been handed and not yet taken; the event pump keeps the count.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
+    }
+
+    /// Resolves once JavaScript has taken enough of what it was handed (see `Backlog`).
+    pub async fn room(&self) {
+        loop {
+            let freed = self.backlog.room.notified();
+            if self.backlog.has_room() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
     pub fn emit(&self, event: Event) {
-        let _ = self.tx.send(event);
+        let cost = event.cost();
+        if self.tx.send(event).is_ok() {
+            self.backlog.handed_over(cost);
+        }
     }
 
     /// A warning about a condition that repeats (a peer refused at every redial): sent at most

@@ -16,6 +16,9 @@ let consensus = null;
 const applied = []; // [index, term, operationId|null, command.type, command.seq]
 /** Whether `applied` records every command; a benchmark turns it off so memory is the package's. */
 let recordApplied = true;
+let slowDaemonMs = 0;
+let slowDaemonListening = false;
+let slowDaemonMostAhead = 0;
 /** The open-loop writer of a soak run, while one runs in this process. */
 let soak = null;
 const snapshots = [];
@@ -62,7 +65,8 @@ function serializeError(err) {
   return { code: err && err.code, message: err && err.message, leaderId: err && err.leaderId, field: err && err.field };
 }
 
-async function load({ count, concurrency, prefix = 'op', withIds = true }) {
+async function load({ count, concurrency, prefix = 'op', withIds = true, padBytes = 0 }) {
+  const pad = padBytes > 0 ? { pad: 'x'.repeat(padBytes) } : {};
   const latencies = new Array(count);
   const acked = [];
   const errors = {};
@@ -74,7 +78,7 @@ async function load({ count, concurrency, prefix = 'op', withIds = true }) {
       const t0 = process.hrtime.bigint();
       try {
         const r = await raft.replicateCommand(
-          { ...makeValue(seq), type: 'bench', seq, prefix },
+          { ...makeValue(seq), type: 'bench', seq, prefix, ...pad },
           withIds ? { operationId: `${prefix}-${seq}` } : {},
         );
         latencies[seq] = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -423,6 +427,22 @@ const ops = {
   },
   async load(args) {
     return load(args);
+  },
+  /**
+   * Makes this node's daemon take `ms` of CPU per applied entry from now on (0: as fast as it
+   * can). Returns the most entries the node had applied ahead of the one the daemon was taking.
+   */
+  async slowDaemon({ ms }) {
+    slowDaemonMs = ms;
+    if (!slowDaemonListening) {
+      slowDaemonListening = true;
+      raft.on('command_applied', ({ entry }) => {
+        slowDaemonMostAhead = Math.max(slowDaemonMostAhead, raft.getState().lastApplied - entry.index);
+        const until = performance.now() + slowDaemonMs;
+        while (performance.now() < until);
+      });
+    }
+    return slowDaemonMostAhead;
   },
   /**
    * `count` writes, each awaited: counts those whose own command_applied had not fired, or

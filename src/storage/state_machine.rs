@@ -40,6 +40,11 @@ pub(crate) struct SnapshotPayload {
     pub app: Option<String>,
 }
 
+/// At most this many entries, and about this many bytes of commands, are applied in one
+/// transaction (see `apply`).
+const APPLY_PIECE_ENTRIES: usize = 4096;
+const APPLY_PIECE_BYTES: usize = 4 << 20;
+
 pub struct StateMachine {
     store: Arc<Store>,
     events: EventSink,
@@ -67,6 +72,37 @@ impl StateMachine {
             id_window,
             log,
         }
+    }
+
+    /// Applies `batch` in the log writer's next transaction; returns once it is durable and its
+    /// events and answers are out.
+    async fn apply_piece(&self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
+        let store = self.store.clone();
+        let id_window = self.id_window;
+        let delivery = self.delivery.clone();
+        let events = self.events.clone();
+        let work: ApplyWork = Box::new(move |wtxn| {
+            let applied = apply_batch(&store, wtxn, id_window, batch)?;
+            let publish: Publish = Box::new(move || {
+                if let Some(last) = &applied.last_applied {
+                    delivery.set_applied(last.index());
+                }
+                for event in applied.events {
+                    events.emit(event);
+                }
+                // Writers hear back after the events are queued: a write made on this node then
+                // finds its own `command_applied` ahead of its answer, and need not wait for it.
+                for (responder, reply) in applied.replies {
+                    if let Some(r) = responder {
+                        r.send(reply);
+                    }
+                }
+            });
+            Ok(publish)
+        });
+        // A crash before the commit re-applies these entries on restart, and their events are
+        // emitted only after it, so each reaches JavaScript once.
+        self.log.apply(work, self.app.clone()).await
     }
 
     /// Looks an operation id up in the applied registry.
@@ -259,40 +295,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        // Gather the batch first: an LMDB write transaction must not be held across an await.
-        let mut batch = Vec::new();
-        while let Some(item) = entries.next().await {
-            batch.push(item?);
+        // Applied in pieces: after falling behind, openraft hands over everything committed since
+        // in one stream, and each piece waits for JavaScript to have room for its events.
+        loop {
+            // Gathered first: an LMDB write transaction must not be held across an await.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while batch.len() < APPLY_PIECE_ENTRIES && bytes < APPLY_PIECE_BYTES {
+                let Some(item) = entries.next().await else {
+                    break;
+                };
+                let item = item?;
+                if let EntryPayload::Normal(cmd) = &item.0.payload {
+                    bytes += cmd.json.len();
+                }
+                batch.push(item);
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            // A daemon slower than the cluster: the entries wait in the log, not as events in
+            // memory (see `Backlog`).
+            self.events.room().await;
+            self.apply_piece(batch).await?;
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let store = self.store.clone();
-        let id_window = self.id_window;
-        let delivery = self.delivery.clone();
-        let events = self.events.clone();
-        let work: ApplyWork = Box::new(move |wtxn| {
-            let applied = apply_batch(&store, wtxn, id_window, batch)?;
-            let publish: Publish = Box::new(move || {
-                if let Some(last) = &applied.last_applied {
-                    delivery.set_applied(last.index());
-                }
-                for event in applied.events {
-                    events.emit(event);
-                }
-                // Writers hear back after the events are queued: a write made on this node then
-                // finds its own `command_applied` ahead of its answer, and need not wait for it.
-                for (responder, reply) in applied.replies {
-                    if let Some(r) = responder {
-                        r.send(reply);
-                    }
-                }
-            });
-            Ok(publish)
-        });
-        // A crash before the commit re-applies these entries on restart, and their events are
-        // emitted only after it, so each reaches JavaScript once.
-        self.log.apply(work, self.app.clone()).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
