@@ -179,7 +179,7 @@ fn raw(json: &str) -> serde_json::Result<&RawValue> {
 /// How many bytes of events may wait for JavaScript before the state machine waits to apply
 /// more (`EventSink::room`). At 300 bytes an event that is over 50,000 events, more than a
 /// second at the fastest this package commits, so a daemon that keeps up never meets it.
-pub const BACKLOG_LIMIT_BYTES: u64 = 16 << 20;
+const BACKLOG_LIMIT_BYTES: u64 = 16 << 20;
 
 impl Event {
     /// About what the event weighs on its way to JavaScript, as `Backlog` counts it: its
@@ -196,10 +196,10 @@ impl Event {
     }
 }
 
-/// Events emitted and not yet taken by JavaScript (queued for the pump, or handed to it). A daemon slower than the cluster commits
-/// would otherwise let them pile up in memory without bound (about 1 KB of the process's memory
-/// each): with the limit, the node applies no faster than its daemon takes what it applied, and
-/// the entries wait in the log on disk instead.
+/// Events emitted and not yet taken by JavaScript (queued for the pump, or handed to it). A
+/// daemon slower than the cluster commits would otherwise let them pile up in memory without
+/// bound (about 1 KB of the process's memory each): with the limit, the node applies no faster
+/// than its daemon takes what it applied, and the entries wait in the log on disk instead.
 #[derive(Default)]
 pub struct Backlog {
     bytes: AtomicU64,
@@ -209,7 +209,7 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    pub fn handed_over(&self, bytes: u64) {
+    fn handed_over(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
@@ -227,12 +227,9 @@ impl Backlog {
         self.room.notify_waiters();
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
-    }
-
     fn has_room(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.bytes() < BACKLOG_LIMIT_BYTES
+        self.closed.load(Ordering::Acquire)
+            || self.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT_BYTES
     }
 }
 
@@ -261,7 +258,8 @@ impl EventSink {
         )
     }
 
-    /// What JavaScript has been handed and not yet taken; the event pump keeps the count.
+    /// What was emitted and not yet taken by JavaScript: `emit` adds to it, the event pump takes
+    /// off what JavaScript's handler has run for.
     pub fn backlog(&self) -> Arc<Backlog> {
         self.backlog.clone()
     }

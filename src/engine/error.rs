@@ -97,11 +97,13 @@ impl NodeError {
         }
     }
 
-    /// What callers of a node whose Raft core stopped on its own get from then on: `None` for a
-    /// core that was stopped (`stop()`), or still runs. A storage failure stops openraft for good,
-    /// and without this every later call would fail as if the node were not the leader.
-    pub fn core_failed(fatal: &openraft::errors::Fatal<crate::types::TypeConfig>) -> Option<Self> {
+    /// What callers of a node whose Raft core stopped on its own get from then on, as `metrics`
+    /// tell: `None` for a core that was stopped (`stop()`), or still runs. A storage failure
+    /// stops openraft for good, and without this every later call would fail as if the node
+    /// were not the leader.
+    pub fn core_failed(metrics: &openraft::RaftMetrics<crate::types::TypeConfig>) -> Option<Self> {
         use openraft::errors::Fatal;
+        let fatal = metrics.running_state.as_ref().err()?;
         let text = fatal.to_string();
         let message = match fatal {
             Fatal::Stopped => return None,

@@ -325,11 +325,7 @@ impl Node {
 
     /// Why Raft's core stopped on its own (a storage failure), while this node was not stopped.
     pub(super) fn core_failure(&self) -> Option<NodeError> {
-        let metrics = self.raft.metrics();
-        let running = metrics.borrow_watched().running_state.clone();
-        running
-            .err()
-            .and_then(|fatal| NodeError::core_failed(&fatal))
+        NodeError::core_failed(&self.raft.metrics().borrow_watched())
     }
 
     /// Resolves once this node is dropped, with its storage: taken once, by `stop()`'s caller.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use openraft::Instant as _;
 use openraft::ServerState;
 
-use super::Node;
+use super::{Node, NodeError};
 use crate::now_ms;
 use crate::types::PeerAddr;
 
@@ -74,7 +74,7 @@ impl Node {
             self.leader_contact_ms.load(Ordering::Relaxed)
         };
         NodeState {
-            failure: self.core_failure().map(|e| e.message),
+            failure: NodeError::core_failed(&m).map(|e| e.message),
             joint: membership.get_joint_config().len() > 1,
             last_contact_ms,
             node_id: self.id.0.clone(),

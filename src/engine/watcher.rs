@@ -42,12 +42,7 @@ fn observe(m: &RaftMetrics<TypeConfig>) -> Seen {
             let configs = membership.get_joint_config();
             (configs.len() > 1).then(|| configs.last().cloned().unwrap_or_default())
         },
-        failure: m
-            .running_state
-            .as_ref()
-            .err()
-            .and_then(NodeError::core_failed)
-            .map(|e| e.message),
+        failure: NodeError::core_failed(m).map(|e| e.message),
     }
 }
 
