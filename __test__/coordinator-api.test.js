@@ -218,6 +218,23 @@ async function waitUntil(check, timeoutMs = 10000) {
   }
 }
 
+/**
+ * Runs `body(first, second)` with two coordinators of one node on one data directory (the
+ * second with `secondConfig` over `config`), for a first run and a start after it; both are
+ * stopped whatever happens.
+ */
+async function twoRuns(config, body, secondConfig = {}) {
+  const dir = dataDir();
+  const first = createRaftCoordinator({ port: 0, dataDir: dir, bootstrap: true, ...config });
+  const second = createRaftCoordinator({ port: 0, dataDir: dir, bootstrap: true, ...config, ...secondConfig });
+  try {
+    await body(first, second);
+  } finally {
+    await first.stop();
+    await second.stop();
+  }
+}
+
 test('a stopped node can be started again on its data directory in the same process, state intact', async () => {
   const dir = dataDir();
   const first = createRaftCoordinator({ nodeId: 'again', port: 0, dataDir: dir, bootstrap: true });
@@ -235,11 +252,7 @@ test('a stopped node can be started again on its data directory in the same proc
 });
 
 test('stop() does not wait for a snapshot provider that never answers: the data directory opens again at once', async () => {
-  const dir = dataDir();
-  const make = () => createRaftCoordinator({ nodeId: 'slow-provider', port: 0, dataDir: dir, bootstrap: true, snapshotThreshold: 10 });
-  const first = make();
-  const second = make();
-  try {
+  await twoRuns({ nodeId: 'slow-provider', snapshotThreshold: 10 }, async (first, second) => {
     first.on('command_applied', () => {});
     const warnings = [];
     first.on('warning', (w) => warnings.push(w));
@@ -258,18 +271,13 @@ test('stop() does not wait for a snapshot provider that never answers: the data 
     await second.initialize();
     await waitUntil(() => second.isLeader);
     assert.ok(second.getState().lastLogIndex >= 30);
-  } finally {
-    await first.stop();
-    await second.stop();
-  }
+  });
 });
 
 test('a full data directory stops the node with one ERR_STORAGE warning and errors that say what to do; a larger mapSizeMb brings it back, every write intact', async () => {
-  const dir = dataDir();
-  const full = createRaftCoordinator({ nodeId: 'full', port: 0, dataDir: dir, bootstrap: true, mapSizeMb: 2, snapshotThreshold: 100000 });
-  // appliedIndex: 0 hands every entry over again, so the test sees what the log holds.
-  const again = createRaftCoordinator({ nodeId: 'full', port: 0, dataDir: dir, bootstrap: true, mapSizeMb: 64, appliedIndex: 0 });
-  try {
+  // The second run, with a larger map, has appliedIndex: 0: every entry is handed over again, so
+  // the test sees what the log holds.
+  await twoRuns({ nodeId: 'full', mapSizeMb: 2, snapshotThreshold: 100000 }, async (full, again) => {
     const warnings = [];
     full.on('warning', (w) => warnings.push(w));
     full.on('command_applied', () => {});
@@ -307,18 +315,11 @@ test('a full data directory stops the node with one ERR_STORAGE warning and erro
     assert.ok(after.logIndex > Math.max(...acked.map(([, index]) => index)));
     await waitUntil(() => applied.has(after.logIndex));
     for (const [n, index] of acked) assert.equal(applied.get(index), n, `write ${n}, acknowledged at ${index}, is gone`);
-  } finally {
-    await full.stop();
-    await again.stop();
-  }
+  }, { mapSizeMb: 64, appliedIndex: 0 });
 });
 
 test('a snapshot the node asks for while initialize() is under way gets the provider\'s answer', async () => {
-  const dir = dataDir();
-  const make = () => createRaftCoordinator({ nodeId: 'early', port: 0, dataDir: dir, bootstrap: true, snapshotThreshold: 20 });
-  const first = make();
-  const second = make();
-  try {
+  await twoRuns({ nodeId: 'early', snapshotThreshold: 20 }, async (first, second) => {
     // No snapshot in the first run: the log is past the threshold when the node starts again,
     // and it builds one at once.
     first.on('command_applied', () => {});
@@ -342,10 +343,7 @@ test('a snapshot the node asks for while initialize() is under way gets the prov
     await waitUntil(() => second.getState().snapshotIndex !== null, 20000);
     assert.ok(second.getState().snapshotIndex >= 60);
     assert.equal(asked, 1);
-  } finally {
-    await first.stop();
-    await second.stop();
-  }
+  });
 });
 
 test('commands applied while no command_applied listener is attached wait for the next one, in order', async () => {
