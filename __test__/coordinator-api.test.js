@@ -374,6 +374,71 @@ test('commands applied while no command_applied listener is attached wait for th
   }
 });
 
+test('a listener attached late gets every command held for it, however many', async () => {
+  // More commands than a fixed count of held events: none may be dropped, and none counted
+  // delivered before a listener ran.
+  const total = 60000;
+  const raft = createRaftCoordinator({ nodeId: 'late-many', port: 0, dataDir: dataDir(), bootstrap: true });
+  const warnings = [];
+  raft.on('warning', (w) => warnings.push(w));
+  await raft.initialize();
+  try {
+    await waitUntil(() => raft.isLeader);
+    for (let from = 0; from < total; from += 2000) {
+      const writes = [];
+      for (let n = from; n < from + 2000; n++) writes.push(raft.replicateCommand({ type: 'late', n }));
+      await Promise.all(writes);
+    }
+    const seen = [];
+    raft.on('command_applied', ({ command }) => seen.push(command.n));
+    await raft.replicateCommand({ type: 'late', n: total });
+    await waitUntil(() => seen.at(-1) === total, 30000);
+    assert.equal(seen.length, total + 1);
+    assert.ok(
+      seen.every((n, i) => n === i),
+      `delivered out of order or with a gap near ${seen.findIndex((n, i) => n !== i)}`,
+    );
+    assert.deepEqual(warnings, []);
+  } finally {
+    await raft.stop();
+  }
+});
+
+test('commands held for a listener hold the node back, not its memory, until one is attached', async () => {
+  // 8,000 commands of 4 KB: twice what the node lets wait for JavaScript (about 16 MiB).
+  const total = 8000;
+  const pad = 'x'.repeat(4096);
+  const raft = createRaftCoordinator({ nodeId: 'late-large', port: 0, dataDir: dataDir(), bootstrap: true });
+  await raft.initialize();
+  try {
+    await waitUntil(() => raft.isLeader);
+    const writes = [];
+    for (let n = 0; n < total; n++) writes.push(raft.replicateCommand({ type: 'late', n, pad }, { timeoutMs: 120000 }));
+    const firstEntry = raft.getState().lastLogIndex + 1;
+    await waitUntil(() => raft.getState().commitIndex >= firstEntry + total - 1, 60000);
+    // Applying 8,000 entries takes well under a second here: once the applied index has not
+    // moved for 2 s, the node has gone as far as it will without a listener.
+    let applied = -1;
+    let movedAt = Date.now();
+    await waitUntil(() => {
+      const now = raft.getState().lastApplied;
+      if (now !== applied) [applied, movedAt] = [now, Date.now()];
+      return Date.now() - movedAt >= 2000;
+    }, 60000);
+    assert.ok(
+      applied < firstEntry + total / 2 + 1500,
+      `every command is committed; the node applied through ${applied}, past what may wait unheard`,
+    );
+    const seen = [];
+    raft.on('command_applied', ({ command }) => seen.push(command.n));
+    await Promise.all(writes);
+    assert.equal(seen.length, total);
+    assert.ok(seen.every((n, i) => n === i));
+  } finally {
+    await raft.stop();
+  }
+});
+
 test('commands applied before any command_applied listener are delivered to the first one, in order', async () => {
   const raft = createRaftCoordinator({ nodeId: 'late', port: 0, dataDir: dataDir(), bootstrap: true });
   await raft.initialize();

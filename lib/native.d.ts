@@ -43,6 +43,11 @@ export declare class NativeNode {
   delivered(index: number): void
   /** Makes every snapshot ask JavaScript for the application's state (`snapshot_request`). */
   enableAppSnapshots(on: boolean): void
+  /**
+   * JavaScript handed the `count` events it held longest (no `command_applied` listener
+   * was attached) to a listener: the node may apply as much further.
+   */
+  releaseHeldEvents(count: number): void
   /** Answers a `snapshot_request` with the application's state as JSON (or null). */
   provideAppSnapshot(id: number, state?: string | undefined | null): boolean
   /**
@@ -280,4 +285,4 @@ export interface RaftState {
 }
 
 /** Starts a node. Resolves once storage is open, the port is bound and Raft runs. */
-export declare function startNode(config: NativeConfig, onEvents: (batch: string) => void): Promise<NativeNode>
+export declare function startNode(config: NativeConfig, onEvents: (batch: string) => number[] | undefined): Promise<NativeNode>

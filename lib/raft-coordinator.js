@@ -29,7 +29,6 @@ const DEFAULTS = Object.freeze({
   maxConnections: 256,
 });
 
-const MAX_HELD_EVENTS = 50000;
 /** Internal state-machine event: a snapshot asks for the application's state. */
 const SNAPSHOT_REQUEST = Symbol('snapshot_request');
 
@@ -285,6 +284,10 @@ class RaftCoordinator extends ManagedEmitter {
     // applies after its daemon's manager shut down is handed over again at the next start.
     this._held = [];
     this._holding = true;
+    // Positions, within the batch being dispatched, of the events held: the node keeps counting
+    // them against what may wait for JavaScript until they are handed over (releaseHeldEvents),
+    // so a node nobody listens to holds back its applies, not its memory.
+    this._heldInBatch = undefined;
     // Delivery (DESIGN's Delivery rules): the highest index whose command_applied listeners ran
     // (or, while events are held, that arrived), what was last reported to the node, and the
     // writes of this node waiting for their own entry to be delivered (read-your-writes).
@@ -306,8 +309,13 @@ class RaftCoordinator extends ManagedEmitter {
     this._holding = false;
     const held = this._held;
     this._held = [];
+    // Those held within the batch being dispatched are not counted as held by the node yet.
+    const unregistered = this._heldInBatch?.length ?? 0;
+    if (this._heldInBatch) this._heldInBatch = [];
     for (const [name, payload] of held) this._deliverStateMachineEvent(name, payload);
     this._reportDelivered();
+    const registered = held.length - unregistered;
+    if (registered > 0) this._answerWhenStarted((node) => node.releaseHeldEvents(registered));
   }
 
   _deliverStateMachineEvent(name, payload) {
@@ -428,11 +436,12 @@ class RaftCoordinator extends ManagedEmitter {
     this._answerWhenStarted((node) => node.provideAppSnapshot(id, json));
   }
 
+  /** Emits a state-machine event, or holds it for a listener; true when held. */
   _emitStateMachineEvent(name, payload) {
     // What the node applied while it was being stopped is not handed over any more: listeners
     // would call into a stopped node. It was not reported delivered, so the next start hands it
     // over again (redelivered).
-    if (this._stopped) return;
+    if (this._stopped) return false;
     if (name !== SNAPSHOT_REQUEST) this._receivedIndex = Math.max(this._receivedIndex, deliveryIndex(name, payload));
     // Whether anyone listens is asked here, not only through newListener: removeAllListeners()
     // takes that hook away too.
@@ -442,24 +451,13 @@ class RaftCoordinator extends ManagedEmitter {
       // The application's state lacks the held entries: no snapshot can carry it now.
       if (name === SNAPSHOT_REQUEST) {
         this._declineSnapshotRequest(payload.id);
-        return;
-      }
-      if (this._held.length >= MAX_HELD_EVENTS) {
-        // Nobody listens: what is dropped counts as delivered, so the log does not keep it.
-        const [droppedName, droppedPayload] = this._held.shift();
-        this._deliveredIndex = Math.max(this._deliveredIndex, deliveryIndex(droppedName, droppedPayload));
-        if (!this._warnedHeldOverflow) {
-          this._warnedHeldOverflow = true;
-          this._emitSafely(
-            'warning',
-            new ConsensusError(ErrorCode.STORAGE, `more than ${MAX_HELD_EVENTS} applied commands arrived while no command_applied listener was attached; the oldest were dropped`),
-          );
-        }
+        return false;
       }
       this._held.push([name, payload]);
-      return;
+      return true;
     }
     this._deliverStateMachineEvent(name, payload);
+    return false;
   }
 
   get nodeId() {
@@ -990,26 +988,31 @@ class RaftCoordinator extends ManagedEmitter {
     }
   }
 
-  /** Receives a batch of native events (a JSON array) and emits each. */
+  /**
+   * Receives a batch of native events (a JSON array) and emits each. Returns the positions of
+   * those held for a command_applied listener not attached yet, if any.
+   */
   _dispatch(batch) {
     let events;
     try {
       events = JSON.parse(batch);
     } catch (err) {
       rethrowLater(new Error(`@unrdf/consensus: malformed event batch: ${err.message}`));
-      return;
+      return undefined;
     }
+    this._heldInBatch = [];
     // Each event comes as {type, payload}: its public name and argument, named as listeners see
     // them (src/events.rs declares both).
-    for (const { type, payload } of events) {
+    for (let position = 0; position < events.length; position++) {
+      const { type, payload } = events[position];
       switch (type) {
         case 'command_applied':
           // JSON has no undefined: a command without an operation id gets `operationId: undefined`.
           if (payload.operationId === null) payload.operationId = undefined;
-          this._emitStateMachineEvent(type, payload);
+          if (this._emitStateMachineEvent(type, payload)) this._heldInBatch.push(position);
           break;
         case 'snapshot_installed':
-          this._emitStateMachineEvent(type, payload);
+          if (this._emitStateMachineEvent(type, payload)) this._heldInBatch.push(position);
           break;
         case 'snapshot_request':
           this._emitStateMachineEvent(SNAPSHOT_REQUEST, payload);
@@ -1033,6 +1036,9 @@ class RaftCoordinator extends ManagedEmitter {
       }
     }
     this._reportDelivered();
+    const held = this._heldInBatch;
+    this._heldInBatch = undefined;
+    return held.length > 0 ? held : undefined;
   }
 }
 

@@ -24,7 +24,9 @@ use crate::types::{PeerAddr, RegistryWrite};
 
 /// Receives each batch of events as a JSON array. Strong: while a node runs, its event callback
 /// keeps the process alive; `stop()` releases it.
-type EventCallback = ThreadsafeFunction<String, (), String, Status, false>;
+/// Takes a batch of events as JSON; returns the positions of those it held for a
+/// `command_applied` listener not attached yet (see `Backlog::taken_holding`).
+type EventCallback = ThreadsafeFunction<String, Option<Vec<u32>>, String, Status, false>;
 
 fn js_error(e: NodeError) -> Error {
     Error::new(Status::GenericFailure, e.to_json())
@@ -391,16 +393,24 @@ async fn pump_events(
             return;
         }
         // Counted when emitted (`EventSink::emit`), so what waits in the channel counts too.
-        let bytes: u64 = batch.iter().map(Event::cost).sum();
+        let costs: Vec<u64> = batch.iter().map(Event::cost).collect();
+        let bytes: u64 = costs.iter().sum();
         let json = batch_to_json(batch);
         let taken = backlog.clone();
         // Counted as taken once JavaScript's handler returned (its listeners ran), or at once
-        // when the call could not be queued.
+        // when the call could not be queued; what it held stays counted until released.
         let status = callback.call_with_return_value(
             json,
             ThreadsafeFunctionCallMode::NonBlocking,
-            move |_, _| {
-                taken.taken(bytes);
+            move |held: Result<Option<Vec<u32>>>, _| {
+                let held: Vec<u64> = held
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|position| costs.get(position as usize).copied())
+                    .collect();
+                taken.taken_holding(bytes, &held);
                 Ok(())
             },
         );
@@ -470,7 +480,7 @@ fn init_logging() {
 pub async fn start_node(
     config: NativeConfig,
     // A batch of events as one JSON array, so a burst crosses into JavaScript once.
-    #[napi(ts_arg_type = "(batch: string) => void")] on_events: EventCallback,
+    #[napi(ts_arg_type = "(batch: string) => number[] | undefined")] on_events: EventCallback,
 ) -> Result<NativeNode> {
     use tracing::Instrument;
     init_logging();
@@ -669,6 +679,13 @@ impl NativeNode {
     pub fn enable_app_snapshots(&self, on: bool) -> Result<()> {
         self.node()?.enable_app_snapshots(on);
         Ok(())
+    }
+
+    /// JavaScript handed the `count` events it held longest (no `command_applied` listener
+    /// was attached) to a listener: the node may apply as much further.
+    #[napi]
+    pub fn release_held_events(&self, count: u32) {
+        self.events.backlog().release_held(count as usize);
     }
 
     /// Answers a `snapshot_request` with the application's state as JSON (or null).

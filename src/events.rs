@@ -4,7 +4,7 @@
 //! never wait; a single pump drains it in batches and hands each batch to JavaScript as one JSON
 //! array, so a busy node crosses into the JS thread once per batch, not once per event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -206,6 +206,10 @@ pub struct Backlog {
     /// Set once nobody will take events any more (the node stops): nothing waits then.
     closed: AtomicBool,
     room: Notify,
+    /// The costs of the events JavaScript holds for a `command_applied` listener not attached
+    /// yet, oldest first. They stay counted until handed to one (`release_held`): a node whose
+    /// application listens late, or never, holds back its applies, not its memory.
+    held: Mutex<VecDeque<u64>>,
 }
 
 impl Backlog {
@@ -220,6 +224,25 @@ impl Backlog {
                 Some(b.saturating_sub(bytes))
             });
         self.room.notify_waiters();
+    }
+
+    /// JavaScript's handler ran for events costing `bytes` in all and held those costing
+    /// `held`, which stay counted.
+    pub fn taken_holding(&self, bytes: u64, held: &[u64]) {
+        if !held.is_empty() {
+            lock(&self.held).extend(held);
+        }
+        self.taken(bytes.saturating_sub(held.iter().sum()));
+    }
+
+    /// JavaScript handed the `count` events it held longest to a listener.
+    pub fn release_held(&self, count: usize) {
+        let freed: u64 = {
+            let mut held = lock(&self.held);
+            let count = count.min(held.len());
+            held.drain(..count).sum()
+        };
+        self.taken(freed);
     }
 
     pub fn close(&self) {
@@ -384,6 +407,26 @@ mod tests {
             ),
             other => panic!("expected a warning, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn held_events_stay_counted_until_released_oldest_first() {
+        let backlog = Backlog::default();
+        backlog.handed_over(BACKLOG_LIMIT_BYTES);
+        assert!(!backlog.has_room());
+        // JavaScript ran its handler and held two events: a quarter and a half of the limit.
+        let (quarter, half) = (BACKLOG_LIMIT_BYTES / 4, BACKLOG_LIMIT_BYTES / 2);
+        backlog.taken_holding(BACKLOG_LIMIT_BYTES, &[quarter, half]);
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), quarter + half);
+        assert!(backlog.has_room());
+        backlog.handed_over(BACKLOG_LIMIT_BYTES / 4);
+        assert!(!backlog.has_room());
+        // Releasing the oldest frees its cost, not the newer one's.
+        backlog.release_held(1);
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), half + quarter);
+        // More than is held releases what is held, nothing below zero.
+        backlog.release_held(5);
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), quarter);
     }
 
     #[test]
