@@ -13,7 +13,10 @@ let raft = null;
 let daemon = null;
 let cluster = null;
 let consensus = null;
-const applied = []; // [index, term, operationId|null, command.type, command.seq]
+const applied = []; // [index, term, operationId|null, command.type, command.seq, redelivered]
+function recordCommand({ command, entry, operationId, redelivered }) {
+  if (recordApplied) applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null, redelivered]);
+}
 /** Whether `applied` records every command; a benchmark turns it off so memory is the package's. */
 let recordApplied = true;
 let slowDaemonMs = 0;
@@ -127,9 +130,7 @@ const ops = {
     }
     for (const name of FORWARDED) raft.on(name, (payload) => send({ event: name, payload: plain(payload) }));
     // `listen: false` leaves the guide's managers as the only listeners, as in a daemon.
-    if (listen) raft.on('command_applied', ({ command, entry, operationId }) => {
-      if (recordApplied) applied.push([entry.index, entry.term, operationId ?? null, command.type, command.seq ?? null]);
-    });
+    if (listen) raft.on('command_applied', recordCommand);
     raft.on('snapshot_installed', (s) => snapshots.push(s));
     if (guide) {
       await daemon.start();
@@ -147,7 +148,8 @@ const ops = {
   async replicateOperation({ operation }) {
     return consensus.replicateOperation(operation);
   },
-  async guideLoad({ count, concurrency, prefix }) {
+  async guideLoad({ count, concurrency, prefix, padBytes = 0 }) {
+    const pad = 'x'.repeat(padBytes);
     let next = 0;
     const acked = [];
     const errors = {};
@@ -159,7 +161,9 @@ const ops = {
           const seq = next++;
           const t0 = process.hrtime.bigint();
           try {
-            const r = await consensus.replicateOperation({ ...makeValue(seq), id: `${prefix}-${seq}`, daemonId: daemon.daemonId, type: 'task' });
+            const value = makeValue(seq);
+            if (padBytes > 0) value.payload = { ...value.payload, pad };
+            const r = await consensus.replicateOperation({ ...value, id: `${prefix}-${seq}`, daemonId: daemon.daemonId, type: 'task' });
             latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
             acked.push([`${prefix}-${seq}`, r.logIndex]);
           } catch (err) {
@@ -487,6 +491,10 @@ const ops = {
   },
   async state() {
     return raft.getState();
+  },
+  /** Starts recording applied commands (`applied`), for a node started with `listen: false`. */
+  async listen() {
+    raft.on('command_applied', recordCommand);
   },
   async applied({ from = 0 } = {}) {
     return { entries: applied.slice(from), total: applied.length, snapshots };

@@ -168,6 +168,7 @@ impl Node {
         .map_err(|e| {
             NodeError::new(ErrorCode::Storage, format!("raft failed to start: {e}")).with_cause(e)
         })?;
+        events.backlog().start_pacing();
         // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
         // Wait for the first real report, so the state read right after start is what is on disk.
         let mut first_report = raft.metrics();
