@@ -496,6 +496,10 @@ const ops = {
   async listen() {
     raft.on('command_applied', recordCommand);
   },
+  /** How many applied entries the coordinator holds in memory for a listener not attached yet. */
+  async heldForListener() {
+    return raft._held.length;
+  },
   async applied({ from = 0 } = {}) {
     return { entries: applied.slice(from), total: applied.length, snapshots };
   },

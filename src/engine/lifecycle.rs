@@ -123,8 +123,9 @@ impl Node {
         let pool = PeerPool::new(id.clone(), transport.clone(), events.clone());
         let network = Network { pool: pool.clone() };
         // What a previous run may not have handed to the application goes out first, ahead of
-        // anything Raft applies in this run.
+        // anything Raft applies in this run (see `catch_up`).
         let delivery = Delivery::retaining();
+        delivery.begin_start();
         let replayed = store
             .replay_undelivered(config.resume_from, &delivery, &events)
             .map_err(|e| {
@@ -168,6 +169,7 @@ impl Node {
         .map_err(|e| {
             NodeError::new(ErrorCode::Storage, format!("raft failed to start: {e}")).with_cause(e)
         })?;
+        delivery.started();
         events.backlog().start_pacing();
         // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
         // Wait for the first real report, so the state read right after start is what is on disk.
@@ -175,6 +177,14 @@ impl Node {
         let _ = tokio::time::timeout(FIRST_METRICS_LIMIT, first_report.changed()).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let resumed_after = replayed.resumed_after;
+        tokio::spawn(crate::storage::catch_up(
+            store.clone(),
+            delivery.clone(),
+            events.clone(),
+            replayed,
+            stop_rx.clone(),
+        ));
         tokio::spawn(cursor::write_cursor(
             store.clone(),
             delivery.clone(),
@@ -216,7 +226,7 @@ impl Node {
             leader_contact_ms: leader_contact_ms.clone(),
             app_snapshots,
             delivery,
-            resumed_after: replayed.resumed_after,
+            resumed_after,
             formation,
             leading_since,
             dropped_rx: std::sync::Mutex::new(Some(dropped_rx)),

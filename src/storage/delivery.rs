@@ -10,7 +10,7 @@
 //! (or one installed from the leader) covers them.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::EntryPayload;
@@ -52,6 +52,13 @@ pub struct Delivery {
     /// When false, purges delete entries at once (no application behind this store, as in the
     /// storage test suite).
     retain: bool,
+    /// While the node starts, openraft applies what was committed but not applied before; those
+    /// entries are handed over by the catch-up after the start, not as they are applied.
+    starting: AtomicBool,
+    /// Set from the start until the catch-up handed over everything applied before it: the state
+    /// machine applies and snapshots nothing meanwhile, so its events stay in log order.
+    catching_up: AtomicBool,
+    caught_up: Notify,
 }
 
 impl Delivery {
@@ -66,6 +73,37 @@ impl Delivery {
     /// No application: purges delete at once.
     pub fn none() -> Arc<Delivery> {
         Arc::new(Delivery::default())
+    }
+
+    /// The node starts: nothing applied is handed over until `catch_up` has run.
+    pub fn begin_start(&self) {
+        self.starting.store(true, Ordering::Release);
+        self.catching_up.store(true, Ordering::Release);
+    }
+
+    /// Raft runs: what is applied from now on waits for the catch-up, then goes out as applied.
+    pub fn started(&self) {
+        self.starting.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn starting(&self) -> bool {
+        self.starting.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the catch-up handed over everything applied before the node started.
+    pub(crate) async fn caught_up(&self) {
+        loop {
+            let done = self.caught_up.notified();
+            if !self.catching_up.load(Ordering::Acquire) {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    fn finish_catch_up(&self) {
+        self.catching_up.store(false, Ordering::Release);
+        self.caught_up.notify_waiters();
     }
 
     pub fn applied(&self) -> Option<u64> {
@@ -143,17 +181,64 @@ pub enum ResumeFrom {
     AppliedIndex(u64),
 }
 
-/// What the start-up hand-over delivered.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Where the start-up hand-over resumes delivery.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replayed {
     /// Everything up to this index is taken as delivered before this run: the first event of
     /// this run comes after it.
     pub resumed_after: Option<u64>,
     pub snapshot: Option<u64>,
-    pub entries: u64,
     /// Entries the application should have received again but that neither the log nor a
     /// snapshot holds any more (`first..=last`); delivery resumed after them.
     pub missing: Option<(u64, u64)>,
+    /// The first entry `catch_up` hands over, and the last applied before this run: those up to
+    /// it are marked `redelivered`.
+    pub catch_up_from: u64,
+    pub applied_before: Option<u64>,
+}
+
+/// At most this many entries, and about this many bytes of commands, go out per piece of the
+/// catch-up, each after JavaScript made room (`EventSink::room`).
+const CATCH_UP_PIECE_ENTRIES: usize = 1024;
+const CATCH_UP_PIECE_BYTES: usize = 1 << 20;
+
+/// Hands over, after the start, every entry from `replayed.catch_up_from` through what the state
+/// machine has applied: what a previous run may not have delivered (marked `redelivered`) and
+/// what openraft applied during the start. It goes in pieces, each once JavaScript has room, so
+/// a node that restarts far behind its daemon holds the entries in its log, not in memory. The
+/// state machine applies nothing more until it is done; a stop ends it early (what it did not
+/// hand over is not counted delivered, and the next start hands it over).
+pub async fn catch_up(
+    store: Arc<Store>,
+    delivery: Arc<Delivery>,
+    events: EventSink,
+    replayed: Replayed,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut next = replayed.catch_up_from;
+    if let Some(last) = delivery.applied() {
+        while next <= last && !*stop.borrow() {
+            // A stop must not wait for room: this task holds the store, which the stop releases.
+            tokio::select! {
+                _ = events.room() => {}
+                _ = stop.changed() => break,
+            }
+            let piece = blocking(|| store.hand_over(next, last, replayed.applied_before, &events));
+            match piece {
+                Ok(after) => next = after,
+                Err(e) => {
+                    events.emit(Event::Warning {
+                        code: "ERR_STORAGE",
+                        message: format!(
+                            "entries {next} to {last} could not be handed over again: {e}"
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    delivery.finish_catch_up();
 }
 
 impl Store {
@@ -188,9 +273,10 @@ impl Store {
         Ok(self.stored_last_applied(&rtxn)?.map(|l| l.index()))
     }
 
-    /// Queues, before Raft starts, the events the application may not hold: from the resume
-    /// point through what the state machine had applied, each marked `redelivered`. When the
-    /// log no longer holds the resume point, the latest snapshot is handed over first.
+    /// Works out, before Raft starts, where delivery resumes: from the resume point through
+    /// what the state machine had applied, the application may not hold the entries. When the
+    /// log no longer holds the resume point, the latest snapshot is handed over at once; the
+    /// entries follow after the start (`catch_up`).
     pub fn replay_undelivered(
         &self,
         from: ResumeFrom,
@@ -201,11 +287,12 @@ impl Store {
         if let Some(purged) = self.purged_index()? {
             delivery.set_purged(purged);
         }
-        let Some(last_applied) = self.last_applied_index()? else {
-            return Ok(replayed);
-        };
-        delivery.set_applied(last_applied);
-        let cursor = self.delivery_cursor(Some(last_applied))?;
+        let last_applied = self.last_applied_index()?;
+        replayed.applied_before = last_applied;
+        if let Some(last) = last_applied {
+            delivery.set_applied(last);
+        }
+        let cursor = self.delivery_cursor(last_applied)?;
         if let Some(c) = cursor {
             // What is on disk is proven: it is both the persisted and the acknowledged cursor.
             raise(&delivery.persisted, c);
@@ -216,7 +303,8 @@ impl Store {
             ResumeFrom::AppliedIndex(i) => i.saturating_add(1),
         };
         replayed.resumed_after = next.checked_sub(1);
-        if next > last_applied {
+        replayed.catch_up_from = next;
+        if last_applied.is_none_or(|last| next > last) {
             return Ok(replayed);
         }
 
@@ -240,13 +328,33 @@ impl Store {
             replayed.missing = Some((next, first - 1));
             next = first;
         }
+        replayed.catch_up_from = next;
+        Ok(replayed)
+    }
+
+    /// Emits the entries from `from` on, at most one piece of them, up to `through`; returns
+    /// the index to go on from. Those up to `applied_before` are marked `redelivered`.
+    fn hand_over(
+        &self,
+        from: u64,
+        through: u64,
+        applied_before: Option<u64>,
+        events: &EventSink,
+    ) -> io::Result<u64> {
+        let rtxn = self.env.read_txn().map_err(storage_err)?;
+        let (mut count, mut bytes) = (0, 0);
         for item in self
             .log
-            .range(&rtxn, &(next..=last_applied))
+            .range(&rtxn, &(from..=through))
             .map_err(storage_err)?
         {
-            let (index, bytes) = item.map_err(storage_err)?;
-            let entry: Entry = decode(bytes)?;
+            let (index, raw) = item.map_err(storage_err)?;
+            if count >= CATCH_UP_PIECE_ENTRIES || bytes >= CATCH_UP_PIECE_BYTES {
+                return Ok(index);
+            }
+            count += 1;
+            bytes += raw.len();
+            let entry: Entry = decode(raw)?;
             let EntryPayload::Normal(cmd) = entry.payload else {
                 continue;
             };
@@ -263,11 +371,10 @@ impl Store {
                 term: entry.log_id.committed_leader_id().term,
                 command: cmd.json,
                 op_id: cmd.op_id,
-                redelivered: true,
+                redelivered: applied_before.is_some_and(|last| index <= last),
             });
-            replayed.entries += 1;
         }
-        Ok(replayed)
+        Ok(through + 1)
     }
 
     fn read_snapshot(

@@ -40,7 +40,7 @@ use records::Record;
 
 pub use crate::ops::OpRecord;
 pub use app_state::AppSnapshots;
-pub use delivery::{Delivery, Replayed, ResumeFrom};
+pub use delivery::{catch_up, Delivery, Replayed, ResumeFrom};
 pub use format::FORMAT_VERSION;
 pub use history::{Change, Changes, HISTORY_ENTRIES};
 pub use log_store::LogStore;

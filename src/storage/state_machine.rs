@@ -87,8 +87,11 @@ impl StateMachine {
                 if let Some(last) = &applied.last_applied {
                     delivery.set_applied(last.index());
                 }
-                for event in applied.events {
-                    events.emit(event);
+                // While the node starts, the catch-up hands these over once it has started.
+                if !delivery.starting() {
+                    for event in applied.events {
+                        events.emit(event);
+                    }
                 }
                 // Writers hear back after the events are queued: a write made on this node then
                 // finds its own `command_applied` ahead of its answer, and need not wait for it.
@@ -221,6 +224,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // The application's state must follow every entry the snapshot covers.
+        self.sm.delivery.caught_up().await;
         let started = std::time::Instant::now();
         let s = &self.sm.store;
         // Only the start of the read and the request to the application hold the gate (apply
@@ -295,6 +300,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        // What was applied before the start goes out first (see `catch_up`).
+        if !self.delivery.starting() {
+            self.delivery.caught_up().await;
+        }
         // Applied in pieces: after falling behind, openraft hands over everything committed since
         // in one stream, and each piece waits for JavaScript to have room for its events.
         loop {
@@ -339,6 +348,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        // Handed over after the entries before it, not ahead of them.
+        if !self.delivery.starting() {
+            self.delivery.caught_up().await;
+        }
         let started = std::time::Instant::now();
         let data = snapshot.into_inner();
         let mut payload: SnapshotPayload = legacy::decode_snapshot_payload(&data)?;

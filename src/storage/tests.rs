@@ -121,12 +121,22 @@ mod delivery {
         }
     }
 
-    fn replay(node: &Node, from: ResumeFrom) -> (super::super::Replayed, Vec<(u64, bool)>) {
+    /// The start-up hand-over: what the start finds, then the catch-up after it.
+    async fn replay(node: &Node, from: ResumeFrom) -> (super::super::Replayed, Vec<(u64, bool)>) {
         let (events, mut rx) = EventSink::new();
         let replayed = node
             .store
             .replay_undelivered(from, &node.delivery, &events)
             .expect("replay");
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        super::super::catch_up(
+            node.store.clone(),
+            node.delivery.clone(),
+            events,
+            replayed.clone(),
+            stop_rx,
+        )
+        .await;
         let mut seen = Vec::new();
         while let Ok(e) = rx.try_recv() {
             if let Event::CommandApplied {
@@ -192,7 +202,7 @@ mod delivery {
             // kill -9: nothing more is written.
         }
         let node = open(dir.path());
-        let (replayed, seen) = replay(&node, ResumeFrom::Cursor);
+        let (replayed, seen) = replay(&node, ResumeFrom::Cursor).await;
         assert_eq!(replayed.resumed_after, Some(4));
         assert_eq!(replayed.missing, None);
         assert_eq!(
@@ -203,7 +213,7 @@ mod delivery {
 
         // A daemon that holds less than the cursor gets what is still there, and is told what
         // is gone (no snapshot covers 3 and 4 here).
-        let (replayed, seen) = replay(&node, ResumeFrom::AppliedIndex(2));
+        let (replayed, seen) = replay(&node, ResumeFrom::AppliedIndex(2)).await;
         assert_eq!(replayed.missing, Some((3, 4)));
         assert_eq!(seen.first(), Some(&(5, true)));
 
@@ -212,10 +222,75 @@ mod delivery {
         node.delivery.persist(&node.store).expect("cursor");
         drop(node);
         let node = open(dir.path());
-        let (replayed, seen) = replay(&node, ResumeFrom::Cursor);
+        let (replayed, seen) = replay(&node, ResumeFrom::Cursor).await;
         assert_eq!(replayed.resumed_after, Some(10));
         assert!(seen.is_empty());
         assert_eq!(node.store.log_len().expect("len"), 2);
+    }
+
+    /// What openraft applies while the node starts (committed before a crash, never applied) is
+    /// handed over by the catch-up after what the last run may not have delivered, unmarked; an
+    /// apply after the start waits for the catch-up, so the events stay in log order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_applied_while_starting_follow_the_catch_up_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut node = open(dir.path());
+            apply_through(&mut node, 10).await;
+            node.delivery.ack(4);
+            node.delivery.persist(&node.store).expect("cursor");
+            // Entries 11-15 reach the log, and the node dies before applying them.
+            let entries: Vec<Entry> = (11..=15).map(command).collect();
+            node.log
+                .append(entries, IOFlushed::noop())
+                .await
+                .expect("append");
+        }
+        let (events, mut rx) = EventSink::new();
+        let mut node = open_with(
+            dir.path(),
+            events.clone(),
+            Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+        );
+        node.delivery.begin_start();
+        let replayed = node
+            .store
+            .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
+            .expect("replay");
+        assert_eq!(replayed.catch_up_from, 5);
+        // openraft re-applies 11-15 as the node starts: nothing goes out yet.
+        let entries: Vec<Entry> = (11..=15).map(command).collect();
+        node.sm
+            .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply while starting");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is handed over during the start"
+        );
+        node.delivery.started();
+        let (store, delivery) = (node.store.clone(), node.delivery.clone());
+        // Raft runs and commits 16 before the catch-up: its apply waits for it.
+        let later = tokio::spawn(async move {
+            apply_range(&mut node, 16, 16).await;
+            node
+        });
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        super::super::catch_up(store, delivery, events, replayed, stop_rx).await;
+        let node = later.await.expect("later apply");
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Event::CommandApplied {
+                index, redelivered, ..
+            } = e
+            {
+                seen.push((index, redelivered));
+            }
+        }
+        let mut expected: Vec<(u64, bool)> = (5..=10).map(|i| (i, true)).collect();
+        expected.extend((11..=16).map(|i| (i, false)));
+        assert_eq!(seen, expected);
+        assert_eq!(node.delivery.applied(), Some(16));
     }
 
     /// openraft's core waits for a purge, and the core also sends the heartbeats: a purge must
@@ -302,7 +377,7 @@ mod delivery {
         assert_eq!(current.meta.last_log_id.map(|l| l.index()), Some(10));
         drop(node);
         let node = open(dir.path());
-        let (replayed, _) = replay(&node, ResumeFrom::AppliedIndex(0));
+        let (replayed, _) = replay(&node, ResumeFrom::AppliedIndex(0)).await;
         assert_eq!(
             replayed.snapshot,
             Some(10),
