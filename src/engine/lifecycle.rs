@@ -171,11 +171,6 @@ impl Node {
         })?;
         delivery.started();
         events.backlog().start_pacing();
-        // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
-        // Wait for the first real report, so the state read right after start is what is on disk.
-        let mut first_report = raft.metrics();
-        let _ = tokio::time::timeout(FIRST_METRICS_LIMIT, first_report.changed()).await;
-
         let (stop_tx, stop_rx) = watch::channel(false);
         let resumed_after = replayed.resumed_after;
         tokio::spawn(crate::storage::catch_up(
@@ -185,6 +180,11 @@ impl Node {
             replayed,
             stop_rx.clone(),
         ));
+        // Until its core has run once, openraft publishes placeholder metrics (no log, term 0).
+        // Wait for the first real report, so the state read right after start is what is on disk.
+        let mut first_report = raft.metrics();
+        let _ = tokio::time::timeout(FIRST_METRICS_LIMIT, first_report.changed()).await;
+
         tokio::spawn(cursor::write_cursor(
             store.clone(),
             delivery.clone(),
