@@ -409,6 +409,8 @@ test('commands held for a listener hold the node back, not its memory, until one
   const total = 8000;
   const pad = 'x'.repeat(4096);
   const raft = createRaftCoordinator({ nodeId: 'late-large', port: 0, dataDir: dataDir(), bootstrap: true });
+  const warnings = [];
+  raft.on('warning', (w) => warnings.push(w));
   await raft.initialize();
   try {
     await waitUntil(() => raft.isLeader);
@@ -429,6 +431,9 @@ test('commands held for a listener hold the node back, not its memory, until one
       applied < firstEntry + total / 2 + 1500,
       `every command is committed; the node applied through ${applied}, past what may wait unheard`,
     );
+    // The operator hears why the node stopped applying.
+    await waitUntil(() => warnings.some((w) => w.code === 'ERR_TIMEOUT'), 30000);
+    assert.match(warnings.find((w) => w.code === 'ERR_TIMEOUT').message, /applies no further.*command_applied listeners/);
     const seen = [];
     raft.on('command_applied', ({ command }) => seen.push(command.n));
     await Promise.all(writes);

@@ -180,6 +180,8 @@ fn raw(json: &str) -> serde_json::Result<&RawValue> {
 /// more (`EventSink::room`). At 300 bytes an event that is over 50,000 events, more than a
 /// second at the fastest this package commits, so a daemon that keeps up never meets it.
 const BACKLOG_LIMIT_BYTES: u64 = 16 << 20;
+/// How long the state machine waits for room before the node says it is held back.
+const HELD_BACK_WARNING_AFTER: Duration = Duration::from_secs(5);
 
 impl Event {
     /// About what the event weighs on its way to JavaScript, as `Backlog` counts it: its
@@ -298,14 +300,33 @@ impl EventSink {
         self.backlog.clone()
     }
 
-    /// Resolves once JavaScript has taken enough of what it was handed (see `Backlog`).
+    /// Resolves once JavaScript has taken enough of what it was handed (see `Backlog`). A wait
+    /// past `HELD_BACK_WARNING_AFTER` is reported: the node stopped applying, and a daemon
+    /// that is slow or never attached a listener is the cause the operator has to look at.
     pub async fn room(&self) {
+        let mut warned = false;
         loop {
             let freed = self.backlog.room.notified();
             if self.backlog.has_room() {
                 return;
             }
-            freed.await;
+            if warned {
+                freed.await;
+            } else if tokio::time::timeout(HELD_BACK_WARNING_AFTER, freed)
+                .await
+                .is_err()
+            {
+                warned = true;
+                self.warn_limited(
+                    "held back",
+                    "ERR_TIMEOUT",
+                    format!(
+                        "this node applies no further: about {} MiB of applied entries have waited {} s for its command_applied listeners (a daemon slower than the cluster, or no listener attached); the entries wait in the log",
+                        BACKLOG_LIMIT_BYTES >> 20,
+                        HELD_BACK_WARNING_AFTER.as_secs()
+                    ),
+                );
+            }
         }
     }
 
