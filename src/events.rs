@@ -212,10 +212,6 @@ pub struct Backlog {
     /// yet, oldest first. They stay counted until handed to one (`release_held`): a node whose
     /// application listens late, or never, holds back its applies, not its memory.
     held: Mutex<VecDeque<u64>>,
-    /// Unset while the node starts: openraft applies what was committed but not applied before
-    /// the start returns, and an application that attaches its listener only after the start
-    /// holds what was handed over meanwhile. Waiting for room then would wait for ever.
-    pacing: AtomicBool,
 }
 
 impl Backlog {
@@ -256,15 +252,8 @@ impl Backlog {
         self.room.notify_waiters();
     }
 
-    /// The node has started: from now on, the state machine applies no faster than JavaScript
-    /// takes what it applied.
-    pub fn start_pacing(&self) {
-        self.pacing.store(true, Ordering::Release);
-    }
-
     fn has_room(&self) -> bool {
-        !self.pacing.load(Ordering::Acquire)
-            || self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::Acquire)
             || self.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT_BYTES
     }
 }
@@ -445,9 +434,6 @@ mod tests {
     fn held_events_stay_counted_until_released_oldest_first() {
         let backlog = Backlog::default();
         backlog.handed_over(BACKLOG_LIMIT_BYTES);
-        // While the node starts, nothing waits for room.
-        assert!(backlog.has_room());
-        backlog.start_pacing();
         assert!(!backlog.has_room());
         // JavaScript ran its handler and held two events: a quarter and a half of the limit.
         let (quarter, half) = (BACKLOG_LIMIT_BYTES / 4, BACKLOG_LIMIT_BYTES / 2);

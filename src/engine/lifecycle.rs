@@ -170,7 +170,6 @@ impl Node {
             NodeError::new(ErrorCode::Storage, format!("raft failed to start: {e}")).with_cause(e)
         })?;
         delivery.started();
-        events.backlog().start_pacing();
         let (stop_tx, stop_rx) = watch::channel(false);
         let resumed_after = replayed.resumed_after;
         tokio::spawn(crate::storage::catch_up(

@@ -300,8 +300,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        // What was applied before the start goes out first (see `catch_up`).
-        if !self.delivery.starting() {
+        // While the node starts nothing goes out (the catch-up after the start hands it over),
+        // so nothing waits for JavaScript either: an application that attaches its listener after
+        // the start holds what came meanwhile, and the start would wait for ever. After the
+        // start, what was applied before it goes out first.
+        let starting = self.delivery.starting();
+        if !starting {
             self.delivery.caught_up().await;
         }
         // Applied in pieces: after falling behind, openraft hands over everything committed since
@@ -325,7 +329,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             // A daemon slower than the cluster: the entries wait in the log, not as events in
             // memory (see `Backlog`).
-            self.events.room().await;
+            if !starting {
+                self.events.room().await;
+            }
             self.apply_piece(batch).await?;
         }
     }

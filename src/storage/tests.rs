@@ -137,6 +137,11 @@ mod delivery {
             stop_rx,
         )
         .await;
+        (replayed, applied_events(&mut rx))
+    }
+
+    /// `(index, redelivered)` of each `command_applied` queued so far.
+    fn applied_events(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<(u64, bool)> {
         let mut seen = Vec::new();
         while let Ok(e) = rx.try_recv() {
             if let Event::CommandApplied {
@@ -146,7 +151,7 @@ mod delivery {
                 seen.push((index, redelivered));
             }
         }
-        (replayed, seen)
+        seen
     }
 
     /// Applies entries `1..=last` to a fresh node's log and state machine.
@@ -258,6 +263,18 @@ mod delivery {
             .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
             .expect("replay");
         assert_eq!(replayed.catch_up_from, 5);
+        // JavaScript holds a full backlog of what came during the start (its listener comes
+        // after it): the start must not wait for room.
+        let held = Event::CommandApplied {
+            index: 0,
+            term: 0,
+            command: format!("\"{}\"", "x".repeat(16 << 20)),
+            op_id: None,
+            redelivered: true,
+        };
+        let held_cost = held.cost();
+        events.emit(held);
+        assert!(rx.try_recv().is_ok());
         // openraft re-applies 11-15 as the node starts: nothing goes out yet.
         let entries: Vec<Entry> = (11..=15).map(command).collect();
         node.sm
@@ -268,6 +285,8 @@ mod delivery {
             rx.try_recv().is_err(),
             "nothing is handed over during the start"
         );
+        // The listener comes and takes what was held.
+        events.backlog().taken(held_cost);
         node.delivery.started();
         let (store, delivery) = (node.store.clone(), node.delivery.clone());
         // Raft runs and commits 16 before the catch-up: its apply waits for it.
@@ -278,15 +297,7 @@ mod delivery {
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
         super::super::catch_up(store, delivery, events, replayed, stop_rx).await;
         let node = later.await.expect("later apply");
-        let mut seen = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if let Event::CommandApplied {
-                index, redelivered, ..
-            } = e
-            {
-                seen.push((index, redelivered));
-            }
-        }
+        let seen = applied_events(&mut rx);
         let mut expected: Vec<(u64, bool)> = (5..=10).map(|i| (i, true)).collect();
         expected.extend((11..=16).map(|i| (i, false)));
         assert_eq!(seen, expected);
