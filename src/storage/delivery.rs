@@ -35,8 +35,8 @@ fn raise(a: &AtomicU64, index: u64) {
 /// Delivery progress shared by the state machine, the log store and the engine.
 #[derive(Default)]
 pub struct Delivery {
-    /// Highest index the state machine has applied and committed to disk (its events are queued
-    /// for JavaScript at that point).
+    /// Highest index the state machine has applied and committed (its events are queued for
+    /// JavaScript at that point).
     applied: AtomicU64,
     /// Highest index JavaScript reported delivered (listeners ran), not yet necessarily on disk.
     acked: AtomicU64,
@@ -47,6 +47,10 @@ pub struct Delivery {
     covered: AtomicU64,
     /// Highest index openraft asked to purge; entries up to it are gone for openraft.
     purged: AtomicU64,
+    /// Where delivery resumed at the start: the application holds every entry up to it. The
+    /// state machine may apply some of those again, when a power loss undid the commit that
+    /// applied them (see the storage module's notes); they do not go out a second time.
+    held_at_start: AtomicU64,
     /// Wakes the cursor writer.
     pub moved: Notify,
     /// When false, purges delete entries at once (no application behind this store, as in the
@@ -114,6 +118,11 @@ impl Delivery {
         raise(&self.applied, index);
     }
 
+    /// True for an entry the application reported holding when the node started.
+    pub(crate) fn held_at_start(&self, index: u64) -> bool {
+        load(&self.held_at_start).is_some_and(|held| index <= held)
+    }
+
     /// JavaScript ran the listeners of every entry up to `index`.
     pub fn ack(&self, index: u64) {
         let before = self.acked.load(Ordering::Acquire);
@@ -165,7 +174,7 @@ impl Delivery {
                     .delete_range(&mut wtxn, &(..=through.min(purged)))
                     .map_err(storage_err)?;
             }
-            wtxn.commit().map_err(storage_err)
+            super::commit_durably(&store.env, wtxn)
         })?;
         raise(&self.persisted, acked);
         Ok(true)
@@ -303,6 +312,9 @@ impl Store {
             ResumeFrom::AppliedIndex(i) => i.saturating_add(1),
         };
         replayed.resumed_after = next.checked_sub(1);
+        if let Some(held) = replayed.resumed_after {
+            raise(&delivery.held_at_start, held);
+        }
         replayed.catch_up_from = next;
         if last_applied.is_none_or(|last| next > last) {
             return Ok(replayed);

@@ -90,7 +90,7 @@ impl Store {
         self.raft
             .put(&mut wtxn, KEY_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())
             .map_err(storage_err)?;
-        wtxn.commit().map_err(storage_err)
+        super::commit_durably(&self.env, wtxn)
     }
 
     /// True when no database holds anything: a directory created just now.

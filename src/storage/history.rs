@@ -67,7 +67,7 @@ impl Store {
         self.applied
             .put(&mut wtxn, KEY_HISTORY_FLOOR, &floor.to_be_bytes())
             .map_err(storage_err)?;
-        wtxn.commit().map_err(storage_err)
+        super::commit_durably(&self.env, wtxn)
     }
 
     fn history_floor(&self, txn: &heed::RoTxn<heed::WithoutTls>) -> io::Result<u64> {

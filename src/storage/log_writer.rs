@@ -138,7 +138,7 @@ pub struct ApplyQueue {
 }
 
 impl ApplyQueue {
-    /// Applies a batch in the writer's next transaction; returns once it is durable and
+    /// Applies a batch in the writer's next transaction; returns once it committed and was
     /// published.
     pub(super) async fn apply(&self, work: ApplyWork, gate: Arc<AppSnapshots>) -> io::Result<()> {
         self.writer
@@ -294,6 +294,11 @@ fn write_until_closed(
 
 /// Everything queued since the last commit, in one transaction (one fsync for many appends and
 /// applied batches); applied batches are published once it committed.
+///
+/// The commit is made durable (meta page flushed) only when it holds what openraft waits on:
+/// appends, a vote, a truncation. Applied batches committed alone are not: the log, durable
+/// before them, holds their entries, and a batch a power loss undid is applied again at the next
+/// start. A purge need not be durable either (see `purge`).
 fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::Result<()> {
     let wtxn = write_batch(store, delivery, batch)?;
     let gate = batch.iter().find_map(|write| match write {
@@ -301,12 +306,22 @@ fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::
         _ => None,
     });
     let logged = batch.iter().any(|w| !matches!(w, Write::Apply { .. }));
+    let waited_on = batch.iter().any(|w| {
+        matches!(
+            w,
+            Write::Append { .. } | Write::Vote { .. } | Write::TruncateFrom { .. }
+        )
+    });
     // From the commit until the events are queued: a snapshot that reads the applied state
     // then finds the events of every entry it covers ahead of its own request.
     let _gate = gate.as_ref().map(|g| g.gate());
     let started = Instant::now();
-    // The commit fsyncs: nothing below tells anyone a write is durable before it.
-    wtxn.commit().map_err(storage_err)?;
+    // Nothing below tells openraft a write is durable before this returns.
+    if waited_on {
+        super::commit_durably(&store.env, wtxn)?;
+    } else {
+        wtxn.commit().map_err(storage_err)?;
+    }
     let took = started.elapsed();
     if logged {
         store.stats.log_fsync.observe(took);

@@ -13,8 +13,16 @@
 //! - `snapshot`: the current snapshot's meta and data.
 //! - `changes`: (index, seq) -> registry change, a bounded history for watches (see `history`).
 //!
-//! Every write transaction commits with LMDB's default fsync, so a write is durable when the call
-//! that made it returns.
+//! The environment runs with LMDB's `NO_META_SYNC`: a commit flushes its pages, then writes the
+//! meta page that makes it current without waiting for that page to reach the disk. LMDB stays
+//! consistent that way (a power loss can undo the last commit, never tear one), and the next
+//! commit's flush makes it durable. Every commit that something relies on surviving a power loss
+//! (log appends, votes, truncations, snapshots, the delivery cursor) goes through
+//! `commit_durably`, which flushes the meta page too before it returns: the same two flushes as
+//! LMDB's default. An applied batch that commits alone does not: the log holds every entry it
+//! applied, so a batch a power loss undid is applied again from the log at the next start (and
+//! `Delivery` keeps the application from receiving again what it reported holding). That takes
+//! one of the two flushes of the state machine's commit off a write's path.
 
 mod app_state;
 mod delivery;
@@ -35,7 +43,7 @@ use std::sync::Arc;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, RwTxn, WithoutTls};
 use records::Record;
 
 pub use crate::ops::OpRecord;
@@ -74,6 +82,13 @@ pub struct Store {
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("storage: {e}"))
+}
+
+/// Commits `wtxn` and flushes it, meta page included: once this returns the write survives a
+/// power loss (see the module's notes).
+pub(crate) fn commit_durably(env: &Env<WithoutTls>, wtxn: RwTxn<'_>) -> io::Result<()> {
+    wtxn.commit().map_err(storage_err)?;
+    env.force_sync().map_err(storage_err)
 }
 
 /// Runs a write whose commit fsyncs. On a multi-threaded runtime the worker hands its other tasks
@@ -147,10 +162,14 @@ impl Store {
         // SAFETY: heed requires that an environment is not opened twice in one process and that
         // its files are not changed behind LMDB's back. The exclusive `node.lock` taken above
         // (an OS file lock, held until this `Store` is dropped) guarantees no other `Store` in
-        // any process has this directory open, and nothing else writes to it.
+        // any process has this directory open, and nothing else writes to it. heed counts
+        // `NO_META_SYNC` among the unsafe flags because it gives up durability: LMDB still flushes
+        // a commit's pages before the meta page that points at them, so the environment stays
+        // consistent, and every commit that must be durable flushes itself (`commit_durably`).
         let env = unsafe {
             EnvOpenOptions::new()
                 .read_txn_without_tls()
+                .flags(EnvFlags::NO_META_SYNC)
                 .map_size(map_size)
                 .max_dbs(16)
                 .open(dir)
@@ -187,6 +206,7 @@ impl Store {
             })
             .map_err(io)?
             .unwrap_commit();
+        env.force_sync().map_err(io)?;
 
         let mut store = Store {
             env,
@@ -210,7 +230,7 @@ impl Store {
             // An order of the registry older than `ops_by_index`, of no use since.
             let mut wtxn = store.env.write_txn().map_err(io)?;
             ops_by_age.clear(&mut wtxn).map_err(io)?;
-            wtxn.commit().map_err(io)?;
+            commit_durably(&store.env, wtxn).map_err(OpenError::Io)?;
         }
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;
@@ -261,7 +281,7 @@ impl Store {
                 .put(&mut wtxn, KEY_DELIVERED, &[])
                 .map_err(storage_err)?;
         }
-        wtxn.commit().map_err(storage_err)
+        commit_durably(&self.env, wtxn)
     }
 
     pub fn path(&self) -> &Path {

@@ -255,7 +255,7 @@ impl Store {
                 .put(&mut wtxn, KEY_NODE_ID, node_id.as_bytes())
                 .map_err(storage_err)?;
         }
-        wtxn.commit().map_err(storage_err)
+        super::commit_durably(&self.env, wtxn)
     }
 
     /// The node this directory belongs to, when a node recorded it.
@@ -410,7 +410,7 @@ impl Store {
         self.raft
             .put(&mut wtxn, KEY_VOTE, &vote_bytes)
             .map_err(OfflineError::storage)?;
-        wtxn.commit().map_err(OfflineError::storage)?;
+        super::commit_durably(&self.env, wtxn).map_err(OfflineError::storage)?;
         Ok(Recovered {
             node_id: me,
             addr,

@@ -1,8 +1,10 @@
 //! The replicated state machine: what has been applied, the membership, and the operation-id
 //! registry that makes retries idempotent (its rules live in `crate::ops`). Persistent: each
-//! applied batch commits (fsync) before its events and responses go out, so a restarted node
-//! resumes after its last applied entry. It commits in the log writer's transaction, with the
-//! log appends queued beside it: one fsync for both.
+//! applied batch commits before its events and responses go out, so a restarted node resumes
+//! after its last applied entry. It commits in the log writer's transaction, with the log
+//! appends queued beside it: one fsync for both. A batch that commits alone is durable only with
+//! the next commit that flushes; a power loss before that undoes it, and the node applies it
+//! again from the log (see the storage module's notes).
 
 use std::io;
 use std::sync::Arc;
@@ -74,7 +76,7 @@ impl StateMachine {
         }
     }
 
-    /// Applies `batch` in the log writer's next transaction; returns once it is durable and its
+    /// Applies `batch` in the log writer's next transaction; returns once it committed and its
     /// events and answers are out.
     async fn apply_piece(&self, batch: Vec<EntryResponder<TypeConfig>>) -> io::Result<()> {
         let store = self.store.clone();
@@ -90,7 +92,11 @@ impl StateMachine {
                 // While the node starts, the catch-up hands these over once it has started.
                 if !delivery.starting() {
                     for event in applied.events {
-                        events.emit(event);
+                        let held = matches!(event, Event::CommandApplied { index, .. }
+                            if delivery.held_at_start(index));
+                        if !held {
+                            events.emit(event);
+                        }
                     }
                 }
                 // Writers hear back after the events are queued: a write made on this node then
@@ -266,7 +272,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         } else {
             self.sm
                 .save_snapshot(&mut wtxn, &meta, &data, Some(ops_from))?;
-            wtxn.commit().map_err(storage_err)?;
+            super::commit_durably(&s.env, wtxn)?;
             s.stats.snapshot_save.observe(started.elapsed());
             // The size it has when sent, with its ids.
             s.stats.snapshot_bytes.store(
@@ -387,7 +393,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(storage_err)?;
         let stored = legacy::encode_snapshot_payload(&payload)?;
         self.save_snapshot(&mut wtxn, meta, &stored, Some(ops_from))?;
-        wtxn.commit().map_err(storage_err)?;
+        super::commit_durably(&s.env, wtxn)?;
         s.stats.snapshot_install.observe(started.elapsed());
         s.stats
             .snapshot_bytes

@@ -304,6 +304,77 @@ mod delivery {
         assert_eq!(node.delivery.applied(), Some(16));
     }
 
+    /// An applied batch that commits alone is not flushed (see the storage module), so a power
+    /// loss can undo it after its events went out. An application that holds every entry through
+    /// its own `appliedIndex` must then not receive those entries again when the node re-applies
+    /// them from the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_a_power_loss_unapplied_reach_an_exactly_once_daemon_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before_loss = dir.path().join("as-the-disk-kept-it.mdb");
+        {
+            let mut node = open(dir.path());
+            let entries: Vec<Entry> = (1..=10).map(command).collect();
+            node.log
+                .append(entries.clone(), IOFlushed::noop())
+                .await
+                .expect("append");
+            node.sm
+                .apply(stream::iter(
+                    entries[..7].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 1-7");
+            // What the disk holds once a power loss undid the commit that applies 8-10: the log
+            // through 10, the state machine through 7.
+            node.store.copy_to(&before_loss).expect("copy");
+            node.sm
+                .apply(stream::iter(
+                    entries[7..].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 8-10");
+            // The daemon stored entry 10 with its effect.
+        }
+        std::fs::rename(&before_loss, dir.path().join("data.mdb")).expect("power loss");
+
+        let (events, mut rx) = EventSink::new();
+        let mut node = open_with(
+            dir.path(),
+            events.clone(),
+            Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+        );
+        node.delivery.begin_start();
+        let replayed = node
+            .store
+            .replay_undelivered(ResumeFrom::AppliedIndex(10), &node.delivery, &events)
+            .expect("replay");
+        assert_eq!(
+            replayed.applied_before,
+            Some(7),
+            "the state machine lost 8-10"
+        );
+        node.delivery.started();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        super::super::catch_up(
+            node.store.clone(),
+            node.delivery.clone(),
+            events,
+            replayed,
+            stop_rx,
+        )
+        .await;
+        // Raft runs, learns again that 8-10 are committed, and applies them with 11.
+        let again: Vec<Entry> = (8..=10).map(command).collect();
+        node.sm
+            .apply(stream::iter(again.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply 8-10 again");
+        apply_range(&mut node, 11, 11).await;
+        assert_eq!(node.delivery.applied(), Some(11));
+        assert_eq!(applied_events(&mut rx), vec![(11, false)]);
+    }
+
     /// openraft's core waits for a purge, and the core also sends the heartbeats: a purge must
     /// not wait for the disk. Here a write lock held elsewhere stands in for an fsync the disk
     /// stalls: the purge returns, and openraft no longer sees what it covers.
