@@ -51,6 +51,9 @@ pub struct Delivery {
     /// state machine may apply some of those again, when a power loss undid the commit that
     /// applied them (see the storage module's notes); they do not go out a second time.
     held_at_start: AtomicU64,
+    /// Entries up to here may have reached the application before this run: they go out marked
+    /// `redelivered`, also when the state machine applies them again after the start.
+    redeliver_through: AtomicU64,
     /// Wakes the cursor writer.
     pub moved: Notify,
     /// When false, purges delete entries at once (no application behind this store, as in the
@@ -118,9 +121,24 @@ impl Delivery {
         raise(&self.applied, index);
     }
 
-    /// True for an entry the application reported holding when the node started.
-    pub(crate) fn held_at_start(&self, index: u64) -> bool {
-        load(&self.held_at_start).is_some_and(|held| index <= held)
+    /// What goes out of an event the state machine produced: nothing for an entry the
+    /// application reported holding when the node started, and the mark for one it may have
+    /// received before.
+    pub(crate) fn outgoing(&self, mut event: Event) -> Option<Event> {
+        if let Event::CommandApplied {
+            index, redelivered, ..
+        } = &mut event
+        {
+            if load(&self.held_at_start).is_some_and(|held| *index <= held) {
+                return None;
+            }
+            *redelivered |= self.redelivered(*index);
+        }
+        Some(event)
+    }
+
+    fn redelivered(&self, index: u64) -> bool {
+        load(&self.redeliver_through).is_some_and(|through| index <= through)
     }
 
     /// JavaScript ran the listeners of every entry up to `index`.
@@ -200,10 +218,12 @@ pub struct Replayed {
     /// Entries the application should have received again but that neither the log nor a
     /// snapshot holds any more (`first..=last`); delivery resumed after them.
     pub missing: Option<(u64, u64)>,
-    /// The first entry `catch_up` hands over, and the last applied before this run: those up to
-    /// it are marked `redelivered`.
+    /// The first entry `catch_up` hands over.
     pub catch_up_from: u64,
-    pub applied_before: Option<u64>,
+    /// The last entry that may have reached the application before this run: the last applied,
+    /// or after a machine restart the log's end (see the storage module's notes). Entries up to
+    /// it are marked `redelivered`.
+    pub redeliver_through: Option<u64>,
 }
 
 /// At most this many entries, and about this many bytes of commands, go out per piece of the
@@ -232,7 +252,7 @@ pub async fn catch_up(
                 _ = events.room() => {}
                 _ = stop.changed() => break,
             }
-            let piece = blocking(|| store.hand_over(next, last, replayed.applied_before, &events));
+            let piece = blocking(|| store.hand_over(next, last, &delivery, &events));
             match piece {
                 Ok(after) => next = after,
                 Err(e) => {
@@ -297,7 +317,14 @@ impl Store {
             delivery.set_purged(purged);
         }
         let last_applied = self.last_applied_index()?;
-        replayed.applied_before = last_applied;
+        let rebooted_through = {
+            let rtxn = self.env.read_txn().map_err(storage_err)?;
+            self.stored_redeliver_through(&rtxn)?
+        };
+        replayed.redeliver_through = last_applied.max(rebooted_through);
+        if let Some(through) = replayed.redeliver_through {
+            raise(&delivery.redeliver_through, through);
+        }
         if let Some(last) = last_applied {
             delivery.set_applied(last);
         }
@@ -345,12 +372,12 @@ impl Store {
     }
 
     /// Emits the entries from `from` on, at most one piece of them, up to `through`; returns
-    /// the index to go on from. Those up to `applied_before` are marked `redelivered`.
+    /// the index to go on from.
     fn hand_over(
         &self,
         from: u64,
         through: u64,
-        applied_before: Option<u64>,
+        delivery: &Delivery,
         events: &EventSink,
     ) -> io::Result<u64> {
         let rtxn = self.env.read_txn().map_err(storage_err)?;
@@ -383,7 +410,7 @@ impl Store {
                 term: entry.log_id.committed_leader_id().term,
                 command: cmd.json,
                 op_id: cmd.op_id,
-                redelivered: applied_before.is_some_and(|last| index <= last),
+                redelivered: delivery.redelivered(index),
             });
         }
         Ok(through + 1)

@@ -23,6 +23,13 @@
 //! applied, so a batch a power loss undid is applied again from the log at the next start (and
 //! `Delivery` keeps the application from receiving again what it reported holding). That takes
 //! one of the two flushes of the state machine's commit off a write's path.
+//!
+//! The kernel keeps such a batch across a crash of this process (it is in the page cache), not
+//! across a machine's. So the directory records the kernel's boot id while a node has it open,
+//! and forgets it when the node closes cleanly (everything flushed). Opened under another boot
+//! with the id still recorded, the last applied batch may be lost: every entry through the log's
+//! end as it then stands may have reached the application before, and is marked `redelivered`
+//! when it is delivered again (`KEY_REDELIVER_THROUGH`).
 
 mod app_state;
 mod delivery;
@@ -140,6 +147,15 @@ impl Store {
 
     /// Opens (creating if missing) the LMDB environment under `dir`.
     pub fn open(dir: &Path, map_size_bytes: usize) -> Result<Arc<Store>, OpenError> {
+        Self::open_in_boot(dir, map_size_bytes, current_boot_id().as_deref())
+    }
+
+    /// `open`, as if the kernel's boot id were `boot` (`None`: not known on this system).
+    pub(crate) fn open_in_boot(
+        dir: &Path,
+        map_size_bytes: usize,
+        boot: Option<&str>,
+    ) -> Result<Arc<Store>, OpenError> {
         std::fs::create_dir_all(dir).map_err(OpenError::Io)?;
         let lock_path = dir.join("node.lock");
         let dir_lock = OpenOptions::new()
@@ -233,6 +249,7 @@ impl Store {
             commit_durably(&store.env, wtxn).map_err(OpenError::Io)?;
         }
         store.mark_new_directory().map_err(OpenError::Io)?;
+        store.note_boot(boot).map_err(OpenError::Io)?;
         store.init_history().map_err(OpenError::Io)?;
         store.ids = std::sync::Mutex::new(crate::ops::load_index(&store).map_err(OpenError::Io)?);
         Ok(Arc::new(store))
@@ -281,6 +298,60 @@ impl Store {
                 .put(&mut wtxn, KEY_DELIVERED, &[])
                 .map_err(storage_err)?;
         }
+        commit_durably(&self.env, wtxn)
+    }
+
+    /// Records `boot` as the boot the directory is open in; when the directory was left open
+    /// (not closed cleanly) under another, marks the log's end as possibly delivered (see the
+    /// module's notes). Without a boot id every such open counts as another boot.
+    fn note_boot(&self, boot: Option<&str>) -> io::Result<()> {
+        let mut wtxn = self.env.write_txn().map_err(storage_err)?;
+        let recorded = self.raft.get(&wtxn, KEY_BOOT).map_err(storage_err)?;
+        let another_boot = match (recorded, boot) {
+            (Some(recorded), Some(boot)) => recorded != boot.as_bytes(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if another_boot {
+            let log_end = self.log.last(&wtxn).map_err(storage_err)?.map(|(i, _)| i);
+            let through = log_end.max(self.stored_redeliver_through(&wtxn)?);
+            if let Some(through) = through {
+                self.raft
+                    .put(&mut wtxn, KEY_REDELIVER_THROUGH, &through.to_be_bytes())
+                    .map_err(storage_err)?;
+            }
+        }
+        self.raft
+            .put(&mut wtxn, KEY_BOOT, boot.unwrap_or_default().as_bytes())
+            .map_err(storage_err)?;
+        commit_durably(&self.env, wtxn)
+    }
+
+    /// Through this index, entries may have reached the application in a run a machine restart
+    /// ended (see the module's notes).
+    pub(crate) fn stored_redeliver_through(
+        &self,
+        txn: &heed::RoTxn<'_, WithoutTls>,
+    ) -> io::Result<Option<u64>> {
+        match self
+            .raft
+            .get(txn, KEY_REDELIVER_THROUGH)
+            .map_err(storage_err)?
+        {
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes
+                    .try_into()
+                    .map_err(|_| storage_err("redelivery mark is not 8 bytes"))?;
+                Ok(Some(u64::from_be_bytes(raw)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Closed cleanly, every commit flushed: no applied batch can be lost any more.
+    fn forget_boot(&self) -> io::Result<()> {
+        let mut wtxn = self.env.write_txn().map_err(storage_err)?;
+        self.raft.delete(&mut wtxn, KEY_BOOT).map_err(storage_err)?;
         commit_durably(&self.env, wtxn)
     }
 
@@ -335,7 +406,29 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.forget_boot() {
+            // The next open under another boot marks more entries `redelivered` than it need.
+            tracing::warn!(
+                target: "unrdf_consensus::storage",
+                dir = %self.path.display(),
+                "could not record a clean close: {e}"
+            );
+        }
+    }
+}
+
+/// The running kernel's boot id, where the system has one.
+fn current_boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 const KEY_VOTE: &str = "vote";
+const KEY_BOOT: &str = "boot";
+const KEY_REDELIVER_THROUGH: &str = "redeliver_through";
 const KEY_PURGED: &str = "purged";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_APPLIED: &str = "last_applied";

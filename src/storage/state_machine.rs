@@ -92,9 +92,7 @@ impl StateMachine {
                 // While the node starts, the catch-up hands these over once it has started.
                 if !delivery.starting() {
                     for event in applied.events {
-                        let held = matches!(event, Event::CommandApplied { index, .. }
-                            if delivery.held_at_start(index));
-                        if !held {
+                        if let Some(event) = delivery.outgoing(event) {
                             events.emit(event);
                         }
                     }

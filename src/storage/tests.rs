@@ -99,7 +99,17 @@ mod delivery {
     }
 
     fn open_with(dir: &std::path::Path, events: EventSink, app: Arc<AppSnapshots>) -> Node {
-        let store = Store::open(dir, 64 << 20).expect("open");
+        open_in_boot(dir, events, app, "this-boot")
+    }
+
+    /// A node opened as if the kernel's boot id were `boot`.
+    fn open_in_boot(
+        dir: &std::path::Path,
+        events: EventSink,
+        app: Arc<AppSnapshots>,
+        boot: &str,
+    ) -> Node {
+        let store = Store::open_in_boot(dir, 64 << 20, Some(boot)).expect("open");
         let delivery = Delivery::retaining();
         let log = LogStore::new(store.clone(), delivery.clone()).expect("log writer");
         let applies = log.apply_queue();
@@ -350,7 +360,7 @@ mod delivery {
             .replay_undelivered(ResumeFrom::AppliedIndex(10), &node.delivery, &events)
             .expect("replay");
         assert_eq!(
-            replayed.applied_before,
+            replayed.redeliver_through,
             Some(7),
             "the state machine lost 8-10"
         );
@@ -373,6 +383,106 @@ mod delivery {
         apply_range(&mut node, 11, 11).await;
         assert_eq!(node.delivery.applied(), Some(11));
         assert_eq!(applied_events(&mut rx), vec![(11, false)]);
+    }
+
+    /// The same loss for a daemon on the node's cursor: it may have received 8-10 before the
+    /// machine went down, so when the node applies them again they come marked `redelivered`. A
+    /// node closed cleanly flushed everything: the next boot marks nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_a_power_loss_unapplied_come_back_marked_redelivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before_loss = dir.path().join("as-the-disk-kept-it.mdb");
+        let app = || Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1)));
+        {
+            let (events, _rx) = EventSink::new();
+            let mut node = open_in_boot(dir.path(), events, app(), "boot-1");
+            let entries: Vec<Entry> = (1..=10).map(command).collect();
+            node.log
+                .append(entries.clone(), IOFlushed::noop())
+                .await
+                .expect("append");
+            node.sm
+                .apply(stream::iter(
+                    entries[..7].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 1-7");
+            node.delivery.ack(4);
+            node.delivery.persist(&node.store).expect("cursor");
+            node.store.copy_to(&before_loss).expect("copy");
+            node.sm
+                .apply(stream::iter(
+                    entries[7..].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 8-10");
+        }
+        std::fs::rename(&before_loss, dir.path().join("data.mdb")).expect("power loss");
+
+        let (events, mut rx) = EventSink::new();
+        let mut node = open_in_boot(dir.path(), events.clone(), app(), "boot-2");
+        node.delivery.begin_start();
+        let replayed = node
+            .store
+            .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
+            .expect("replay");
+        assert_eq!(replayed.resumed_after, Some(4));
+        assert_eq!(replayed.redeliver_through, Some(10), "the log's end");
+        node.delivery.started();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        super::super::catch_up(
+            node.store.clone(),
+            node.delivery.clone(),
+            events,
+            replayed,
+            stop_rx,
+        )
+        .await;
+        let again: Vec<Entry> = (8..=10).map(command).collect();
+        node.sm
+            .apply(stream::iter(again.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply 8-10 again");
+        apply_range(&mut node, 11, 11).await;
+        let mut expected: Vec<(u64, bool)> = (5..=10).map(|i| (i, true)).collect();
+        expected.push((11, false));
+        assert_eq!(applied_events(&mut rx), expected);
+
+        // Entry 12 reaches the log, not the state machine, and the node closes cleanly.
+        node.log
+            .append(vec![command(12)], IOFlushed::noop())
+            .await
+            .expect("append 12");
+        node.delivery.ack(11);
+        node.delivery.persist(&node.store).expect("cursor");
+        drop(node);
+        let (events, mut rx) = EventSink::new();
+        let mut node = open_in_boot(dir.path(), events.clone(), app(), "boot-3");
+        node.delivery.begin_start();
+        let replayed = node
+            .store
+            .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
+            .expect("replay");
+        assert_eq!(
+            replayed.redeliver_through,
+            Some(11),
+            "nothing past the applied"
+        );
+        node.delivery.started();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        super::super::catch_up(
+            node.store.clone(),
+            node.delivery.clone(),
+            events,
+            replayed,
+            stop_rx,
+        )
+        .await;
+        node.sm
+            .apply(stream::iter(std::iter::once(Ok((command(12), None)))))
+            .await
+            .expect("apply 12");
+        assert_eq!(applied_events(&mut rx), vec![(12, false)]);
     }
 
     /// openraft's core waits for a purge, and the core also sends the heartbeats: a purge must
