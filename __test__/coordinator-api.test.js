@@ -434,6 +434,8 @@ test('commands held for a listener hold the node back, not its memory, until one
     // The operator hears why the node stopped applying.
     await waitUntil(() => warnings.some((w) => w.code === 'ERR_TIMEOUT'), 30000);
     assert.match(warnings.find((w) => w.code === 'ERR_TIMEOUT').message, /applies no further.*command_applied listeners/);
+    // A snapshot waits with the applies, and compact() says why it cannot finish.
+    await assert.rejects(raft.compact(0, 1000), (err) => err.code === 'ERR_TIMEOUT' && /command_applied listeners/.test(err.message));
     const seen = [];
     raft.on('command_applied', ({ command }) => seen.push(command.n));
     await Promise.all(writes);

@@ -252,6 +252,11 @@ impl Backlog {
         self.room.notify_waiters();
     }
 
+    /// True while the state machine would wait to apply more (see `EventSink::room`).
+    pub fn full(&self) -> bool {
+        !self.has_room()
+    }
+
     fn has_room(&self) -> bool {
         self.closed.load(Ordering::Acquire)
             || self.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT_BYTES

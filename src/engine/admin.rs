@@ -45,10 +45,12 @@ impl Node {
             .wait_for(deadline, |m| m.snapshot.map(|l| l.index()) >= Some(target))
             .await;
         if !snapshotted {
-            return Err(NodeError::new(
-                ErrorCode::Timeout,
-                "the snapshot did not finish in time",
-            ));
+            let why = if self.backlog.full() {
+                "the snapshot did not finish in time: this node applies and snapshots nothing more until its command_applied listeners take what it applied (none is attached, or they are slower than the cluster)"
+            } else {
+                "the snapshot did not finish in time"
+            };
+            return Err(NodeError::new(ErrorCode::Timeout, why));
         }
         let snapshot = self.metrics().snapshot.map(|l| l.index()).unwrap_or(target);
         let Some(upto) = snapshot.checked_sub(keep) else {

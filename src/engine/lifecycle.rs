@@ -225,6 +225,7 @@ impl Node {
             leader_contact_ms: leader_contact_ms.clone(),
             app_snapshots,
             delivery,
+            backlog: events.backlog(),
             resumed_after,
             formation,
             leading_since,

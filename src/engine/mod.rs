@@ -169,6 +169,8 @@ pub struct Node {
     leader_contact_ms: Arc<AtomicU64>,
     app_snapshots: Arc<AppSnapshots>,
     delivery: Arc<Delivery>,
+    /// What waits for JavaScript: while it is full, the node applies and snapshots nothing.
+    backlog: Arc<crate::events::Backlog>,
     /// Delivery in this run starts after this index.
     resumed_after: Option<u64>,
     formation: Formation,

@@ -137,6 +137,13 @@ impl Delivery {
         Some(event)
     }
 
+    /// The application restores a snapshot through `index`: what it held past that is replaced,
+    /// so the entries after it go out again.
+    pub(crate) fn restored_to(&self, index: u64) {
+        self.held_at_start
+            .fetch_min(index.saturating_add(1), Ordering::AcqRel);
+    }
+
     fn redelivered(&self, index: u64) -> bool {
         load(&self.redeliver_through).is_some_and(|through| index <= through)
     }

@@ -85,6 +85,9 @@ pub struct Store {
     stats: Arc<crate::stats::StorageStats>,
     /// Where each remembered operation id is in `ops_log` (see `crate::ops::IdIndex`).
     pub(crate) ids: std::sync::Mutex<crate::ops::IdIndex>,
+    /// Set once this open recorded the boot: only then does the close forget it (a directory
+    /// refused at open, say of a newer format, is left as it was).
+    boot_recorded: bool,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> io::Error {
@@ -240,6 +243,7 @@ impl Store {
             path: dir.to_path_buf(),
             stats: Arc::default(),
             ids: Default::default(),
+            boot_recorded: false,
         };
         store.check_format().map_err(OpenError::Io)?;
         if let Some(ops_by_age) = ops_by_age {
@@ -250,6 +254,7 @@ impl Store {
         }
         store.mark_new_directory().map_err(OpenError::Io)?;
         store.note_boot(boot).map_err(OpenError::Io)?;
+        store.boot_recorded = true;
         store.init_history().map_err(OpenError::Io)?;
         store.ids = std::sync::Mutex::new(crate::ops::load_index(&store).map_err(OpenError::Io)?);
         Ok(Arc::new(store))
@@ -408,6 +413,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.boot_recorded {
+            return;
+        }
         if let Err(e) = self.forget_boot() {
             // The next open under another boot marks more entries `redelivered` than it need.
             tracing::warn!(

@@ -401,6 +401,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The application is handed this snapshot instead of the entries it covers.
             self.delivery.set_covered(last.index());
             self.delivery.set_applied(last.index());
+            if payload.app.is_some() {
+                self.delivery.restored_to(last.index());
+            }
             self.events.emit(Event::SnapshotInstalled {
                 index: last.index(),
                 term: last.committed_leader_id().term,

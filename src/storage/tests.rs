@@ -485,6 +485,66 @@ mod delivery {
         assert_eq!(applied_events(&mut rx), vec![(12, false)]);
     }
 
+    /// A daemon that holds entries through 10 (its data directory wiped, its own state kept) on a
+    /// node that is sent a snapshot through 5: with the application's state in it, the daemon
+    /// restores that state, and 6-10 reach it again; without, it keeps what it held, and they do not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_the_application_restores_replaces_what_it_held() {
+        for with_state in [true, false] {
+            let leader_dir = tempfile::tempdir().expect("tempdir");
+            let (leader_events, mut leader_rx) = EventSink::new();
+            let leader_app = Arc::new(AppSnapshots::new(std::time::Duration::from_secs(5)));
+            leader_app.enable(with_state);
+            let mut leader = open_with(leader_dir.path(), leader_events, leader_app.clone());
+            apply_through(&mut leader, 5).await;
+            let mut builder = leader.sm.get_snapshot_builder().await;
+            let building = tokio::spawn(async move { builder.build_snapshot().await });
+            if with_state {
+                let (id, _) = next_snapshot_request(&mut leader_rx).await;
+                assert!(leader_app.provide(id, Some(r#"{"n":5}"#.into())));
+            }
+            let snapshot = building.await.expect("task").expect("build");
+
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (events, mut rx) = EventSink::new();
+            let mut node = open_with(
+                dir.path(),
+                events.clone(),
+                Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
+            );
+            node.delivery.begin_start();
+            let replayed = node
+                .store
+                .replay_undelivered(ResumeFrom::AppliedIndex(10), &node.delivery, &events)
+                .expect("replay");
+            node.delivery.started();
+            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+            super::super::catch_up(
+                node.store.clone(),
+                node.delivery.clone(),
+                events,
+                replayed,
+                stop_rx,
+            )
+            .await;
+            node.sm
+                .install_snapshot(&snapshot.meta, snapshot.snapshot)
+                .await
+                .expect("install");
+            apply_range(&mut node, 6, 10).await;
+            let expected: Vec<(u64, bool)> = if with_state {
+                (6..=10).map(|i| (i, false)).collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                applied_events(&mut rx),
+                expected,
+                "with state: {with_state}"
+            );
+        }
+    }
+
     /// openraft's core waits for a purge, and the core also sends the heartbeats: a purge must
     /// not wait for the disk. Here a write lock held elsewhere stands in for an fsync the disk
     /// stalls: the purge returns, and openraft no longer sees what it covers.
