@@ -2,7 +2,8 @@
 //!
 //! Databases:
 //! - `log`: Raft log entries, keyed by index (big-endian, so LMDB's order is log order).
-//! - `raft`: vote, committed and purge markers, and the storage format version (see `format`).
+//! - `raft`: vote, committed and purge markers, the storage format version (see `format`), and
+//!   the boot id and redelivery mark described below.
 //! - `applied`: the state machine's last-applied log id and membership, and the delivery cursor
 //!   (see `delivery`).
 //! - `ops_log`: log index -> the operation id that took effect there (the idempotence registry,
