@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 
 use super::state_machine::SnapshotPayload;
 use super::{
-    blocking, decode, storage_err, Store, KEY_DELIVERED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    blocking, decode, decode_index, storage_err, Store, KEY_DELIVERED, KEY_SNAPSHOT_DATA,
+    KEY_SNAPSHOT_META,
 };
 use crate::events::{Event, EventSink};
 use crate::types::{Entry, LogId};
@@ -289,12 +290,7 @@ impl Store {
             .map_err(storage_err)?
         {
             Some([]) => Ok(None),
-            Some(bytes) => {
-                let raw: [u8; 8] = bytes
-                    .try_into()
-                    .map_err(|_| storage_err("delivery cursor is not 8 bytes"))?;
-                Ok(Some(u64::from_be_bytes(raw)))
-            }
+            Some(bytes) => decode_index(bytes, "delivery cursor").map(Some),
             None => Ok(last_applied),
         }
     }

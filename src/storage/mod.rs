@@ -113,6 +113,14 @@ pub(crate) fn blocking<T>(write: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A log index stored as 8 big-endian bytes; `what` names it in the error.
+pub(crate) fn decode_index(bytes: &[u8], what: &str) -> io::Result<u64> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| storage_err(format!("{what} is not 8 bytes")))?;
+    Ok(u64::from_be_bytes(raw))
+}
+
 /// A record in the current storage format (see `records`).
 pub(crate) fn encode<T: Record>(value: &T) -> io::Result<Vec<u8>> {
     value.to_bytes()
@@ -339,19 +347,11 @@ impl Store {
         &self,
         txn: &heed::RoTxn<'_, WithoutTls>,
     ) -> io::Result<Option<u64>> {
-        match self
-            .raft
+        self.raft
             .get(txn, KEY_REDELIVER_THROUGH)
             .map_err(storage_err)?
-        {
-            Some(bytes) => {
-                let raw: [u8; 8] = bytes
-                    .try_into()
-                    .map_err(|_| storage_err("redelivery mark is not 8 bytes"))?;
-                Ok(Some(u64::from_be_bytes(raw)))
-            }
-            None => Ok(None),
-        }
+            .map(|bytes| decode_index(bytes, "redelivery mark"))
+            .transpose()
     }
 
     /// Closed cleanly, every commit flushed: no applied batch can be lost any more.

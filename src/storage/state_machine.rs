@@ -597,9 +597,7 @@ impl Store {
             .get(rtxn, KEY_SNAPSHOT_OPS_FROM)
             .map_err(storage_err)?
         {
-            Some(bytes) => <[u8; 8]>::try_from(bytes)
-                .map(|b| Some(u64::from_be_bytes(b)))
-                .map_err(|_| storage_err("the snapshot's ops_from is not 8 bytes")),
+            Some(bytes) => super::decode_index(bytes, "the snapshot's ops_from").map(Some),
             None => Ok(None),
         }
     }

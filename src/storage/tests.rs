@@ -134,20 +134,74 @@ mod delivery {
     /// The start-up hand-over: what the start finds, then the catch-up after it.
     async fn replay(node: &Node, from: ResumeFrom) -> (super::super::Replayed, Vec<(u64, bool)>) {
         let (events, mut rx) = EventSink::new();
+        let replayed = start(node, from, &events).await;
+        (replayed, applied_events(&mut rx))
+    }
+
+    /// A node's start as the engine runs it: where delivery resumes, Raft running, the catch-up
+    /// done, its events on `events`.
+    async fn start(node: &Node, from: ResumeFrom, events: &EventSink) -> super::super::Replayed {
+        node.delivery.begin_start();
         let replayed = node
             .store
-            .replay_undelivered(from, &node.delivery, &events)
+            .replay_undelivered(from, &node.delivery, events)
             .expect("replay");
+        node.delivery.started();
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
         super::super::catch_up(
             node.store.clone(),
             node.delivery.clone(),
-            events,
+            events.clone(),
             replayed.clone(),
             stop_rx,
         )
         .await;
-        (replayed, applied_events(&mut rx))
+        replayed
+    }
+
+    /// The directory as a power loss leaves it after the commit that applied 8-10 was undone (see
+    /// the storage module's notes): the log through 10, the state machine through 7, the boot id
+    /// of the run that applied them, and the delivery cursor at `cursor`. Their events went out.
+    async fn power_loss_undoing_8_to_10(dir: &std::path::Path, boot: &str, cursor: Option<u64>) {
+        let before_loss = dir.join("as-the-disk-kept-it.mdb");
+        {
+            let (events, _rx) = EventSink::new();
+            let app = Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1)));
+            let mut node = open_in_boot(dir, events, app, boot);
+            let entries: Vec<Entry> = (1..=10).map(command).collect();
+            node.log
+                .append(entries.clone(), IOFlushed::noop())
+                .await
+                .expect("append");
+            node.sm
+                .apply(stream::iter(
+                    entries[..7].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 1-7");
+            if let Some(cursor) = cursor {
+                node.delivery.ack(cursor);
+                node.delivery.persist(&node.store).expect("cursor");
+            }
+            node.store.copy_to(&before_loss).expect("copy");
+            node.sm
+                .apply(stream::iter(
+                    entries[7..].iter().cloned().map(|e| Ok((e, None))),
+                ))
+                .await
+                .expect("apply 8-10");
+        }
+        std::fs::rename(&before_loss, dir.join("data.mdb")).expect("power loss");
+    }
+
+    /// Applies entries `first..=last`, already in the log, again (as openraft does after a start
+    /// when the state machine is behind).
+    async fn apply_again(node: &mut Node, first: u64, last: u64) {
+        let entries: Vec<Entry> = (first..=last).map(command).collect();
+        node.sm
+            .apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply again");
     }
 
     /// `(index, redelivered)` of each `command_applied` queued so far.
@@ -321,32 +375,8 @@ mod delivery {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn entries_a_power_loss_unapplied_reach_an_exactly_once_daemon_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let before_loss = dir.path().join("as-the-disk-kept-it.mdb");
-        {
-            let mut node = open(dir.path());
-            let entries: Vec<Entry> = (1..=10).map(command).collect();
-            node.log
-                .append(entries.clone(), IOFlushed::noop())
-                .await
-                .expect("append");
-            node.sm
-                .apply(stream::iter(
-                    entries[..7].iter().cloned().map(|e| Ok((e, None))),
-                ))
-                .await
-                .expect("apply 1-7");
-            // What the disk holds once a power loss undid the commit that applies 8-10: the log
-            // through 10, the state machine through 7.
-            node.store.copy_to(&before_loss).expect("copy");
-            node.sm
-                .apply(stream::iter(
-                    entries[7..].iter().cloned().map(|e| Ok((e, None))),
-                ))
-                .await
-                .expect("apply 8-10");
-            // The daemon stored entry 10 with its effect.
-        }
-        std::fs::rename(&before_loss, dir.path().join("data.mdb")).expect("power loss");
+        // The daemon stored entry 10 with its effect.
+        power_loss_undoing_8_to_10(dir.path(), "this-boot", None).await;
 
         let (events, mut rx) = EventSink::new();
         let mut node = open_with(
@@ -354,32 +384,14 @@ mod delivery {
             events.clone(),
             Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
         );
-        node.delivery.begin_start();
-        let replayed = node
-            .store
-            .replay_undelivered(ResumeFrom::AppliedIndex(10), &node.delivery, &events)
-            .expect("replay");
+        let replayed = start(&node, ResumeFrom::AppliedIndex(10), &events).await;
         assert_eq!(
             replayed.redeliver_through,
             Some(7),
             "the state machine lost 8-10"
         );
-        node.delivery.started();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        super::super::catch_up(
-            node.store.clone(),
-            node.delivery.clone(),
-            events,
-            replayed,
-            stop_rx,
-        )
-        .await;
         // Raft runs, learns again that 8-10 are committed, and applies them with 11.
-        let again: Vec<Entry> = (8..=10).map(command).collect();
-        node.sm
-            .apply(stream::iter(again.into_iter().map(|e| Ok((e, None)))))
-            .await
-            .expect("apply 8-10 again");
+        apply_again(&mut node, 8, 10).await;
         apply_range(&mut node, 11, 11).await;
         assert_eq!(node.delivery.applied(), Some(11));
         assert_eq!(applied_events(&mut rx), vec![(11, false)]);
@@ -391,58 +403,15 @@ mod delivery {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn entries_a_power_loss_unapplied_come_back_marked_redelivered() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let before_loss = dir.path().join("as-the-disk-kept-it.mdb");
         let app = || Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1)));
-        {
-            let (events, _rx) = EventSink::new();
-            let mut node = open_in_boot(dir.path(), events, app(), "boot-1");
-            let entries: Vec<Entry> = (1..=10).map(command).collect();
-            node.log
-                .append(entries.clone(), IOFlushed::noop())
-                .await
-                .expect("append");
-            node.sm
-                .apply(stream::iter(
-                    entries[..7].iter().cloned().map(|e| Ok((e, None))),
-                ))
-                .await
-                .expect("apply 1-7");
-            node.delivery.ack(4);
-            node.delivery.persist(&node.store).expect("cursor");
-            node.store.copy_to(&before_loss).expect("copy");
-            node.sm
-                .apply(stream::iter(
-                    entries[7..].iter().cloned().map(|e| Ok((e, None))),
-                ))
-                .await
-                .expect("apply 8-10");
-        }
-        std::fs::rename(&before_loss, dir.path().join("data.mdb")).expect("power loss");
+        power_loss_undoing_8_to_10(dir.path(), "boot-1", Some(4)).await;
 
         let (events, mut rx) = EventSink::new();
         let mut node = open_in_boot(dir.path(), events.clone(), app(), "boot-2");
-        node.delivery.begin_start();
-        let replayed = node
-            .store
-            .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
-            .expect("replay");
+        let replayed = start(&node, ResumeFrom::Cursor, &events).await;
         assert_eq!(replayed.resumed_after, Some(4));
         assert_eq!(replayed.redeliver_through, Some(10), "the log's end");
-        node.delivery.started();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        super::super::catch_up(
-            node.store.clone(),
-            node.delivery.clone(),
-            events,
-            replayed,
-            stop_rx,
-        )
-        .await;
-        let again: Vec<Entry> = (8..=10).map(command).collect();
-        node.sm
-            .apply(stream::iter(again.into_iter().map(|e| Ok((e, None)))))
-            .await
-            .expect("apply 8-10 again");
+        apply_again(&mut node, 8, 10).await;
         apply_range(&mut node, 11, 11).await;
         let mut expected: Vec<(u64, bool)> = (5..=10).map(|i| (i, true)).collect();
         expected.push((11, false));
@@ -458,30 +427,13 @@ mod delivery {
         drop(node);
         let (events, mut rx) = EventSink::new();
         let mut node = open_in_boot(dir.path(), events.clone(), app(), "boot-3");
-        node.delivery.begin_start();
-        let replayed = node
-            .store
-            .replay_undelivered(ResumeFrom::Cursor, &node.delivery, &events)
-            .expect("replay");
+        let replayed = start(&node, ResumeFrom::Cursor, &events).await;
         assert_eq!(
             replayed.redeliver_through,
             Some(11),
             "nothing past the applied"
         );
-        node.delivery.started();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        super::super::catch_up(
-            node.store.clone(),
-            node.delivery.clone(),
-            events,
-            replayed,
-            stop_rx,
-        )
-        .await;
-        node.sm
-            .apply(stream::iter(std::iter::once(Ok((command(12), None)))))
-            .await
-            .expect("apply 12");
+        apply_again(&mut node, 12, 12).await;
         assert_eq!(applied_events(&mut rx), vec![(12, false)]);
     }
 
@@ -512,21 +464,7 @@ mod delivery {
                 events.clone(),
                 Arc::new(AppSnapshots::new(std::time::Duration::from_secs(1))),
             );
-            node.delivery.begin_start();
-            let replayed = node
-                .store
-                .replay_undelivered(ResumeFrom::AppliedIndex(10), &node.delivery, &events)
-                .expect("replay");
-            node.delivery.started();
-            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-            super::super::catch_up(
-                node.store.clone(),
-                node.delivery.clone(),
-                events,
-                replayed,
-                stop_rx,
-            )
-            .await;
+            start(&node, ResumeFrom::AppliedIndex(10), &events).await;
             node.sm
                 .install_snapshot(&snapshot.meta, snapshot.snapshot)
                 .await
