@@ -93,6 +93,15 @@ function procStatusMb(pid) {
   return out;
 }
 
+/**
+ * Bytes a process has caused to be written to the block device so far (`write_bytes` of
+ * /proc/PID/io): the pages its commits dirtied, whichever thread flushed them.
+ */
+function procWriteBytes(pid) {
+  const m = /^write_bytes:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
+  return m ? Number(m[1]) : null;
+}
+
 /** Bytes the files under `dir` occupy on disk (sparse LMDB maps count what is allocated). */
 function diskUsageBytes(dir) {
   let total = 0;
@@ -111,6 +120,18 @@ function diskUsageBytes(dir) {
   };
   visit(dir);
   return total;
+}
+
+/**
+ * The mean of one engine histogram (as `nativeStats` reads it: count and sum in seconds) between
+ * two readings, in ms; null when nothing was observed in between. A reading whose count went
+ * down comes from a restarted process, whose histograms began again at zero.
+ */
+function histogramMeanMs(after, before) {
+  if (!after) return null;
+  const base = !before || before.count > after.count ? { count: 0, sum: 0 } : before;
+  const n = after.count - base.count;
+  return n > 0 ? ((after.sum - base.sum) / n) * 1000 : null;
 }
 
 function median(values) {
@@ -135,4 +156,4 @@ function printRows(header, rows) {
   for (const row of cells) console.log(line(row));
 }
 
-module.exports = { MB, sleep, round, makeValue, percentile, summarize, runClosedLoop, closedLoop, procStatusMb, diskUsageBytes, median, fmt, printRows };
+module.exports = { MB, sleep, round, makeValue, percentile, summarize, runClosedLoop, closedLoop, procStatusMb, procWriteBytes, diskUsageBytes, histogramMeanMs, median, fmt, printRows };

@@ -12,7 +12,7 @@ const path = require('node:path');
 const fs = require('node:fs');
 const { Cluster } = require('../support/cluster');
 const { DiskProbe } = require('./disk-probe');
-const { MB, sleep, round, summarize, procStatusMb, diskUsageBytes, median, fmt, printRows } = require('./measure');
+const { MB, sleep, round, summarize, procStatusMb, procWriteBytes, diskUsageBytes, histogramMeanMs, median, fmt, printRows } = require('./measure');
 
 const MINUTE_MS = 60000;
 const KILL_EVERY_MINUTES = 5;
@@ -20,6 +20,10 @@ const KILLED_FOR_MS = 60000;
 const CATCH_UP_GIVE_UP_MS = 120000;
 /** A probe fsync this slow is a stall of the disk itself: its usual fsync takes well under 10 ms. */
 const DISK_STALL_MS = 100;
+/** Shorter soaks are too short for minutes 5-10 and the last 5 to be apart. */
+const FLATNESS_MIN_MINUTES = 15;
+/** The fresh cluster after the soak: one minute to warm up, two to compare with. */
+const CONTROL_MINUTES = 3;
 
 /**
  * A node's RSS, and where it sits: file-backed pages (the addon's code, LMDB's map), the V8 heap,
@@ -32,6 +36,8 @@ async function nodeFigures(node) {
   const js = await node.call('memory').catch(() => null);
   const heapMb = js ? round(js.heapTotal / MB, 1) : null;
   return {
+    pid: node.child.pid,
+    writeBytes: procWriteBytes(node.child.pid),
     // A process being reaped reads as 0 kB.
     rssMb: status.VmRSS || null,
     fileMb: status.RssFile,
@@ -139,8 +145,33 @@ class Writer {
   }
 }
 
-async function soak({ minutes, rate }) {
-  const log = (msg) => console.log(`[soak] ${msg}`);
+/**
+ * The engine's own means over the minute, per node: its log appends (LMDB commit and fsync), its
+ * applied batches' commits, and, on the leader, the round trip of appends to each peer. When
+ * p99 moves, these say whether a disk, a follower or the path around them moved with it.
+ */
+async function engineReadings(cluster) {
+  return Object.fromEntries(
+    await Promise.all(cluster.nodes.map(async (n) => [n.nodeId, n.running ? await n.call('nativeStats').catch(() => null) : null])),
+  );
+}
+
+function engineMinute(before, after) {
+  return Object.fromEntries(
+    Object.entries(after).map(([id, cur]) => {
+      const prev = before[id];
+      if (!cur) return [id, null];
+      const rttMs = Object.fromEntries(Object.entries(cur.peers).map(([peer, h]) => [peer, round(histogramMeanMs(h, prev?.peers[peer]), 3)]));
+      return [id, { fsyncMs: round(histogramMeanMs(cur.logFsync, prev?.logFsync), 3), applyMs: round(histogramMeanMs(cur.applyCommit, prev?.applyCommit), 3), rttMs }];
+    }),
+  );
+}
+
+/**
+ * One cluster at `rate` for `minutes`, a row per minute; with `kills`, a follower is killed for
+ * KILLED_FOR_MS every KILL_EVERY_MINUTES and its catch-up measured.
+ */
+async function phase({ minutes, rate, kills, log }) {
   // The harness keeps nothing per operation (record: false), so memory is the package's own.
   const cluster = new Cluster(3, { guide: { daemonStyle: 'counting' }, nodeOptions: { initArgs: { record: false } } });
   const rows = [];
@@ -160,6 +191,10 @@ async function soak({ minutes, rate }) {
     }
     cluster.soakStartedAt = Date.now();
     let sampledAt = performance.now();
+    let engineBefore = await engineReadings(cluster);
+    const writtenBefore = Object.fromEntries(
+      cluster.nodes.map((n) => [n.nodeId, { pid: n.child.pid, writeBytes: procWriteBytes(n.child.pid) }]),
+    );
     let killing = null;
     let lastTerm = (await first.call('state')).term;
     for (let minute = 1; minute <= minutes; minute++) {
@@ -169,10 +204,22 @@ async function soak({ minutes, rate }) {
       const now = performance.now();
       const sample = summarize(raw.latencies, now - sampledAt, raw.errors);
       sampledAt = now;
+      const engineAfter = await engineReadings(cluster);
+      const engine = engineMinute(engineBefore, engineAfter);
+      engineBefore = engineAfter;
       const leader = await cluster.leader(15000).catch(() => null);
       const state = leader ? await leader.call('state') : null;
-      const stats = leader ? await leader.call('nativeStats').catch(() => null) : null;
       const figures = Object.fromEntries(await Promise.all(cluster.nodes.map(async (n) => [n.nodeId, await nodeFigures(n)])));
+      // What each node wrote to the disk per write this minute: a commit that dirties more
+      // pages as the run goes on would show here before it shows in p99.
+      for (const [id, f] of Object.entries(figures)) {
+        const prev = writtenBefore[id];
+        const fresh = !prev || prev.pid !== f.pid;
+        f.diskKbPerWrite = f.writeBytes === undefined || f.writeBytes === null || !sample.acked ? null : round((f.writeBytes - (fresh ? 0 : prev.writeBytes)) / 1024 / sample.acked, 2);
+        writtenBefore[id] = f.writeBytes === undefined ? null : { pid: f.pid, writeBytes: f.writeBytes };
+        delete f.pid;
+        delete f.writeBytes;
+      }
       const row = {
         minute,
         opsPerSec: sample.opsPerSec,
@@ -187,8 +234,9 @@ async function soak({ minutes, rate }) {
         term: state ? state.term : null,
         termChanged: state ? state.term !== lastTerm : null,
         nodes: figures,
+        engine,
         writerNode: writer.node ? writer.node.nodeId : null,
-        snapshotMb: stats ? round(stats.snapshotBytes / MB, 2) : null,
+        snapshotMb: leader && engineAfter[leader.nodeId] ? round(engineAfter[leader.nodeId].snapshotBytes / MB, 2) : null,
         logLength: state ? state.logLength : null,
       };
       if (state) lastTerm = state.term;
@@ -196,9 +244,9 @@ async function soak({ minutes, rate }) {
       log(
         `minute ${minute}: ${fmt(row.opsPerSec, 0)} ops/s, p99 ${fmt(row.p99Ms, 1)} ms (disk fsync max ${fmt(row.diskFsyncMaxMs, 0)}, leader event loop stall ${row.leaderLoopStallMs}), failed ${row.failed} ${row.failed ? JSON.stringify(row.errors) : ''}, shed ${row.shed}, ` +
           `RSS ${Object.values(figures).map((f) => fmt(f.rssMb, 0)).join('/')} MB, data ${Object.values(figures).map((f) => fmt(f.dataMb, 0)).join('/')} MB, ` +
-          `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}; ${memoryParts(row)}`,
+          `snapshot ${fmt(row.snapshotMb, 2)} MB, term ${row.term}; ${engineParts(row)}; ${memoryParts(row)}`,
       );
-      if (minute % KILL_EVERY_MINUTES === 0 && minute < minutes && !killing) {
+      if (kills && minute % KILL_EVERY_MINUTES === 0 && minute < minutes && !killing) {
         const victim = cluster.nodes.find((n) => n !== writer.node && n.running);
         killing = killAndCatchUp(cluster, victim, log).then((r) => {
           catchUps.push(r);
@@ -212,12 +260,29 @@ async function soak({ minutes, rate }) {
     if (disk) await disk.stop();
     await cluster.stop();
   }
-  return { minutes, rate, rows, catchUps, verdict: verdict(rows, catchUps) };
+  return { rows, catchUps };
 }
 
-/** DESIGN §5's flatness check: the last 5 minutes against minutes 5-10, within 20%. */
-function verdict(rows, catchUps) {
-  if (rows.length < 15) return { note: 'flatness is judged on runs of 15 minutes or more' };
+async function soak({ minutes, rate }) {
+  const log = (msg) => console.log(`[soak] ${msg}`);
+  const main = await phase({ minutes, rate, kills: true, log });
+  // A shared machine drifts by the hour too. A fresh cluster at the same rate right after tells
+  // a late rise of the soak's cluster from the machine's: only the first would show in the soak
+  // and not in the fresh cluster.
+  let control = null;
+  if (minutes >= FLATNESS_MIN_MINUTES) {
+    log(`a fresh cluster at the same rate for ${CONTROL_MINUTES} min, to compare the late minutes with`);
+    control = (await phase({ minutes: CONTROL_MINUTES, rate, kills: false, log: (msg) => console.log(`[soak control] ${msg}`) })).rows;
+  }
+  return { minutes, rate, rows: main.rows, catchUps: main.catchUps, control, verdict: verdict(main.rows, main.catchUps, control) };
+}
+
+/**
+ * DESIGN §5's flatness check: the last 5 minutes against minutes 5-10, within 20%. Beside it, the
+ * late minutes against the fresh cluster after the soak (its first minute left out as warm-up).
+ */
+function verdict(rows, catchUps, control) {
+  if (rows.length < FLATNESS_MIN_MINUTES) return { note: `flatness is judged on runs of ${FLATNESS_MIN_MINUTES} minutes or more` };
   const window = (from, to) => rows.filter((r) => r.minute >= from && r.minute <= to);
   const maxRss = (r) => Math.max(...Object.values(r.nodes).map((f) => f.rssMb ?? 0));
   const early = window(5, 10);
@@ -225,8 +290,14 @@ function verdict(rows, catchUps) {
   const ratio = (f) => round(median(late.map(f)) / median(early.map(f)), 2);
   const p99Ratio = ratio((r) => r.p99Ms);
   const rssRatio = ratio(maxRss);
+  const lateP99 = median(late.map((r) => r.p99Ms));
+  const controlP99 = control ? median(control.slice(1).map((r) => r.p99Ms)) : null;
   return {
     p99LateOverEarly: p99Ratio,
+    p99EarlyMs: median(early.map((r) => r.p99Ms)),
+    p99LateMs: lateP99,
+    p99FreshClusterMs: controlP99,
+    p99LateOverFreshCluster: controlP99 ? round(lateP99 / controlP99, 2) : null,
     rssLateOverEarly: rssRatio,
     p99Flat: p99Ratio <= 1.2,
     rssFlat: rssRatio <= 1.2,
@@ -236,6 +307,18 @@ function verdict(rows, catchUps) {
     catchUpsWithin10s: catchUps.filter((c) => c.caughtUpMs !== null && c.caughtUpMs <= 10000).length,
     catchUps: catchUps.length,
   };
+}
+
+/**
+ * The engine's means over the minute (every node's log append, the leader's apply and round trips)
+ * and what each node wrote to the disk per write.
+ */
+function engineParts(row) {
+  const ids = Object.keys(row.engine);
+  const writer = row.engine[row.writerNode];
+  const rtt = writer ? Object.entries(writer.rttMs).map(([peer, ms]) => `${peer} ${fmt(ms, 2)}`).join(', ') : '-';
+  const written = ids.map((id) => fmt(row.nodes[id]?.diskKbPerWrite, 2)).join('/');
+  return `append ms ${ids.map((id) => fmt(row.engine[id]?.fsyncMs, 2)).join('/')}, apply ms ${fmt(writer?.applyMs, 2)}, round trip ms ${rtt}, disk KB per write ${written}`;
 }
 
 /** The writer's node's RSS in parts: it holds the load generator beside the package. */
@@ -249,7 +332,7 @@ function printSoak(r) {
   console.log(`\nSoak: ${r.rate} ops/s through replicateOperation for ${r.minutes} minutes (3 processes, durable storage)`);
   const ids = Object.keys(r.rows[0]?.nodes || {});
   printRows(
-    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'leader loop stall ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log', 'writer node RSS in parts'],
+    ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'leader loop stall ms', 'failed', 'shed', 'term', ...ids.map((id) => `${id} RSS MB`), ...ids.map((id) => `${id} data MB`), 'snapshot MB', 'log', 'engine means', 'writer node RSS in parts'],
     r.rows.map((x) => [
       x.minute,
       fmt(x.opsPerSec, 0),
@@ -264,6 +347,7 @@ function printSoak(r) {
       ...ids.map((id) => fmt(x.nodes[id].dataMb, 1)),
       fmt(x.snapshotMb, 2),
       x.logLength,
+      engineParts(x),
       memoryParts(x),
     ]),
   );
@@ -272,6 +356,13 @@ function printSoak(r) {
     printRows(
       ['node', 'leader commit at restart', 'restart ms', 'caught up ms', 'by snapshot', 'snapshot MB', 'install ms'],
       r.catchUps.map((c) => [c.nodeId, c.leaderCommitAtRestart, c.restartMs, c.caughtUpMs ?? 'gave up', c.bySnapshot ? 'yes' : 'no', fmt(c.snapshotMb, 2), c.installMs ?? '']),
+    );
+  }
+  if (r.control) {
+    console.log(`\nA fresh cluster at the same rate right after the soak (minute 1 is its warm-up):`);
+    printRows(
+      ['min', 'ops/s', 'p50 ms', 'p99 ms', 'disk fsync max ms', 'failed', 'engine means'],
+      r.control.map((x) => [x.minute, fmt(x.opsPerSec, 0), fmt(x.p50Ms, 2), fmt(x.p99Ms, 1), fmt(x.diskFsyncMaxMs, 0), x.failed, engineParts(x)]),
     );
   }
   console.log(`\nverdict: ${JSON.stringify(r.verdict)}`);

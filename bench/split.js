@@ -13,15 +13,10 @@
 // (read-your-writes). The leader's fsync and the round trip to a follower run side by side; the
 // rest is in series.
 const { Cluster } = require('../support/cluster');
-const { fmt, printRows } = require('./measure');
+const { histogramMeanMs: meanMs, fmt, printRows } = require('./measure');
 
 const countArg = process.argv.find((a) => a.startsWith('--count='));
 const COUNT = countArg ? Number(countArg.slice('--count='.length)) : 1000;
-
-const meanMs = (after, before) => {
-  const n = after.count - before.count;
-  return n > 0 ? ((after.sum - before.sum) / n) * 1000 : null;
-};
 
 async function measurePath(leader, followers, op, prefix) {
   const before = await Promise.all([leader, ...followers].map((n) => n.call('nativeStats')));
@@ -37,7 +32,7 @@ async function measurePath(leader, followers, op, prefix) {
     applyCommitMs: meanMs(after[0].applyCommit, before[0].applyCommit),
     applyCommitsPerWrite: (after[0].applyCommit.count - before[0].applyCommit.count) / COUNT,
     followerFsyncMs: followers.map((_, i) => meanMs(after[i + 1].logFsync, before[i + 1].logFsync)),
-    roundTripMs: followers.map((f) => meanMs(after[0].peers[f.nodeId] || { count: 0, sum: 0 }, before[0].peers[f.nodeId] || { count: 0, sum: 0 })),
+    roundTripMs: followers.map((f) => meanMs(after[0].peers[f.nodeId], before[0].peers[f.nodeId])),
     errors: r.errors,
   };
 }
