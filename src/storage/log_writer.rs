@@ -305,7 +305,8 @@ fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::
         Write::Apply { gate, .. } => Some(gate.clone()),
         _ => None,
     });
-    let logged = batch.iter().any(|w| !matches!(w, Write::Apply { .. }));
+    // What openraft waits on is the log's durable write: the WAL fsync histogram counts those
+    // commits alone. A purge-only commit flushes nothing of its own and would under-read it.
     let waited_on = batch.iter().any(|w| {
         matches!(
             w,
@@ -323,7 +324,7 @@ fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::
         wtxn.commit().map_err(storage_err)?;
     }
     let took = started.elapsed();
-    if logged {
+    if waited_on {
         store.stats.log_fsync.observe(took);
     }
     if gate.is_some() {
