@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../support/cluster');
-const { sleep, round, makeValue, closedLoop, procStatusMb } = require('./measure');
+const { sleep, round, makeValue, closedLoop, procStatusMb, processCpuUs } = require('./measure');
 
 function findEtcd() {
   try {
@@ -103,6 +103,16 @@ class EtcdCluster {
     return out;
   }
 
+  /** CPU time so far, in microseconds: the members' processes, and this process (the client's). */
+  cpuUs() {
+    let members = 0;
+    for (const m of this.members) {
+      if (m.proc.exitCode === null && m.proc.signalCode === null) members += processCpuUs(m.proc.pid).us;
+    }
+    const own = process.cpuUsage();
+    return { members, client: own.user + own.system };
+  }
+
   async stop() {
     this.client?.close();
     for (const m of this.members) if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGTERM');
@@ -127,8 +137,13 @@ async function benchEtcd({ levels, warmupCount, failoverTrials }) {
     out.memory.idle = etcd.memory();
     await closedLoop(warmupCount, 16, (n) => putValue(etcd.client, `warm/${n}`, n));
     for (const { inFlight, count } of levels) {
+      const cpuBefore = etcd.cpuUs();
       const r = await closedLoop(count, inFlight, (n) => putValue(etcd.client, `c${inFlight}/${n}`, n));
-      out.load.push({ inFlight, count, ...r });
+      const cpuAfter = etcd.cpuUs();
+      const perPut = (key) => round((cpuAfter[key] - cpuBefore[key]) / Math.max(1, r.acked), 1);
+      // The client runs in this process, as the load runs in our leader's: both count.
+      const cpuPerWriteUs = { members: perPut('members'), client: perPut('client'), total: perPut('members') + perPut('client') };
+      out.load.push({ inFlight, count, ...r, cpuPerWriteUs });
       console.log(`etcd ${String(inFlight).padStart(3)} in flight: ${r.opsPerSec} ops/s, p50 ${r.p50Ms} p99 ${r.p99Ms} ms, errors ${JSON.stringify(r.errors)}`);
     }
     out.memory.afterLoad = etcd.memory();

@@ -102,6 +102,73 @@ function procWriteBytes(pid) {
   return m ? Number(m[1]) : null;
 }
 
+/** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux). */
+const USER_HZ = 100;
+
+/** User and kernel CPU times, in microseconds, from a /proc stat line (its fields 14 and 15). */
+function statCpuUs(stat) {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const [user, kernel] = [Number(fields[11]), Number(fields[12])].map((ticks) => (ticks * 1e6) / USER_HZ);
+  return { us: user + kernel, kernelUs: kernel };
+}
+
+/** CPU time so far of a whole process (all its threads), in microseconds. */
+function processCpuUs(pid) {
+  return statCpuUs(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/**
+ * CPU time so far, in microseconds, of each of a process's threads by the kind of work it does:
+ * the engine's tokio workers, its log writer, and Node's own threads (Node names its main thread,
+ * V8's helpers and libuv's pool all `node`). `kernelUs` is the part spent in the kernel.
+ */
+function threadCpuUs(pid) {
+  const out = {};
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // the thread ended between the listing and the read
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const kind = comm.startsWith('tokio') ? 'tokio' : comm === 'raft-log-writer' ? 'logWriter' : 'node';
+    const { us, kernelUs } = statCpuUs(stat);
+    out[kind] = out[kind] || { us: 0, kernelUs: 0 };
+    out[kind].us += us;
+    out[kind].kernelUs += kernelUs;
+  }
+  return out;
+}
+
+/**
+ * CPU per operation between two `threadCpuUs` readings of each role ('leader', 'followers'), by
+ * thread kind, in microseconds; `total` adds them all. A thread that ended meanwhile is not counted.
+ */
+function cpuPerOpUs(before, after, ops) {
+  const out = { total: 0 };
+  for (const [role, readings] of Object.entries(after)) {
+    for (const [i, reading] of readings.entries()) {
+      for (const [kind, t] of Object.entries(reading)) {
+        const b = before[role][i][kind] || { us: 0, kernelUs: 0 };
+        const key = `${role}.${kind}`;
+        out[key] = out[key] || { us: 0, kernelUs: 0 };
+        out[key].us += (t.us - b.us) / ops;
+        out[key].kernelUs += (t.kernelUs - b.kernelUs) / ops;
+        out.total += (t.us - b.us) / ops;
+      }
+    }
+  }
+  for (const v of Object.values(out)) {
+    if (typeof v === 'object') {
+      v.us = round(v.us, 1);
+      v.kernelUs = round(v.kernelUs, 1);
+    }
+  }
+  out.total = round(out.total, 1);
+  return out;
+}
+
 /** Bytes the files under `dir` occupy on disk (sparse LMDB maps count what is allocated). */
 function diskUsageBytes(dir) {
   let total = 0;
@@ -156,4 +223,4 @@ function printRows(header, rows) {
   for (const row of cells) console.log(line(row));
 }
 
-module.exports = { MB, sleep, round, makeValue, percentile, summarize, runClosedLoop, closedLoop, procStatusMb, procWriteBytes, diskUsageBytes, histogramMeanMs, median, fmt, printRows };
+module.exports = { MB, sleep, round, makeValue, percentile, summarize, runClosedLoop, closedLoop, procStatusMb, procWriteBytes, processCpuUs, threadCpuUs, cpuPerOpUs, diskUsageBytes, histogramMeanMs, median, fmt, printRows };

@@ -15,7 +15,7 @@ const { benchEtcd, etcdUnavailable } = require('./etcd');
 const { runSoak } = require('./soak');
 const { split, printSplit } = require('./split');
 const { flameUnavailable, flameNodeArgs, withFlameGraph, shares, COST_CENTRES } = require('./flame');
-const { MB, sleep, round, summarize, procStatusMb, median, fmt, printRows } = require('./measure');
+const { MB, sleep, round, summarize, procStatusMb, threadCpuUs, cpuPerOpUs, median, fmt, printRows } = require('./measure');
 
 const args = process.argv.slice(2);
 const USAGE = `usage: npm run bench -- [options]
@@ -212,15 +212,22 @@ async function settledMemory(cluster) {
  * One load level from inside the leader's process, with the term and leader before and after:
  * leadership must not move while a busy leader works.
  */
-async function runLevel(leader, { inFlight, count }, prefix, op, flameName = null) {
+async function runLevel(cluster, leader, { inFlight, count }, prefix, op, flameName = null) {
   const before = await leader.call('state');
+  const cpuByRole = () => ({
+    leader: [threadCpuUs(leader.child.pid)],
+    followers: cluster.nodes.filter((n) => n !== leader).map((n) => threadCpuUs(n.child.pid)),
+  });
+  const cpuBefore = cpuByRole();
   const load = () => leader.call(op, { count, concurrency: inFlight, prefix, withIds: WITH_IDS }, 600000);
   const r = FLAME_DIR && flameName ? await withFlameGraph(FLAME_DIR, flameName, leader.child.pid, load) : await load();
+  const cpuPerWriteUs = cpuPerOpUs(cpuBefore, cpuByRole(), Math.max(1, r.latencies.length));
   const after = await leader.call('state');
   return {
     inFlight,
     count,
     ...summarize(r.latencies, r.elapsedMs, r.errors),
+    cpuPerWriteUs,
     termBefore: before.term,
     termAfter: after.term,
     leaderAfter: after.leaderId,
@@ -228,9 +235,16 @@ async function runLevel(leader, { inFlight, count }, prefix, op, flameName = nul
   };
 }
 
+/** CPU per write of every process, by the threads it ran on (see `threadCpuUs`). */
+function cpuLine(cpu) {
+  const part = (role) => ['node', 'tokio', 'logWriter'].map((kind) => `${kind} ${fmt(cpu[`${role}.${kind}`]?.us ?? 0, 1)}`).join(', ');
+  return `CPU per write ${fmt(cpu.total, 1)} us (leader: ${part('leader')}; followers: ${part('followers')})`;
+}
+
 const levelLine = (title, l) =>
   `${title} ${String(l.inFlight).padStart(3)} in flight: ${fmt(l.opsPerSec, 0)} ops/s, p50 ${fmt(l.p50Ms, 2)} p95 ${fmt(l.p95Ms, 2)} ` +
-  `p99 ${fmt(l.p99Ms, 2)} ms, errors ${JSON.stringify(l.errors)}, term ${l.termBefore}${l.termChanged ? ` -> ${l.termAfter} (CHANGED)` : ''}`;
+  `p99 ${fmt(l.p99Ms, 2)} ms, errors ${JSON.stringify(l.errors)}, term ${l.termBefore}${l.termChanged ? ` -> ${l.termAfter} (CHANGED)` : ''}\n` +
+  `    ${cpuLine(l.cpuPerWriteUs)}`;
 
 /** Both paths on a fresh cluster each: idle memory, the levels, memory after load. */
 async function benchPath(p, bareNodeRss) {
@@ -242,11 +256,11 @@ async function benchPath(p, bareNodeRss) {
     await sleep(1000);
     const idle = await nodeMemory(cluster);
     console.log(`${p.title}: cluster formed, leader ${leader.nodeId}; idle nodes ${Object.values(idle).map((m) => fmt(m.rssMb)).join(' / ')} MB`);
-    const warm = await runLevel(leader, WARMUP, `${p.key}-warmup`, p.op);
+    const warm = await runLevel(cluster, leader, WARMUP, `${p.key}-warmup`, p.op);
     let totalOps = warm.acked;
     const load = [];
     for (const level of LEVELS) {
-      const r = await runLevel(leader, level, `${p.key}-c${level.inFlight}`, p.op, `${p.title}-${level.inFlight}-in-flight`);
+      const r = await runLevel(cluster, leader, level, `${p.key}-c${level.inFlight}`, p.op, `${p.title}-${level.inFlight}-in-flight`);
       totalOps += r.acked;
       load.push(r);
       console.log(levelLine(p.title, r));
@@ -393,10 +407,21 @@ function etcdRatios(r) {
   const ratio = (ours, theirs) => (ours === null || theirs === null || !theirs ? null : round(ours / theirs, 2));
   const levels = LEVELS.map(({ inFlight }) => {
     const e = r.etcd.load.find((l) => l.inFlight === inFlight);
-    const row = { inFlight, etcd: { opsPerSec: e.opsPerSec, p50Ms: e.p50Ms, p99Ms: e.p99Ms } };
+    const etcdCpu = e.cpuPerWriteUs ? e.cpuPerWriteUs.total : null;
+    const row = { inFlight, etcd: { opsPerSec: e.opsPerSec, p50Ms: e.p50Ms, p99Ms: e.p99Ms, cpuUs: etcdCpu } };
     for (const p of PATHS) {
       const o = r.paths[p.key].load.find((l) => l.inFlight === inFlight);
-      row[p.key] = { opsPerSec: o.opsPerSec, p50Ms: o.p50Ms, p99Ms: o.p99Ms, opsRatio: ratio(o.opsPerSec, e.opsPerSec), p50Ratio: ratio(o.p50Ms, e.p50Ms), p99Ratio: ratio(o.p99Ms, e.p99Ms) };
+      const cpuUs = o.cpuPerWriteUs ? o.cpuPerWriteUs.total : null;
+      row[p.key] = {
+        opsPerSec: o.opsPerSec,
+        p50Ms: o.p50Ms,
+        p99Ms: o.p99Ms,
+        cpuUs,
+        opsRatio: ratio(o.opsPerSec, e.opsPerSec),
+        p50Ratio: ratio(o.p50Ms, e.p50Ms),
+        p99Ratio: ratio(o.p99Ms, e.p99Ms),
+        cpuRatio: ratio(cpuUs, etcdCpu),
+      };
     }
     return row;
   });
@@ -420,13 +445,18 @@ function printEtcd(r) {
   }
   const x = r.etcdRatios;
   const times = (v) => (v === null ? 'n/a' : `${fmt(v, 2)}x`);
-  console.log('Beside etcd 3.4 in the same run (ratio = ours / etcd; throughput: higher is better, latency and memory: lower is better)');
+  console.log('Beside etcd 3.4 in the same run (ratio = ours / etcd; throughput: higher is better, latency, CPU and memory: lower is better)');
+  console.log('CPU: microseconds of CPU per write, every process of the cluster and the client that drives it together');
   const rows = [];
   for (const l of x.levels) {
     rows.push([
       `${l.inFlight} in flight`,
-      `${fmt(l.etcd.opsPerSec, 0)} ops/s, p50 ${fmt(l.etcd.p50Ms, 2)}, p99 ${fmt(l.etcd.p99Ms, 2)}`,
-      ...PATHS.map((p) => `${fmt(l[p.key].opsPerSec, 0)} (${times(l[p.key].opsRatio)}), p50 ${fmt(l[p.key].p50Ms, 2)} (${times(l[p.key].p50Ratio)}), p99 ${fmt(l[p.key].p99Ms, 2)} (${times(l[p.key].p99Ratio)})`),
+      `${fmt(l.etcd.opsPerSec, 0)} ops/s, p50 ${fmt(l.etcd.p50Ms, 2)}, p99 ${fmt(l.etcd.p99Ms, 2)}, CPU ${fmt(l.etcd.cpuUs, 1)} us`,
+      ...PATHS.map(
+        (p) =>
+          `${fmt(l[p.key].opsPerSec, 0)} (${times(l[p.key].opsRatio)}), p50 ${fmt(l[p.key].p50Ms, 2)} (${times(l[p.key].p50Ratio)}), ` +
+          `p99 ${fmt(l[p.key].p99Ms, 2)} (${times(l[p.key].p99Ratio)}), CPU ${fmt(l[p.key].cpuUs, 1)} us (${times(l[p.key].cpuRatio)})`,
+      ),
     ]);
   }
   // One failover figure serves both paths: the kill and the election happen below either.
