@@ -98,7 +98,13 @@ function procStatusMb(pid) {
  * /proc/PID/io): the pages its commits dirtied, whichever thread flushed them.
  */
 function procWriteBytes(pid) {
-  const m = /^write_bytes:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
+  let io;
+  try {
+    io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+  } catch {
+    return null; // the process is gone, or its io is not ours to read
+  }
+  const m = /^write_bytes:\s+(\d+)$/m.exec(io);
   return m ? Number(m[1]) : null;
 }
 

@@ -193,7 +193,10 @@ async function phase({ minutes, rate, kills, log }) {
     let sampledAt = performance.now();
     let engineBefore = await engineReadings(cluster);
     const writtenBefore = Object.fromEntries(
-      cluster.nodes.map((n) => [n.nodeId, { pid: n.child.pid, writeBytes: procWriteBytes(n.child.pid) }]),
+      cluster.nodes.map((n) => {
+        const writeBytes = procWriteBytes(n.child.pid);
+        return [n.nodeId, writeBytes === null ? null : { pid: n.child.pid, writeBytes }];
+      }),
     );
     let killing = null;
     let lastTerm = (await first.call('state')).term;
@@ -215,8 +218,9 @@ async function phase({ minutes, rate, kills, log }) {
       for (const [id, f] of Object.entries(figures)) {
         const prev = writtenBefore[id];
         const fresh = !prev || prev.pid !== f.pid;
-        f.diskKbPerWrite = f.writeBytes === undefined || f.writeBytes === null || !sample.acked ? null : round((f.writeBytes - (fresh ? 0 : prev.writeBytes)) / 1024 / sample.acked, 2);
-        writtenBefore[id] = f.writeBytes === undefined ? null : { pid: f.pid, writeBytes: f.writeBytes };
+        const known = typeof f.writeBytes === 'number';
+        f.diskKbPerWrite = known && sample.acked ? round((f.writeBytes - (fresh ? 0 : prev.writeBytes)) / 1024 / sample.acked, 2) : null;
+        writtenBefore[id] = known ? { pid: f.pid, writeBytes: f.writeBytes } : null;
         delete f.pid;
         delete f.writeBytes;
       }
