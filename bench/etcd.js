@@ -140,9 +140,10 @@ async function benchEtcd({ levels, warmupCount, failoverTrials }) {
       const cpuBefore = etcd.cpuUs();
       const r = await closedLoop(count, inFlight, (n) => putValue(etcd.client, `c${inFlight}/${n}`, n));
       const cpuAfter = etcd.cpuUs();
-      const perPut = (key) => round((cpuAfter[key] - cpuBefore[key]) / Math.max(1, r.acked), 1);
+      const perPut = (key) => (cpuAfter[key] - cpuBefore[key]) / Math.max(1, r.acked);
       // The client runs in this process, as the load runs in our leader's: both count.
-      const cpuPerWriteUs = { members: perPut('members'), client: perPut('client'), total: perPut('members') + perPut('client') };
+      const [members, client] = [perPut('members'), perPut('client')];
+      const cpuPerWriteUs = { members: round(members, 1), client: round(client, 1), total: round(members + client, 1) };
       out.load.push({ inFlight, count, ...r, cpuPerWriteUs });
       console.log(`etcd ${String(inFlight).padStart(3)} in flight: ${r.opsPerSec} ops/s, p50 ${r.p50Ms} p99 ${r.p99Ms} ms, errors ${JSON.stringify(r.errors)}`);
     }

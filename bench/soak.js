@@ -36,8 +36,6 @@ async function nodeFigures(node) {
   const js = await node.call('memory').catch(() => null);
   const heapMb = js ? round(js.heapTotal / MB, 1) : null;
   return {
-    pid: node.child.pid,
-    writeBytes: procWriteBytes(node.child.pid),
     // A process being reaped reads as 0 kB.
     rssMb: status.VmRSS || null,
     fileMb: status.RssFile,
@@ -46,6 +44,12 @@ async function nodeFigures(node) {
     nativeMb: heapMb === null ? null : round(status.RssAnon - heapMb, 1),
     dataMb,
   };
+}
+
+/** A node's disk-write counter, tied to its process: a restarted node counts again from zero. */
+function writeCounter(node) {
+  const writeBytes = node.running ? procWriteBytes(node.child.pid) : null;
+  return writeBytes === null ? null : { pid: node.child.pid, writeBytes };
 }
 
 /**
@@ -192,12 +196,8 @@ async function phase({ minutes, rate, kills, log }) {
     cluster.soakStartedAt = Date.now();
     let sampledAt = performance.now();
     let engineBefore = await engineReadings(cluster);
-    const writtenBefore = Object.fromEntries(
-      cluster.nodes.map((n) => {
-        const writeBytes = procWriteBytes(n.child.pid);
-        return [n.nodeId, writeBytes === null ? null : { pid: n.child.pid, writeBytes }];
-      }),
-    );
+    const writeCounters = () => Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, writeCounter(n)]));
+    let writtenBefore = writeCounters();
     let killing = null;
     let lastTerm = (await first.call('state')).term;
     for (let minute = 1; minute <= minutes; minute++) {
@@ -215,15 +215,13 @@ async function phase({ minutes, rate, kills, log }) {
       const figures = Object.fromEntries(await Promise.all(cluster.nodes.map(async (n) => [n.nodeId, await nodeFigures(n)])));
       // What each node wrote to the disk per write this minute: a commit that dirties more
       // pages as the run goes on would show here before it shows in p99.
-      for (const [id, f] of Object.entries(figures)) {
+      const writtenNow = writeCounters();
+      for (const [id, now] of Object.entries(writtenNow)) {
         const prev = writtenBefore[id];
-        const fresh = !prev || prev.pid !== f.pid;
-        const known = typeof f.writeBytes === 'number';
-        f.diskKbPerWrite = known && sample.acked ? round((f.writeBytes - (fresh ? 0 : prev.writeBytes)) / 1024 / sample.acked, 2) : null;
-        writtenBefore[id] = known ? { pid: f.pid, writeBytes: f.writeBytes } : null;
-        delete f.pid;
-        delete f.writeBytes;
+        const since = prev && prev.pid === now?.pid ? prev.writeBytes : 0;
+        figures[id].diskKbPerWrite = now && sample.acked ? round((now.writeBytes - since) / 1024 / sample.acked, 2) : null;
       }
+      writtenBefore = writtenNow;
       const row = {
         minute,
         opsPerSec: sample.opsPerSec,

@@ -306,7 +306,7 @@ fn commit_batch(store: &Store, delivery: &Delivery, batch: &mut [Write]) -> io::
         _ => None,
     });
     // What openraft waits on is the log's durable write: the WAL fsync histogram counts those
-    // commits alone. A purge-only commit flushes nothing of its own and would under-read it.
+    // commits alone. A purge-only commit skips the meta page's flush and would under-read it.
     let waited_on = batch.iter().any(|w| {
         matches!(
             w,
