@@ -99,7 +99,10 @@ impl StateMachine {
                 }
                 // Writers hear back after the events are queued: a write made on this node then
                 // finds its own `command_applied` ahead of its answer, and need not wait for it.
-                for (responder, reply) in applied.replies {
+                // Last to first: writes proposed together read their answers in order, so the
+                // reader wakes once, at the first, with every answer there, and hands them to
+                // JavaScript together (answers handed over apart are proposed again apart).
+                for (responder, reply) in applied.replies.into_iter().rev() {
                     if let Some(r) = responder {
                         r.send(reply);
                     }
