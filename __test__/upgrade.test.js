@@ -20,6 +20,24 @@ const GUIDE = {
   cluster: { healthCheckInterval: 250, healthCheckTimeout: 250, maxFailedHealthChecks: 2 },
 };
 
+/**
+ * Starts `node` on the port the fixture gave it, which lies in the kernel's range for outgoing connections.
+ * Between the check that it is free and the node's bind, a connection may take it as its local port for a
+ * moment: the cluster's own nodes reach for each other as they start. A start refused that way is tried
+ * again, in a new process, once the port is free.
+ */
+async function startOnFixturePort(cluster, node) {
+  for (let attempt = 1; ; attempt++) {
+    await cluster.waitFor(() => canListen(node.port), 30000);
+    try {
+      return await node.start();
+    } catch (err) {
+      if (err.code !== 'ERR_ADDRESS_IN_USE' || attempt === 5) throw err;
+      await node.kill('SIGKILL');
+    }
+  }
+}
+
 /** A copy of the fixture's directories in a fresh temporary root. */
 function copyFixture() {
   const root = tempRoot();
@@ -43,11 +61,8 @@ test('a format 1 cluster starts on this build: every operation and registry reco
   await cluster.prepare();
   // The membership stored in the log names the ports the fixture's nodes had.
   for (const n of cluster.nodes) n.port = manifest.nodes[n.nodeId].port;
-  // Those ports lie in the kernel's range for outgoing connections, where a connection of an
-  // earlier suite's nodes may still hold one for a moment.
-  await cluster.waitFor(async () => (await Promise.all(cluster.nodes.map((n) => canListen(n.port)))).every(Boolean), 30000);
   try {
-    await Promise.all(cluster.nodes.map((n) => n.start()));
+    await Promise.all(cluster.nodes.map((n) => startOnFixturePort(cluster, n)));
     // The node that led before the restart leads again at once, but a node that starts before it
     // can reach it stands after an election timeout: leadership may move once. The writes go to a
     // leader that has committed in its term and that every node follows.
