@@ -12,7 +12,7 @@ const path = require('node:path');
 const fs = require('node:fs');
 const { Cluster } = require('../support/cluster');
 const { DiskProbe } = require('./disk-probe');
-const { MB, sleep, round, summarize, procStatusMb, procWriteBytes, diskUsageBytes, histogramMeanMs, median, fmt, printRows } = require('./measure');
+const { MB, sleep, round, summarize, procStatusMb, procWriteBytes, deviceWrittenBytes, diskUsageBytes, histogramMeanMs, median, fmt, printRows } = require('./measure');
 
 const MINUTE_MS = 60000;
 const KILL_EVERY_MINUTES = 5;
@@ -198,6 +198,7 @@ async function phase({ minutes, rate, kills, log }) {
     let engineBefore = await engineReadings(cluster);
     const writeCounters = () => Object.fromEntries(cluster.nodes.map((n) => [n.nodeId, writeCounter(n)]));
     let writtenBefore = writeCounters();
+    let deviceBefore = deviceWrittenBytes(cluster.root);
     let killing = null;
     let lastTerm = (await first.call('state')).term;
     for (let minute = 1; minute <= minutes; minute++) {
@@ -213,8 +214,12 @@ async function phase({ minutes, rate, kills, log }) {
       const leader = await cluster.leader(15000).catch(() => null);
       const state = leader ? await leader.call('state') : null;
       const figures = Object.fromEntries(await Promise.all(cluster.nodes.map(async (n) => [n.nodeId, await nodeFigures(n)])));
-      // What each node wrote to the disk per write this minute: a commit that dirties more
-      // pages as the run goes on would show here before it shows in p99.
+      // What each node dirtied per write this minute, and what reached the device from all of
+      // them: a commit that writes more pages as the run goes on would show here before it
+      // shows in p99. Only the device's count is bytes on the disk (see `procWriteBytes`).
+      const deviceNow = deviceWrittenBytes(cluster.root);
+      const deviceKbPerWrite = deviceNow !== null && deviceBefore !== null && sample.acked ? round((deviceNow - deviceBefore) / 1024 / sample.acked, 2) : null;
+      deviceBefore = deviceNow;
       const writtenNow = writeCounters();
       for (const [id, now] of Object.entries(writtenNow)) {
         const prev = writtenBefore[id];
@@ -236,6 +241,7 @@ async function phase({ minutes, rate, kills, log }) {
         term: state ? state.term : null,
         termChanged: state ? state.term !== lastTerm : null,
         nodes: figures,
+        deviceKbPerWrite,
         engine,
         writerNode: writer.node ? writer.node.nodeId : null,
         snapshotMb: leader && engineAfter[leader.nodeId] ? round(engineAfter[leader.nodeId].snapshotBytes / MB, 2) : null,
@@ -312,15 +318,15 @@ function verdict(rows, catchUps, control) {
 }
 
 /**
- * The engine's means over the minute (every node's log append, the leader's apply and round trips)
- * and what each node wrote to the disk per write.
+ * The engine's means over the minute (every node's log append, the leader's apply and round trips),
+ * the page cache each node dirtied per write, and the bytes per write that reached the device.
  */
 function engineParts(row) {
   const ids = Object.keys(row.engine);
   const writer = row.engine[row.writerNode];
   const rtt = writer ? Object.entries(writer.rttMs).map(([peer, ms]) => `${peer} ${fmt(ms, 2)}`).join(', ') : '-';
   const written = ids.map((id) => fmt(row.nodes[id]?.diskKbPerWrite, 2)).join('/');
-  return `append ms ${ids.map((id) => fmt(row.engine[id]?.fsyncMs, 2)).join('/')}, apply ms ${fmt(writer?.applyMs, 2)}, round trip ms ${rtt}, disk KB per write ${written}`;
+  return `append ms ${ids.map((id) => fmt(row.engine[id]?.fsyncMs, 2)).join('/')}, apply ms ${fmt(writer?.applyMs, 2)}, round trip ms ${rtt}, KB per write dirtied ${written}, on the device ${fmt(row.deviceKbPerWrite, 2)}`;
 }
 
 /** The writer's node's RSS in parts: it holds the load generator beside the package. */
