@@ -44,21 +44,9 @@ pub(super) fn place_in_memory(dir: &Path) -> Option<MemoryLockFile> {
 fn place_under(shared: &Path, dir: &Path) -> io::Result<MemoryLockFile> {
     let mine = private_dir(shared)?;
     remove_abandoned(&mine);
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let target = mine.join(format!(
-        "{}-{}.lock",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    // A file of that name can only be left by an earlier process with this pid (the counter is
-    // this process's own): nobody uses it any more.
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&target)?;
-    let placed = MemoryLockFile { path: target };
+    let placed = MemoryLockFile {
+        path: claim_new(&mine)?,
+    };
     let link = dir.join(LOCK_NAME);
     match fs::remove_file(&link) {
         Ok(()) => {}
@@ -67,6 +55,37 @@ fn place_under(shared: &Path, dir: &Path) -> io::Result<MemoryLockFile> {
     }
     symlink(&placed.path, &link)?;
     Ok(placed)
+}
+
+/// The number in the name of this copy's next lock file.
+static NEXT_LOCK_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a lock file of a name no one else holds. The counter is this copy of the library's
+/// own, and a process can hold two copies (two versions of the package in one application), so
+/// a name may be taken by the other's live environment: it is passed over, never truncated.
+fn claim_new(mine: &Path) -> io::Result<PathBuf> {
+    const ATTEMPTS: usize = 10_000;
+    for _ in 0..ATTEMPTS {
+        let target = mine.join(format!(
+            "{}-{}.lock",
+            std::process::id(),
+            NEXT_LOCK_FILE.fetch_add(1, Ordering::Relaxed)
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+        {
+            Ok(_) => return Ok(target),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free lock file name in {}", mine.display()),
+    ))
 }
 
 /// This user's directory under the shared tmpfs, readable by nobody else. One that exists
@@ -129,6 +148,29 @@ mod tests {
         let target = placed.path.clone();
         drop(placed);
         assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_lock_file_another_copy_of_the_library_holds_is_left_alone() {
+        let shared = tempfile::tempdir().expect("tempdir");
+        let data = tempfile::tempdir().expect("tempdir");
+        let mine = private_dir(shared.path()).expect("dir");
+        // The names this copy would take next, held as another copy's would be.
+        let next = NEXT_LOCK_FILE.load(Ordering::Relaxed);
+        let taken: Vec<PathBuf> = (next..next + 64)
+            .map(|n| mine.join(format!("{}-{n}.lock", std::process::id())))
+            .collect();
+        for path in &taken {
+            fs::write(path, b"held by another copy").expect("held");
+        }
+        let placed = place_under(shared.path(), data.path()).expect("placed");
+        assert!(!taken.contains(&placed.path));
+        for path in &taken {
+            assert_eq!(
+                fs::read(path).expect("still there"),
+                b"held by another copy"
+            );
+        }
     }
 
     #[test]
