@@ -60,16 +60,21 @@ fn place_under(shared: &Path, dir: &Path) -> io::Result<MemoryLockFile> {
 /// The number in the name of this copy's next lock file.
 static NEXT_LOCK_FILE: AtomicU64 = AtomicU64::new(0);
 
+/// A lock file's name: the process that made it, which `remove_abandoned` reads back, and the
+/// number of the copy's counter.
+fn lock_file_name(pid: u32, number: u64) -> String {
+    format!("{pid}-{number}.lock")
+}
+
 /// Creates a lock file of a name no one else holds. The counter is this copy of the library's
 /// own, and a process can hold two copies (two versions of the package in one application), so
 /// a name may be taken by the other's live environment: it is passed over, never truncated.
 fn claim_new(mine: &Path) -> io::Result<PathBuf> {
     const ATTEMPTS: usize = 10_000;
     for _ in 0..ATTEMPTS {
-        let target = mine.join(format!(
-            "{}-{}.lock",
+        let target = mine.join(lock_file_name(
             std::process::id(),
-            NEXT_LOCK_FILE.fetch_add(1, Ordering::Relaxed)
+            NEXT_LOCK_FILE.fetch_add(1, Ordering::Relaxed),
         ));
         match OpenOptions::new()
             .write(true)
@@ -158,7 +163,7 @@ mod tests {
         // The names this copy would take next, held as another copy's would be.
         let next = NEXT_LOCK_FILE.load(Ordering::Relaxed);
         let taken: Vec<PathBuf> = (next..next + 64)
-            .map(|n| mine.join(format!("{}-{n}.lock", std::process::id())))
+            .map(|n| mine.join(lock_file_name(std::process::id(), n)))
             .collect();
         for path in &taken {
             fs::write(path, b"held by another copy").expect("held");
