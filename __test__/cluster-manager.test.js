@@ -69,7 +69,12 @@ test('guide registration on 3 processes: every node lists all 3 members, the fou
     expected[0] = { ...expected[0], metadata: { rack: 'r1', zone: 'a' } };
     await waitSameView(cluster, expected);
 
+    // Each node writes its own record once it finds itself a member. node-2's changes nothing
+    // the view shows (node-1's addNode gave it the same), so the view can match before it
+    // commits: wait for the writes themselves, three records of their own and three addNode.
+    await cluster.waitFor(async () => (await upsertsApplied(n2)) >= 6);
     const upsertsBefore = await upsertsApplied(n2);
+    assert.equal(upsertsBefore, 6, 'one record of its own per node and one per addNode');
     await n1.kill('SIGKILL');
     const killedAt = Date.now();
     for (const n of [n2, n3]) {
