@@ -60,10 +60,15 @@ fn place_under(shared: &Path, dir: &Path) -> io::Result<MemoryLockFile> {
 /// The number in the name of this copy's next lock file.
 static NEXT_LOCK_FILE: AtomicU64 = AtomicU64::new(0);
 
-/// A lock file's name: the process that made it, which `remove_abandoned` reads back, and the
-/// number of the copy's counter.
+/// A lock file's name: the process that made it, which `lock_file_pid` reads back for
+/// `remove_abandoned`, and the number of the copy's counter.
 fn lock_file_name(pid: u32, number: u64) -> String {
     format!("{pid}-{number}.lock")
+}
+
+/// The process that made the lock file `name`: what `lock_file_name` put before the number.
+fn lock_file_pid(name: &str) -> Option<u32> {
+    name.strip_suffix(".lock")?.split('-').next()?.parse().ok()
 }
 
 /// Creates a lock file of a name no one else holds. The counter is this copy of the library's
@@ -122,12 +127,7 @@ fn remove_abandoned(mine: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".lock"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(pid) = name.to_str().and_then(lock_file_pid) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -196,8 +196,8 @@ mod tests {
         let shared = tempfile::tempdir().expect("tempdir");
         let mine = private_dir(shared.path()).expect("dir");
         // Beyond the kernel's largest pid (4194304), so no process has it.
-        let gone = mine.join("4294967295-0.lock");
-        let alive = mine.join(format!("{}-999.lock", std::process::id()));
+        let gone = mine.join(lock_file_name(u32::MAX, 0));
+        let alive = mine.join(lock_file_name(std::process::id(), 999));
         fs::write(&gone, b"").expect("gone");
         fs::write(&alive, b"").expect("alive");
         remove_abandoned(&mine);
